@@ -1,0 +1,256 @@
+"""The encoding interface: one value object for the patch grid, one base class with three hooks.
+
+A ViT calls, once per forward pass::
+
+    state = pe.state(grid, device)            # tables for this grid (cached when fixed)
+    x = pe.tokens(x, grid, state)             # (B, N, D) patch tokens, before the cls token is added
+    for layer in range(depth):
+        q, k = pe.qk(q, k, grid, state, layer)        # (B, h, T, d), T = prefix + N
+        bias = pe.attn_bias(grid, state, layer)       # (h, T, T) or None, added to the scaled logits
+
+An encoding overrides only the hooks it uses; the others are no-ops.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from harness.encodings.registry import get_encoding
+from harness.errors import HarnessError
+
+__all__ = ["EncodingConfigError", "ModelDims", "PatchGrid", "PositionalEncoding", "build_encoding"]
+
+Policy = Literal["extrapolate", "interpolate"]
+
+
+class EncodingConfigError(HarnessError):
+    """An encoding cannot be built with these options or model dimensions."""
+
+
+@dataclass(frozen=True)
+class PatchGrid:
+    """The patch grid of the current input, passed to every hook.
+
+    ``rows`` x ``cols`` patches in raster order (x = column, y = row), produced by a stem of
+    ``kernel`` and ``stride``; ``num_prefix`` tokens (the cls token) come before the patches;
+    the model was trained on a ``train_rows`` x ``train_cols`` grid. ``offset`` = (dy, dx) is
+    the position of the top-left patch, in patch units (0 for a whole image).
+    """
+
+    rows: int
+    cols: int
+    train_rows: int
+    train_cols: int
+    kernel: int = 1
+    stride: int = 1
+    num_prefix: int = 1
+    offset: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def num_patches(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_prefix + self.rows * self.cols
+
+    @property
+    def is_train_grid(self) -> bool:
+        return (self.rows, self.cols) == (self.train_rows, self.train_cols)
+
+    def yx(self, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch indices (y, x), each (N,) float32 in raster order, plus ``offset``."""
+        y = torch.arange(self.rows, device=device, dtype=torch.float32).repeat_interleave(self.cols)
+        x = torch.arange(self.cols, device=device, dtype=torch.float32).repeat(self.rows)
+        return y + self.offset[0], x + self.offset[1]
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """The model dimensions an encoding is built for."""
+
+    dim: int
+    depth: int
+    heads: int
+    train_rows: int
+    train_cols: int
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    def as_dict(self) -> dict[str, int]:
+        return {**dataclasses.asdict(self), "head_dim": self.head_dim}
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    pass
+
+
+def rescale(index: torch.Tensor, n: int, n_train: int, policy: str) -> torch.Tensor:
+    """Positions along one axis under a new-grid policy.
+
+    ``extrapolate``: one unit per patch, the range grows with the grid. ``interpolate``: the
+    new grid spans the training range, index * (n_train - 1) / (n - 1) (ends aligned).
+    """
+    if policy == "interpolate" and n > 1 and n != n_train:
+        return index * ((n_train - 1) / (n - 1))
+    return index
+
+
+class PositionalEncoding(nn.Module):
+    """Base class: every hook is a no-op. Subclasses register with ``@register_encoding``.
+
+    Class attributes a subclass may set:
+
+    - ``Options``: a dataclass of the encoding's named options (typed, with defaults; a field
+      ``policy: Literal["extrapolate", "interpolate"]`` selects the new-grid policy);
+      ``validate(self, dims)`` on it may raise ``ValueError`` for out-of-range values.
+    - ``param_count``: trainable parameters as a formula of ``dim, depth, heads, head_dim,
+      train_rows, train_cols`` and the options (the listing uses it without importing torch;
+      the conformance kit checks it).
+    - ``fixed_tables``: True when ``build`` depends only on the grid (not on parameters):
+      its result is then cached per grid shape and device.
+    """
+
+    _is_base_interface: ClassVar[bool] = True
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+    param_count: ClassVar[str] = "0"
+    fixed_tables: ClassVar[bool] = False
+    head_dim_multiple: ClassVar[int] = 1
+    cache_size: ClassVar[int] = 16
+
+    def __init__(self, dims: ModelDims, **options: Any) -> None:
+        super().__init__()
+        self.dims = dims
+        self.opts = _build_options(type(self), dims, options)
+        if dims.dim % dims.heads:
+            raise EncodingConfigError(
+                f"encoding {self.name!r}: model dim {dims.dim} is not divisible by heads {dims.heads}"
+            )
+        if dims.head_dim % self.head_dim_multiple:
+            raise EncodingConfigError(
+                f"encoding {self.name!r} needs a head dimension divisible by {self.head_dim_multiple}; "
+                f"got {dims.head_dim} (dim {dims.dim} / heads {dims.heads})"
+            )
+        self._tables: OrderedDict[tuple, Any] = OrderedDict()
+
+    # ------------------------------------------------------------------ tables
+    def state(self, grid: PatchGrid, device: torch.device | str) -> Any:
+        """This forward's tables for ``grid``: built once per forward, cached per grid if fixed."""
+        if not self.fixed_tables:
+            return self.build(grid, torch.device(device))
+        key = (grid.rows, grid.cols, grid.num_prefix, grid.offset, str(device))
+        hit = self._tables.get(key)
+        if hit is None:
+            with torch.no_grad():
+                hit = self.build(grid, torch.device(device))
+            self._tables[key] = hit
+            if len(self._tables) > self.cache_size:
+                self._tables.popitem(last=False)
+        else:
+            self._tables.move_to_end(key)
+        return hit
+
+    def build(self, grid: PatchGrid, device: torch.device) -> Any:
+        """Position tables for ``grid`` (angles, biases, embeddings); None by default."""
+        return None
+
+    # ------------------------------------------------------------------ the three hooks
+    def tokens(self, x: torch.Tensor, grid: PatchGrid, state: Any) -> torch.Tensor:
+        """Patch tokens (B, N, D) after the stem, before the cls token is prepended."""
+        return x
+
+    def qk(self, q: torch.Tensor, k: torch.Tensor, grid: PatchGrid, state: Any, layer: int):
+        """Queries and keys (B, h, T, d) of attention layer ``layer``; prefix tokens first."""
+        return q, k
+
+    def attn_bias(self, grid: PatchGrid, state: Any, layer: int) -> torch.Tensor | None:
+        """A bias (h, T, T) added to the scaled attention logits of ``layer``, or None."""
+        return None
+
+    # ------------------------------------------------------------------ misc
+    def no_weight_decay(self) -> set[str]:
+        """Names of parameters (relative to this module) to exclude from weight decay."""
+        return set()
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in dataclasses.asdict(self.opts).items())
+
+
+def build_encoding(name: str, dims: ModelDims, options: dict[str, Any] | None = None) -> PositionalEncoding:
+    """Build the encoding registered as ``name`` for a model of dimensions ``dims``."""
+    return get_encoding(name)(dims, **(options or {}))
+
+
+# ---------------------------------------------------------------------------- options
+def _build_options(cls: type, dims: ModelDims, options: dict[str, Any]):
+    opt_cls = cls.Options
+    fields = {f.name: f for f in dataclasses.fields(opt_cls)}
+    hints = typing.get_type_hints(opt_cls)
+    for key, value in options.items():
+        if key not in fields:
+            import difflib
+
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            valid = ", ".join(fields) or "none"
+            raise EncodingConfigError(f"encoding {cls.name!r}: unknown option {key!r}{hint} (valid options: {valid})")
+        expected = hints[key]
+        ok, want = _type_ok(value, expected)
+        if not ok:
+            raise EncodingConfigError(
+                f"encoding {cls.name!r}: option {key!r} = {value!r} has the wrong type; expected {want}"
+            )
+        if isinstance(value, int) and not isinstance(value, bool) and float in _flat_types(expected):
+            options = {**options, key: float(value)}
+    opts = opt_cls(**options)
+    validate = getattr(opts, "validate", None)
+    if validate is not None:
+        try:
+            validate(dims)
+        except ValueError as exc:
+            raise EncodingConfigError(f"encoding {cls.name!r}: {exc}") from None
+    return opts
+
+
+def _flat_types(tp: Any) -> tuple:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is Literal:
+        return (Literal,)
+    if args and typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return tuple(t for a in args for t in _flat_types(a))
+    return (tp,)
+
+
+def _type_ok(value: Any, tp: Any) -> tuple[bool, str]:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        return value in choices, "one of " + ", ".join(repr(c) for c in choices)
+    if origin in (typing.Union, types.UnionType):
+        results = [_type_ok(value, a) for a in typing.get_args(tp)]
+        return any(r[0] for r in results), " or ".join(r[1] for r in results)
+    if tp is type(None):
+        return value is None, "null"
+    if tp is bool:
+        return isinstance(value, bool), "a boolean"
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), "an integer"
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return ok, "a finite number"
+    if tp is str:
+        return isinstance(value, str), "a string"
+    return isinstance(value, tp), getattr(tp, "__name__", str(tp))

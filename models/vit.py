@@ -1,0 +1,183 @@
+"""The one Vision Transformer every encoding plugs into.
+
+Convolutional patch stem (kernel, stride, no padding; stride < kernel gives overlapping
+patches), a learned cls token, pre-norm blocks (LayerNorm, attention, LayerNorm, GELU MLP),
+a final LayerNorm and a linear head on the cls token (or on the mean of the patch tokens).
+Attention goes through ``scaled_dot_product_attention``. The encoding acts through its three
+hooks; the model never asks which encoding it holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.encodings.base import ModelDims, PatchGrid, PositionalEncoding, build_encoding
+from harness.errors import HarnessError
+
+__all__ = ["ModelConfigError", "ViT", "ViTConfig", "build_model"]
+
+
+class ModelConfigError(HarnessError):
+    """Model dimensions that cannot work, or an input the patch stem cannot take."""
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """Model sizes. ``image_size`` is the training resolution: it fixes the training grid."""
+
+    image_size: int = 32
+    in_chans: int = 3
+    num_classes: int = 10
+    dim: int = 192
+    depth: int = 6
+    heads: int = 3
+    mlp_ratio: float = 4.0
+    patch_kernel: int = 4
+    patch_stride: int = 4
+    pool: Literal["cls", "mean"] = "cls"
+    qkv_bias: bool = True
+
+    def __post_init__(self) -> None:
+        for f in ("image_size", "in_chans", "num_classes", "dim", "depth", "heads", "patch_kernel", "patch_stride"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ModelConfigError(f"model.{f} must be a positive integer, got {v!r}")
+        if not isinstance(self.mlp_ratio, (int, float)) or self.mlp_ratio <= 0:
+            raise ModelConfigError(f"model.mlp_ratio must be a positive number, got {self.mlp_ratio!r}")
+        if self.dim % self.heads:
+            raise ModelConfigError(f"model.dim {self.dim} must be divisible by model.heads {self.heads}")
+        if self.patch_stride > self.patch_kernel:
+            raise ModelConfigError(
+                f"model.patch_stride {self.patch_stride} must be <= model.patch_kernel {self.patch_kernel} "
+                "(a larger stride would skip pixels)"
+            )
+        if self.pool not in ("cls", "mean"):
+            raise ModelConfigError(f"model.pool must be 'cls' or 'mean', got {self.pool!r}")
+        self.grid_size(self.image_size, "model.image_size")
+
+    def grid_size(self, size: int, what: str = "input size") -> int:
+        """Patches along one side of an image side of ``size`` pixels."""
+        if size < self.patch_kernel:
+            raise ModelConfigError(f"{what} {size} is smaller than the patch kernel {self.patch_kernel}")
+        return (size - self.patch_kernel) // self.patch_stride + 1
+
+    def tiles_exactly(self, size: int) -> bool:
+        """Whether the stem covers every pixel of a side of ``size`` (no pixels dropped)."""
+        return size >= self.patch_kernel and (size - self.patch_kernel) % self.patch_stride == 0
+
+    @property
+    def dims(self) -> ModelDims:
+        g = self.grid_size(self.image_size)
+        return ModelDims(dim=self.dim, depth=self.depth, heads=self.heads, train_rows=g, train_cols=g)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ViTConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            import difflib
+
+            close = difflib.get_close_matches(unknown[0], sorted(names), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ModelConfigError(f"unknown model key {unknown[0]!r}{hint}")
+        return cls(**d)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, qkv_bias: bool) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x, pe: PositionalEncoding, grid: PatchGrid, state: Any, layer: int):
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # (B, h, T, d) each
+        q, k = pe.qk(q, k, grid, state, layer)
+        bias = pe.attn_bias(grid, state, layer)  # (h, T, T) or None
+        if bias is not None:
+            bias = bias.to(q.dtype)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, h, T, d)
+        return self.proj(x.transpose(1, 2).reshape(B, T, D))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ViTConfig) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.dim)
+        self.attn = Attention(cfg.dim, cfg.heads, cfg.qkv_bias)
+        self.norm2 = nn.LayerNorm(cfg.dim)
+        self.mlp = MLP(cfg.dim, int(cfg.dim * cfg.mlp_ratio))
+
+    def forward(self, x, pe, grid, state, layer):
+        x = x + self.attn(self.norm1(x), pe, grid, state, layer)
+        return x + self.mlp(self.norm2(x))
+
+
+class ViT(nn.Module):
+    def __init__(self, cfg: ViTConfig, pe: PositionalEncoding) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.stem = nn.Conv2d(cfg.in_chans, cfg.dim, kernel_size=cfg.patch_kernel, stride=cfg.patch_stride)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+        self.pe = pe
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.head = nn.Linear(cfg.dim, cfg.num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def grid(self, height: int, width: int) -> PatchGrid:
+        """The patch grid of an input of ``height`` x ``width`` pixels."""
+        cfg, train = self.cfg, self.pe.dims
+        rows = cfg.grid_size(height, "input height")
+        cols = cfg.grid_size(width, "input width")
+        return PatchGrid(rows, cols, train.train_rows, train.train_cols, cfg.patch_kernel, cfg.patch_stride, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = images.shape
+        if C != self.cfg.in_chans:
+            raise ModelConfigError(f"input has {C} channels, the model expects {self.cfg.in_chans}")
+        grid = self.grid(H, W)
+        state = self.pe.state(grid, images.device)  # tables for this forward, shared by all layers
+        x = self.stem(images).flatten(2).transpose(1, 2)  # (B, N, D)
+        x = self.pe.tokens(x, grid, state)
+        x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)  # (B, T, D)
+        for i, block in enumerate(self.blocks):
+            x = block(x, self.pe, grid, state, i)
+        x = self.norm(x)
+        x = x[:, 0] if self.cfg.pool == "cls" else x[:, 1:].mean(dim=1)
+        return self.head(x)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names kept out of weight decay: biases, norms, cls token, the encoding's own."""
+        names = {n for n, p in self.named_parameters() if p.ndim <= 1 or n == "cls_token"}
+        return names | {f"pe.{n}" for n in self.pe.no_weight_decay()}
+
+
+def build_model(cfg: ViTConfig, encoding: str, options: dict[str, Any] | None = None) -> ViT:
+    """A ViT of size ``cfg`` with the encoding registered as ``encoding``."""
+    return ViT(cfg, build_encoding(encoding, cfg.dims, options))
