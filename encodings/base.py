@@ -210,9 +210,8 @@ def _build_options(cls: type, dims: ModelDims, options: dict[str, Any]):
         expected = hints[key]
         ok, want = _type_ok(value, expected)
         if not ok:
-            raise EncodingConfigError(
-                f"encoding {cls.name!r}: option {key!r} = {value!r} has the wrong type; expected {want}"
-            )
+            what = "is not allowed" if typing.get_origin(expected) is Literal else "has the wrong type"
+            raise EncodingConfigError(f"encoding {cls.name!r}: option {key!r} = {value!r} {what}; expected {want}")
         if isinstance(value, int) and not isinstance(value, bool) and float in _flat_types(expected):
             options = {**options, key: float(value)}
     opts = opt_cls(**options)

@@ -253,10 +253,8 @@ def _info_from_ast(name: str, module: str, node: ast.ClassDef, classes: dict[str
                 defaults[stmt.target.id] = ast.literal_eval(stmt.value)
             except ValueError:
                 continue
-            if stmt.target.id == "policy" and isinstance(stmt.annotation, ast.Subscript):
-                sl = stmt.annotation.slice
-                elts = sl.elts if isinstance(sl, ast.Tuple) else [sl]
-                policies = tuple(ast.literal_eval(e) for e in elts)
+            if stmt.target.id == "policy":
+                policies = _literal_choices(stmt.annotation)
                 default_policy = defaults["policy"]
     doc = (ast.get_docstring(node) or "").strip().splitlines()
     return EncodingInfo(
@@ -271,6 +269,19 @@ def _info_from_ast(name: str, module: str, node: ast.ClassDef, classes: dict[str
         param_count=param_count,
         option_defaults=defaults,
     )
+
+
+#: type aliases of base.py that Options annotations may use (checked against base.py by the tests)
+_ALIASES = {"Policy": ("extrapolate", "interpolate")}
+
+
+def _literal_choices(annotation: ast.expr) -> tuple[str, ...]:
+    if isinstance(annotation, ast.Name):
+        return _ALIASES.get(annotation.id, ())
+    if isinstance(annotation, ast.Subscript):
+        sl = annotation.slice
+        return tuple(ast.literal_eval(e) for e in (sl.elts if isinstance(sl, ast.Tuple) else [sl]))
+    return ()
 
 
 def _class_chain(node: ast.ClassDef, classes: dict[str, ast.ClassDef]) -> list[ast.ClassDef]:

@@ -1,0 +1,129 @@
+"""The command line: ``python -m harness COMMAND`` (or ``harness COMMAND``).
+
+Heavy imports (torch, mlflow, seaborn) happen inside the commands that need them, so
+``--help`` and ``harness encodings`` answer at once. A user error (bad spec, missing file,
+unknown encoding) prints one message and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Sequence
+
+from harness.errors import HarnessError
+
+__all__ = ["main"]
+
+
+def _parse_grid(text: str) -> tuple[int, int]:
+    rows, sep, cols = text.lower().partition("x")
+    if not sep or not rows.strip().isdigit() or not cols.strip().isdigit() or int(rows) < 1 or int(cols) < 1:
+        raise argparse.ArgumentTypeError(f"expected ROWSxCOLS with positive integers (e.g. 6x8), got {text!r}")
+    return int(rows), int(cols)
+
+
+def _parse_option(text: str) -> tuple[str, Any]:
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), yaml.safe_load(value)
+
+
+def _load_plugins(refs: Sequence[str]) -> None:
+    from harness.encodings.registry import load_plugin
+
+    for ref in refs:
+        load_plugin(ref)
+
+
+def _preset_dims(name: str) -> dict[str, int]:
+    """Model dimensions of a model preset, without importing torch."""
+    from harness.presets import PresetError, load_preset
+
+    p = load_preset("model", name)
+    try:
+        k, s = int(p.get("patch_kernel", 4)), int(p.get("patch_stride", p.get("patch_kernel", 4)))
+        g = (int(p["image_size"]) - k) // s + 1
+        dim, heads = int(p["dim"]), int(p["heads"])
+        return {"dim": dim, "depth": int(p["depth"]), "heads": heads, "head_dim": dim // heads,
+                "train_rows": g, "train_cols": g}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PresetError(f"model preset {name!r} is incomplete or invalid: {exc}") from None
+
+
+# ------------------------------------------------------------------------------ commands
+def cmd_encodings(args: argparse.Namespace) -> int:
+    from harness.encodings.registry import BROKEN_PLUGINS, encoding_infos, load_plugin
+
+    for ref in args.plugin:
+        try:
+            load_plugin(ref)
+        except HarnessError as exc:  # a broken plugin never hides the others
+            BROKEN_PLUGINS[ref] = str(exc)
+    dims = _preset_dims(args.preset)
+    rows = []
+    for info in encoding_infos():
+        policy = "-"
+        if info.policies:
+            others = [p for p in info.policies if p != info.default_policy]
+            policy = info.default_policy + (f" (or {', '.join(others)})" if others else "")
+        try:
+            params = f"{info.count_parameters(dims):,}"
+        except HarnessError as exc:
+            params = f"? ({exc})"
+        rows.append((info.name, ",".join(info.hooks) or "-", policy, params, info.description))
+    header = ("name", "hooks", "new grid", f"params ({args.preset})", "description")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    for r in [header, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
+    for ref, reason in BROKEN_PLUGINS.items():
+        print(f"broken plugin {ref}: {reason}", file=sys.stderr)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    _load_plugins(args.plugin)
+    from harness.show import show_encoding
+
+    paths = show_encoding(args.name, grid=args.grid, out=args.out, preset=args.preset, options=dict(args.option))
+    for p in paths:
+        print(p)
+    return 0
+
+
+# ------------------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description="Compare positional encodings for Vision Transformers at unseen resolutions.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("encodings", help="list the registered encodings")
+    p.add_argument("--preset", default="small", help="model preset for the parameter counts (default: small)")
+    p.add_argument("--plugin", action="append", default=[], metavar="REF",
+                   help="load a plugin first: a .py path or module:attr (repeatable)")
+    p.set_defaults(func=cmd_encodings)
+
+    p = sub.add_parser("show", help="draw figures that explain an encoding on a patch grid")
+    p.add_argument("name", help="encoding name")
+    p.add_argument("--grid", type=_parse_grid, default=(8, 8), metavar="ROWSxCOLS", help="patch grid (default 8x8)")
+    p.add_argument("--out", default="figures", help="output folder (default: figures/)")
+    p.add_argument("--preset", default="small", help="model preset (default: small)")
+    p.add_argument("--option", type=_parse_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="an encoding option (repeatable)")
+    p.add_argument("--plugin", action="append", default=[], metavar="REF", help="load a plugin first")
+    p.set_defaults(func=cmd_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

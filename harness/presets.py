@@ -1,0 +1,63 @@
+"""The YAML presets of ``config/`` (model sizes, datasets, training recipes).
+
+Found in the source tree's ``config/`` folder, which the wheel ships as ``harness._config``.
+Light: imports only yaml.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+
+__all__ = ["PresetError", "config_dir", "list_presets", "load_preset", "load_yaml"]
+
+
+class PresetError(HarnessError):
+    """A preset that does not exist or does not parse."""
+
+
+def config_dir() -> Path:
+    """The folder holding the presets (``config/`` of the source tree, or the wheel's copy)."""
+    here = Path(__file__).resolve().parent
+    shipped = here / "_config"  # a wheel install
+    return shipped if shipped.is_dir() else here.parent / "config"  # a source tree / editable install
+
+
+def list_presets(kind: str) -> list[str]:
+    return sorted(p.stem for p in (config_dir() / kind).glob("*.yaml"))
+
+
+def load_yaml(path: Path) -> Any:
+    """Parse a YAML file with the safe loader; a syntax error names the file and the line."""
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PresetError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise PresetError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PresetError(f"{path}:{where}: malformed YAML: {problem}") from None
+
+
+def load_preset(kind: str, name: str) -> dict[str, Any]:
+    """The preset ``config/<kind>/<name>.yaml`` as a mapping."""
+    path = config_dir() / kind / f"{name}.yaml"
+    if not path.is_file():
+        known = list_presets(kind)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise PresetError(f"unknown {kind} preset {name!r}{hint} Known: {', '.join(known) or 'none'}")
+    data = load_yaml(path)
+    if not isinstance(data, dict):
+        raise PresetError(f"{path}: expected a mapping of keys to values")
+    return data
