@@ -14,8 +14,6 @@ An encoding overrides only the hooks it uses; the others are no-ops.
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
 import typing
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from torch import nn
 
 from harness.encodings.registry import get_encoding
 from harness.errors import HarnessError
+from harness.typecheck import flat_types, type_ok
 
 __all__ = ["EncodingConfigError", "ModelDims", "PatchGrid", "PositionalEncoding", "build_encoding"]
 
@@ -208,11 +207,11 @@ def _build_options(cls: type, dims: ModelDims, options: dict[str, Any]):
             valid = ", ".join(fields) or "none"
             raise EncodingConfigError(f"encoding {cls.name!r}: unknown option {key!r}{hint} (valid options: {valid})")
         expected = hints[key]
-        ok, want = _type_ok(value, expected)
+        ok, want = type_ok(value, expected)
         if not ok:
             what = "is not allowed" if typing.get_origin(expected) is Literal else "has the wrong type"
             raise EncodingConfigError(f"encoding {cls.name!r}: option {key!r} = {value!r} {what}; expected {want}")
-        if isinstance(value, int) and not isinstance(value, bool) and float in _flat_types(expected):
+        if isinstance(value, int) and not isinstance(value, bool) and float in flat_types(expected):
             options = {**options, key: float(value)}
     opts = opt_cls(**options)
     validate = getattr(opts, "validate", None)
@@ -222,34 +221,3 @@ def _build_options(cls: type, dims: ModelDims, options: dict[str, Any]):
         except ValueError as exc:
             raise EncodingConfigError(f"encoding {cls.name!r}: {exc}") from None
     return opts
-
-
-def _flat_types(tp: Any) -> tuple:
-    args = typing.get_args(tp)
-    if typing.get_origin(tp) is Literal:
-        return (Literal,)
-    if args and typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return tuple(t for a in args for t in _flat_types(a))
-    return (tp,)
-
-
-def _type_ok(value: Any, tp: Any) -> tuple[bool, str]:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        return value in choices, "one of " + ", ".join(repr(c) for c in choices)
-    if origin in (typing.Union, types.UnionType):
-        results = [_type_ok(value, a) for a in typing.get_args(tp)]
-        return any(r[0] for r in results), " or ".join(r[1] for r in results)
-    if tp is type(None):
-        return value is None, "null"
-    if tp is bool:
-        return isinstance(value, bool), "a boolean"
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool), "an integer"
-    if tp is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        return ok, "a finite number"
-    if tp is str:
-        return isinstance(value, str), "a string"
-    return isinstance(value, tp), getattr(tp, "__name__", str(tp))

@@ -94,6 +94,34 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.study import run_study
+
+    spec = run_study(args.spec, args.set, workers=args.workers, storage=args.storage,
+                     tracking_uri=args.tracking_uri)
+    print(f"study {spec.name}: done. Results in MLflow: mlflow ui --backend-store-uri {spec.tracking()}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from harness.spec import load_spec
+    from harness.study import train_one
+    from harness.tracking import Tracker
+
+    overrides = list(args.set)
+    if args.tracking_uri:
+        overrides.append(f"tracking_uri={args.tracking_uri}")
+    spec = load_spec(args.spec, overrides + [f"encodings=[{args.encoding}]", "baseline=null"])
+    res = args.resolution or spec.train_resolutions[0]
+    seed = spec.seeds[0] if args.seed is None else args.seed
+    tracker = Tracker(spec.tracking(), spec.name)
+    parent = tracker.parent_run(spec.name, "train")
+    acc = train_one(spec, args.encoding, res, seed, stage="train", tracker=tracker, parent=parent)
+    print(f"{args.encoding} r{res} seed {seed}: test accuracy at r{res} {acc:.4f}. "
+          f"mlflow ui --backend-store-uri {spec.tracking()}")
+    return 0
+
+
 # ------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -117,6 +145,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an encoding option (repeatable)")
     p.add_argument("--plugin", action="append", default=[], metavar="REF", help="load a plugin first")
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("run", help="run a study (tune and evaluate stages), resuming what is done")
+    p.add_argument("spec", help="study spec (YAML), e.g. studies/resolution_extrapolation.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec value with a dotted key, e.g. --set model.depth=4 (repeatable)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on the one study (default 1)")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite file under runs/<study>/)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite file under runs/<study>/)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("train", help="train one model with the study trainer and tracking")
+    p.add_argument("--encoding", required=True, help="encoding name")
+    p.add_argument("--spec", default="studies/resolution_extrapolation.yaml",
+                   help="spec for data, model and recipe (default: studies/resolution_extrapolation.yaml)")
+    p.add_argument("--resolution", type=int, help="training resolution (default: the spec's first)")
+    p.add_argument("--seed", type=int, help="seed (default: the spec's first)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec value")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI")
+    p.set_defaults(func=cmd_train)
     return parser
 
 

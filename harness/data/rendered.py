@@ -1,0 +1,425 @@
+"""The embedded dataset: procedurally rendered scenes whose labels depend on position.
+
+A scene is a handful of continuous parameters in normalised image coordinates
+(x to the right, y downwards, both in [0, 1]): a smooth background and one to three
+objects. `render` evaluates the scene on the pixel-centre grid of any resolution, so
+the same scene at 16, 32 or 64 pixels shows the same picture with fewer or more
+pixels, with no resampling. Objects are signed-distance functions with a linear
+anti-aliased edge one pixel wide, so their coverage is smooth at every resolution.
+
+Tasks (`TASKS`), all with exactly balanced classes:
+
+``relational`` (4 classes: left, right, above, below)
+    A red object A and a blue object B of random shapes, rotations and sizes
+    (bounding-disc radius 0.085 to 0.108 of the side). The label is where B lies
+    relative to A, by the dominant axis of the offset B - A ("above" means a smaller
+    y, higher in the image). Along that axis the offset is 0.5 +- 0.03 of the image
+    side, across it at most 0.03, so the axis is never in doubt (within 4 degrees),
+    and the objects' bounding discs are more than 1/4 of the image side apart: no
+    patch of side up to 1/4 of the image holds pixels of both.
+``absolute`` (4 classes: top-left, top-right, bottom-left, bottom-right)
+    A red target object and zero to two blue distractors. The label is the quadrant
+    of the target's centre. Every object's bounding disc keeps 0.03 of the image side
+    away from the midlines and the border, so the quadrant is never in doubt; size,
+    shape and colour are drawn independently of the label.
+``shape`` (4 classes: disc, square, triangle, cross)
+    One object of random bright colour (any hue), rotation, size and position; the
+    label is its shape. Sizes are drawn as the radius of the bounding disc (0.15 to
+    0.22 of the side), so how much of that disc a shape fills is part of its look.
+    A position-free control: a bag of patches learns it.
+
+A model without positional information (a bag of patches) cannot beat chance on
+relational and absolute when the patch grid has an even number of patches per side
+(4 px patches at 16, 24, 32, 48, 64 px, ...). Every object centre is t + 0.5 k per
+axis, with t drawn from one law for every class and the class choosing only the half
+k of the image; for relational, the offset's jitter along and across its axis is
+drawn alike and symmetric about 0. Swapping the left and right (or top and bottom)
+halves of the image maps the scenes of one class to those of another with the same
+law, and on an even grid that swap only permutes patches, keeping where each object
+sits inside its patch; for relational, transposing the image relates the horizontal
+and vertical classes, and since both axes are drawn alike each class's bag of patches
+has the same law transposed. On an odd grid the half swap shifts objects by half a
+patch, and a bag of patches does beat chance (4 px patches: relational 97% at 12 px,
+63% at 20 px), so compare position-free baselines on even grids. A model that can
+reassemble the patches like a jigsaw from the continuity of the background could in
+principle still recover positions.
+
+Nuisance shared by all tasks, all resolution-independent: a grey background with a
+slight random tint plus three low-frequency plane waves (0.5 to 2 cycles per image,
+random direction and phase, mostly grey amplitude), random object colours within a
+class-independent range, random rotations and sizes. Shapes are defined by their
+area-equivalent radius s (area pi s^2), which `Scenes.sizes` holds.
+
+`render` returns images normalised per channel with mean `MEAN` = 0.5 and standard
+deviation `STD` = 0.25, i.e. ``(x - 0.5) / 0.25`` for pixel values x in [0, 1].
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import operator
+from dataclasses import dataclass, fields
+
+import torch
+
+from harness.errors import DataError
+
+__all__ = ["TASKS", "CLASS_NAMES", "MEAN", "STD", "Scenes", "num_classes", "sample_scenes", "render"]
+
+TASKS: tuple[str, ...] = ("relational", "absolute", "shape")
+
+CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "relational": ("left", "right", "above", "below"),
+    "absolute": ("top-left", "top-right", "bottom-left", "bottom-right"),
+    "shape": ("disc", "square", "triangle", "cross"),
+}
+
+MEAN = 0.5  # per-channel normalisation of rendered images: (x - MEAN) / STD
+STD = 0.25
+
+# Shapes. The size parameter s of every shape is its area-equivalent radius: the
+# shape has area pi * s**2. _EXTENT[k] * s is the radius of its bounding disc.
+_DISC, _SQUARE, _TRIANGLE, _CROSS = range(4)
+_NUM_SHAPES = 4
+_SQUARE_HALF = math.sqrt(math.pi) / 2  # half side of a square of area pi
+_TRIANGLE_HALF = math.sqrt(math.pi / math.sqrt(3.0))  # half side of an equilateral triangle of area pi
+_CROSS_ARM = math.sqrt(9 * math.pi / 20)  # arm half-length L of a plus of area pi, arm half-width L/3
+_EXTENT = (
+    1.0,
+    _SQUARE_HALF * math.sqrt(2.0),
+    _TRIANGLE_HALF * 2 / math.sqrt(3.0),
+    _CROSS_ARM * math.sqrt(10.0) / 3,
+)
+
+# Sampling ranges.
+_SMALL = (0.085, 0.108)  # bounding-disc radius of the objects of relational and absolute
+_LARGE = (0.15, 0.22)  # bounding-disc radius of the object of shape
+_MARGIN = 0.03  # minimum gap between an object's bounding disc and the border (or a midline)
+_EDGE_SMALL = _SMALL[1] + _MARGIN  # nearest a small object's centre gets to the border
+_REL_JITTER = 0.03  # relational: half-width of the jitter of the offset along and across its axis
+_NUM_WAVES = 3
+_PIXEL_BUDGET = 1 << 24  # render at most this many pixels (per channel) at once
+
+
+@dataclass(frozen=True, eq=False)
+class Scenes:
+    """Continuous parameters of n scenes (CPU tensors) and their labels.
+
+    Objects sit in m slots, drawn in slot order (later slots on top); `present`
+    masks slots that are empty in a scene. Coordinates are normalised to [0, 1]
+    with x to the right and y downwards.
+    """
+
+    task: str
+    centers: torch.Tensor  # (n, m, 2) float32, (x, y) of each object's centre
+    sizes: torch.Tensor  # (n, m) float32, area-equivalent radius
+    shapes: torch.Tensor  # (n, m) int64, index into CLASS_NAMES["shape"]
+    angles: torch.Tensor  # (n, m) float32, rotation in radians
+    colors: torch.Tensor  # (n, m, 3) float32 RGB in [0, 1]
+    present: torch.Tensor  # (n, m) bool
+    background: torch.Tensor  # (n, 3) float32 RGB base colour
+    wave_freqs: torch.Tensor  # (n, w, 2) float32, cycles per image along x and y
+    wave_phases: torch.Tensor  # (n, w) float32, radians
+    wave_amps: torch.Tensor  # (n, w, 3) float32, RGB amplitude of each wave
+    labels: torch.Tensor  # (n,) int64
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def num_classes(task: str) -> int:
+    """Number of classes of a task."""
+    return len(CLASS_NAMES[_check_task(task)])
+
+
+def sample_scenes(task: str, n: int, seed: int) -> Scenes:
+    """Sample n scenes of a task; the same (task, n, seed) gives bitwise the same scenes."""
+    task = _check_task(task)
+    n = _positive_int(n, "number of scenes")
+    g = torch.Generator(device="cpu")
+    g.manual_seed(_int(seed, "seed"))
+    return _SAMPLERS[task](n, g)
+
+
+def render(
+    scenes: Scenes,
+    resolution: int,
+    *,
+    device: str | torch.device = "cpu",
+    chunk: int = 4096,
+    normalize: bool = True,
+) -> torch.Tensor:
+    """Render scenes natively at `resolution` x `resolution` pixels on `device`.
+
+    Returns a (n, 3, R, R) float32 tensor, normalised with `MEAN` and `STD` (raw
+    values in [0, 1] with ``normalize=False``). Scenes are rendered `chunk` at a
+    time, and never more than 2**24 pixels per channel at once, to bound memory.
+    """
+    res = _positive_int(resolution, "resolution")
+    chunk = _positive_int(chunk, "chunk")
+    dev = torch.device(device)
+    n = len(scenes)
+    out = torch.empty((n, 3, res, res), dtype=torch.float32, device=dev)
+    coords = (torch.arange(res, dtype=torch.float32, device=dev) + 0.5) / res  # pixel centres
+    step = max(1, min(chunk, _PIXEL_BUDGET // (res * res)))
+    for start in range(0, n, step):
+        params = {
+            f.name: getattr(scenes, f.name)[start : start + step].to(dev)
+            for f in fields(scenes)
+            if f.name not in ("task", "labels")
+        }
+        out[start : start + step] = _render_chunk(coords, res, **params)
+    if normalize:
+        out.sub_(MEAN).div_(STD)
+    return out
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def _uniform(g: torch.Generator, shape, low: float, high: float) -> torch.Tensor:
+    return low + (high - low) * torch.rand(shape, generator=g)
+
+
+def _balanced_labels(g: torch.Generator, n: int, k: int) -> torch.Tensor:
+    return (torch.arange(n) % k)[torch.randperm(n, generator=g)]
+
+
+def _background(g: torch.Generator, n: int) -> dict[str, torch.Tensor]:
+    grey = _uniform(g, (n, 1), 0.4, 0.6)
+    base = grey + _uniform(g, (n, 3), -0.04, 0.04)
+    cycles = _uniform(g, (n, _NUM_WAVES), 0.5, 2.0)
+    direction = _uniform(g, (n, _NUM_WAVES), 0.0, 2 * math.pi)
+    freqs = torch.stack([cycles * torch.cos(direction), cycles * torch.sin(direction)], dim=-1)
+    phases = _uniform(g, (n, _NUM_WAVES), 0.0, 2 * math.pi)
+    amps = _uniform(g, (n, _NUM_WAVES, 1), -0.06, 0.06) + _uniform(g, (n, _NUM_WAVES, 3), -0.02, 0.02)
+    return {"background": base, "wave_freqs": freqs, "wave_phases": phases, "wave_amps": amps}
+
+
+def _red(g: torch.Generator, shape) -> torch.Tensor:
+    return torch.stack(
+        [_uniform(g, shape, 0.75, 0.95), _uniform(g, shape, 0.05, 0.3), _uniform(g, shape, 0.05, 0.3)], dim=-1
+    )
+
+
+def _blue(g: torch.Generator, shape) -> torch.Tensor:
+    return torch.stack(
+        [_uniform(g, shape, 0.05, 0.3), _uniform(g, shape, 0.15, 0.4), _uniform(g, shape, 0.75, 0.95)], dim=-1
+    )
+
+
+def _bright(g: torch.Generator, shape) -> torch.Tensor:
+    """Bright colours of any hue: HSV with saturation 0.5 to 0.9 and value 0.85 to 1."""
+    hue = _uniform(g, (*shape, 1), 0.0, 6.0)
+    saturation = _uniform(g, (*shape, 1), 0.5, 0.9)
+    value = _uniform(g, (*shape, 1), 0.85, 1.0)
+    k = torch.remainder(torch.tensor([5.0, 3.0, 1.0]) + hue, 6.0)
+    return value - value * saturation * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
+
+
+def _objects(g: torch.Generator, n: int, m: int, radius_range: tuple[float, float]) -> dict[str, torch.Tensor]:
+    """Random shapes, rotations and sizes, the size set by the bounding-disc radius."""
+    shapes = torch.randint(0, _NUM_SHAPES, (n, m), generator=g)
+    radii = _uniform(g, (n, m), *radius_range)
+    return {
+        "shapes": shapes,
+        "sizes": radii / torch.tensor(_EXTENT)[shapes],
+        "angles": _uniform(g, (n, m), 0.0, 2 * math.pi),
+    }
+
+
+def _sample_relational(n: int, g: torch.Generator) -> Scenes:
+    labels = _balanced_labels(g, n, 4)  # left, right, above, below
+    objects = _objects(g, n, 2, _SMALL)
+    colors = torch.stack([_red(g, (n,)), _blue(g, (n,))], dim=1)
+    low, high = _EDGE_SMALL, 1 - _EDGE_SMALL  # range of centres
+    jitter = _REL_JITTER
+    # A's coordinates: t + 0.5 k, t drawn alike on both axes; along the offset's axis
+    # k puts A on the side that leaves room for B, across it k is random.
+    t = _uniform(g, (n, 2), low + jitter, high - 0.5 - jitter)
+    k = torch.randint(0, 2, (n, 2), generator=g).float()
+    v, mu = _uniform(g, (2, n), -jitter, jitter)  # major and minor jitter, alike
+    horizontal = labels < 2
+    toward = torch.where((labels == 0) | (labels == 2), -1.0, 1.0)  # B is left of / above A: -1
+    major_axis = torch.stack([horizontal, ~horizontal], dim=-1)  # (n, 2) one-hot
+    k = torch.where(major_axis, (toward < 0).float()[:, None], k)
+    a = t + 0.5 * k
+    major = toward * (0.5 + v)
+    offset = torch.where(major_axis, major[:, None], mu[:, None])  # (n, 2): B - A
+    return Scenes(
+        task="relational",
+        centers=torch.stack([a, a + offset], dim=1),
+        colors=colors,
+        present=torch.ones(n, 2, dtype=torch.bool),
+        labels=labels,
+        **objects,
+        **_background(g, n),
+    )
+
+
+def _sample_absolute(n: int, g: torch.Generator) -> Scenes:
+    labels = _balanced_labels(g, n, 4)  # 2 * row + column
+    objects = _objects(g, n, 3, _SMALL)  # slots 0, 1: distractors; slot 2: target, on top
+    # Every object's centre is t + 0.5 k, t drawn alike for all: k = (column, row) of
+    # the target's quadrant, random for the distractors.
+    t = _uniform(g, (n, 3, 2), _EDGE_SMALL, 0.5 - _EDGE_SMALL)
+    k = torch.randint(0, 2, (n, 3, 2), generator=g)
+    k[:, 2] = torch.stack([labels % 2, labels // 2], dim=-1)
+    centers = t + 0.5 * k.float()
+    present = torch.arange(3) < torch.randint(0, 3, (n, 1), generator=g)  # 0 to 2 distractors...
+    present = torch.cat([present[:, :2], torch.ones(n, 1, dtype=torch.bool)], dim=1)  # ...and the target
+    colors = torch.cat([_blue(g, (n, 2)), _red(g, (n, 1))], dim=1)
+    return Scenes(
+        task="absolute",
+        centers=centers,
+        colors=colors,
+        present=present,
+        labels=labels,
+        **objects,
+        **_background(g, n),
+    )
+
+
+def _sample_shape(n: int, g: torch.Generator) -> Scenes:
+    labels = _balanced_labels(g, n, _NUM_SHAPES)
+    shapes = labels[:, None].clone()
+    objects = {
+        "shapes": shapes,
+        "sizes": _uniform(g, (n, 1), *_LARGE) / torch.tensor(_EXTENT)[shapes],
+        "angles": _uniform(g, (n, 1), 0.0, 2 * math.pi),
+    }
+    edge = _LARGE[1] + _MARGIN
+    return Scenes(
+        task="shape",
+        centers=_uniform(g, (n, 1, 2), edge, 1 - edge),
+        colors=_bright(g, (n, 1)),
+        present=torch.ones(n, 1, dtype=torch.bool),
+        labels=labels,
+        **objects,
+        **_background(g, n),
+    )
+
+
+_SAMPLERS = {"relational": _sample_relational, "absolute": _sample_absolute, "shape": _sample_shape}
+
+
+# ---------------------------------------------------------------------------- rendering
+# Signed distances in normalised units, negative inside; (qx, qy) are coordinates in
+# the object's frame, s its size, broadcast against them.
+
+
+def _sdf_disc(qx: torch.Tensor, qy: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    return torch.sqrt(qx * qx + qy * qy) - s
+
+
+def _sdf_square(qx: torch.Tensor, qy: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    half = s * _SQUARE_HALF
+    dx, dy = qx.abs() - half, qy.abs() - half
+    outside = torch.sqrt(dx.clamp_min(0) ** 2 + dy.clamp_min(0) ** 2)
+    return outside + torch.maximum(dx, dy).clamp_max(0)
+
+
+def _sdf_triangle(qx: torch.Tensor, qy: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    # Equilateral triangle centred on its centroid (after Inigo Quilez's sdEquilateralTriangle).
+    r = s * _TRIANGLE_HALF  # half side
+    k = math.sqrt(3.0)
+    px = qx.abs() - r
+    py = qy + r / k
+    fold = px + k * py > 0
+    px, py = torch.where(fold, (px - k * py) / 2, px), torch.where(fold, (-k * px - py) / 2, py)
+    px = px - torch.maximum(px.clamp_max(0), -2 * r)
+    return -torch.sqrt(px * px + py * py) * torch.sign(py)
+
+
+def _sdf_cross(qx: torch.Tensor, qy: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    # Plus sign with arms of half-length L and half-width L/3 (after Inigo Quilez's sdCross).
+    arm = s * _CROSS_ARM
+    width = arm / 3
+    ax, ay = qx.abs(), qy.abs()
+    px, py = torch.maximum(ax, ay), torch.minimum(ax, ay)
+    dx, dy = px - arm, py - width
+    k = torch.maximum(dx, dy)
+    wx = torch.where(k > 0, dx, width - px).clamp_min(0)
+    wy = torch.where(k > 0, dy, -k).clamp_min(0)
+    return torch.sign(k) * torch.sqrt(wx * wx + wy * wy)
+
+
+_SDFS = (_sdf_disc, _sdf_square, _sdf_triangle, _sdf_cross)
+
+
+def _render_chunk(
+    coords: torch.Tensor,
+    res: int,
+    *,
+    centers,
+    sizes,
+    shapes,
+    angles,
+    colors,
+    present,
+    background,
+    wave_freqs,
+    wave_phases,
+    wave_amps,
+) -> torch.Tensor:
+    b = centers.shape[0]
+    two_pi = 2 * math.pi
+    # Background: base + sum_k amp_k sin(2 pi (fx x + fy y) + phase), separated as
+    # sin(a + c) = sin(a) cos(c) + cos(a) sin(c) with a along x and c along y.
+    a = two_pi * wave_freqs[..., 0, None] * coords + wave_phases[..., None]  # (b, w, R) along x
+    c = two_pi * wave_freqs[..., 1, None] * coords  # (b, w, R) along y
+    along_y = torch.cat([torch.cos(c), torch.sin(c)], dim=1)  # (b, 2w, R)
+    along_x = torch.cat([torch.sin(a), torch.cos(a)], dim=1)  # (b, 2w, R)
+    amps = torch.cat([wave_amps, wave_amps], dim=1).transpose(1, 2)  # (b, 3, 2w)
+    weighted_y = (amps[..., None] * along_y[:, None]).transpose(-1, -2)  # (b, 3, R, 2w)
+    img = background[:, :, None, None] + weighted_y @ along_x[:, None]  # (b, 3, R, R)
+
+    x = coords.view(1, 1, res)
+    y = coords.view(1, res, 1)
+    sdf = torch.empty((b, res, res), dtype=coords.dtype, device=coords.device)
+    for slot in range(centers.shape[1]):
+        for shape, sdf_fn in enumerate(_SDFS):
+            idx = torch.nonzero(shapes[:, slot] == shape).squeeze(1)
+            if idx.numel() == 0:
+                continue
+            dx = x - centers[idx, slot, 0, None, None]  # (k, 1, R)
+            dy = y - centers[idx, slot, 1, None, None]  # (k, R, 1)
+            s = sizes[idx, slot, None, None]
+            if shape == _DISC:
+                sdf[idx] = sdf_fn(dx, dy, s)
+            else:
+                cos = torch.cos(angles[idx, slot])[:, None, None]
+                sin = torch.sin(angles[idx, slot])[:, None, None]
+                sdf[idx] = sdf_fn(cos * dx + sin * dy, cos * dy - sin * dx, s)
+        # Coverage ramps linearly from 1 to 0 over one pixel across the edge.
+        alpha = (0.5 - sdf * res).clamp_(0, 1) * present[:, slot, None, None]
+        img += alpha[:, None] * (colors[:, slot, :, None, None] - img)
+    return img.clamp_(0, 1)
+
+
+# ------------------------------------------------------------------------------ checks
+
+
+def _check_task(task: object) -> str:
+    if task in TASKS:
+        return task  # type: ignore[return-value]
+    near = difflib.get_close_matches(str(task), TASKS, n=1)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    raise DataError(f"unknown rendered task {task!r}: expected one of {', '.join(TASKS)}{hint}")
+
+
+def _int(value: object, what: str) -> int:
+    if isinstance(value, bool):
+        raise DataError(f"{what} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise DataError(f"{what} must be an integer, got {value!r}") from None
+
+
+def _positive_int(value: object, what: str) -> int:
+    number = _int(value, what)
+    if number <= 0:
+        raise DataError(f"{what} must be a positive integer, got {number}")
+    return number

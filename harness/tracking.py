@@ -1,0 +1,126 @@
+"""MLflow tracking: one experiment per study, one parent run per stage, one child run per trial.
+
+Everything goes through ``MlflowClient`` with explicit run ids (no global active run), so
+several worker processes can log to one experiment, and metrics go in batches.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+
+__all__ = ["Tracker", "TrackingError", "flatten"]
+
+
+class TrackingError(HarnessError):
+    """The tracking store cannot be reached or written."""
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, str]:
+    """Nested mapping -> {"a.b": "value"} with values as strings (MLflow params)."""
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+    return out
+
+
+class Tracker:
+    def __init__(self, tracking_uri: str, experiment: str) -> None:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self.uri = tracking_uri
+        if tracking_uri.startswith("sqlite:///"):
+            Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.client = MlflowClient(tracking_uri=tracking_uri)
+            exp = self.client.get_experiment_by_name(experiment)
+            if exp is None:
+                artifacts = None
+                if tracking_uri.startswith("sqlite:///"):
+                    artifacts = (Path(tracking_uri[len("sqlite:///"):]).parent / "artifacts").resolve().as_uri()
+                try:
+                    self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifacts)
+                except mlflow.exceptions.MlflowException:  # another worker created it first
+                    self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
+            else:
+                self.experiment_id = exp.experiment_id
+        except HarnessError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure to reach the store is the user's to fix
+            raise TrackingError(f"MLflow tracking store {tracking_uri}: cannot be used ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+    # ------------------------------------------------------------------ runs
+    def parent_run(self, study: str, stage: str) -> str:
+        """The parent run of ``stage``, created once and found again on a re-run."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`harness.study` = '{study}' and tags.`harness.stage` = '{stage}' "
+                          "and tags.`harness.parent` = '1'",
+            max_results=1,
+        )
+        if runs:
+            return runs[0].info.run_id
+        run = self.client.create_run(self.experiment_id, run_name=f"{study}/{stage}", tags={
+            "harness.study": study, "harness.stage": stage, "harness.parent": "1"})
+        return run.info.run_id
+
+    def child_run(self, parent_id: str, name: str, *, study: str, stage: str, params: dict[str, Any],
+                  tags: dict[str, str]) -> str:
+        from mlflow.entities import Param
+
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={
+            "mlflow.parentRunId": parent_id, "harness.study": study, "harness.stage": stage,
+            "harness.parent": "0", **tags})
+        flat = {k: v[:6000] for k, v in flatten(params).items()}
+        items = [Param(k, v) for k, v in flat.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run.info.run_id, params=items[i:i + 100])
+        return run.info.run_id
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items()]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(run_id, metrics=items[i:i + 500])
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_text(text, encoding="utf-8")
+            self.client.log_artifact(run_id, str(path))
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def runs(self, study: str, stage: str | None = None, status: str | None = None) -> list:
+        """Child runs of a study (optionally of one stage and one status)."""
+        f = f"tags.`harness.study` = '{study}' and tags.`harness.parent` != '1'"
+        if stage:
+            f += f" and tags.`harness.stage` = '{stage}'"
+        if status:
+            f += f" and attributes.status = '{status}'"
+        out, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string=f, max_results=1000, page_token=token)
+            out.extend(page)
+            token = page.token
+            if not token:
+                return out

@@ -1,0 +1,438 @@
+"""Training: one recipe (``TrainConfig``) and one loop (``train_model``) that reads top to bottom.
+
+The loop, like nanoGPT's ``train.py``: a learning-rate function (linear warm-up, then cosine
+decay to ``min_lr``, per step), the step (bf16 autocast on CUDA, label-smoothed cross-entropy,
+global-norm clipping, AdamW), the evaluation (validation every epoch, every test resolution at
+the end) and the checkpoint dictionary (written atomically after every epoch; a run restarted
+with the same checkpoint continues from the next epoch and ends with the same metrics).
+
+The data stay on the device: the train and validation splits are fetched once, shuffled with
+``randperm`` and sliced into batches (the last partial batch of an epoch is dropped), and the
+augmentation runs on the device, in batch. One ``torch.Generator`` seeded from ``seed`` drives
+the shuffling and the augmentation, so two runs with the same seed on the CPU give bitwise
+identical metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.errors import HarnessError
+
+__all__ = [
+    "TrainConfig",
+    "TrainConfigError",
+    "TrainResult",
+    "TrialFailed",
+    "evaluate",
+    "lr_at",
+    "resolve_device",
+    "train_model",
+]
+
+
+class TrainConfigError(HarnessError):
+    """A training recipe that cannot work, an unavailable device, or a checkpoint that does not fit."""
+
+
+class TrialFailed(Exception):
+    """Training diverged (a non-finite loss): the trial failed, not the harness."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# ---------------------------------------------------------------------------- the recipe
+_INT_MIN = {"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "threads": 0}
+_CHOICES = {"device": ("auto", "cpu", "cuda"), "augment": ("none", "flip_crop")}
+# fields that do not change the numbers a run produces: a checkpoint may be resumed with other values
+_RUNTIME_ONLY = ("device", "eval_batch_size", "compile", "threads")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training recipe (the ``train:`` section of a study spec), validated on construction."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3  # peak learning rate, reached at the end of the warm-up
+    min_lr: float = 1e-5  # the cosine decay ends here, at the last step
+    weight_decay: float = 0.05  # AdamW; not applied to model.no_weight_decay() (biases, norms, cls, pe)
+    warmup_epochs: float = 1.0  # linear warm-up, in epochs (may be fractional); then cosine, per step
+    label_smoothing: float = 0.1
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    eval_batch_size: int = 512
+    augment: Literal["none", "flip_crop"] = "none"  # "none" for position-labelled tasks: a flip changes their labels
+    compile: bool = False  # torch.compile the model for the training steps
+    threads: int = 0  # torch.set_num_threads when > 0
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name in _INT_MIN:
+                if isinstance(v, bool) or not isinstance(v, int):
+                    raise TrainConfigError(f"train.{f.name} must be an integer, got {v!r}")
+                if v < _INT_MIN[f.name]:
+                    raise TrainConfigError(f"train.{f.name} must be an integer >= {_INT_MIN[f.name]}, got {v!r}")
+            elif f.name in _CHOICES:
+                if v not in _CHOICES[f.name]:
+                    choices = ", ".join(repr(c) for c in _CHOICES[f.name])
+                    raise TrainConfigError(f"train.{f.name} must be one of {choices}, got {v!r}")
+            elif f.name == "compile":
+                if not isinstance(v, bool):
+                    raise TrainConfigError(f"train.compile must be a boolean, got {v!r}")
+            else:  # the floats
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                    raise TrainConfigError(f"train.{f.name} must be a finite number, got {v!r}")
+                object.__setattr__(self, f.name, float(v))
+        if self.lr <= 0:
+            raise TrainConfigError(f"train.lr must be > 0, got {self.lr!r}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise TrainConfigError(f"train.min_lr must be between 0 and train.lr ({self.lr}), got {self.min_lr!r}")
+        if self.weight_decay < 0:
+            raise TrainConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise TrainConfigError(
+                f"train.warmup_epochs must be between 0 and train.epochs ({self.epochs}), got {self.warmup_epochs!r}"
+            )
+        if not 0 <= self.label_smoothing < 1:
+            raise TrainConfigError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if self.grad_clip < 0:
+            raise TrainConfigError(f"train.grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """The recipe from a mapping; an unknown key is an error that suggests the nearest known one."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            import difflib
+
+            close = difflib.get_close_matches(unknown[0], names, n=1)
+            hint = f"; did you mean 'train.{close[0]}'?" if close else ""
+            raise TrainConfigError(f"unknown key 'train.{unknown[0]}'{hint} (valid keys: {', '.join(names)})")
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]]  # per epoch: {"epoch", "train/loss", "val/acc", "val/loss", "lr"}
+    test: dict[int, dict[str, float]]  # test resolution -> {"acc", "loss"}
+    images_per_s: float  # training throughput over the training steps only (no evaluation)
+    params: int  # trainable parameters
+    resumed_from_epoch: int  # 0 when trained from scratch
+    device: str
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when available, else the CPU. ``cuda`` without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainConfigError("train.device is 'cuda' but CUDA is not available here (use 'auto' or 'cpu')")
+    if name not in ("cpu", "cuda"):
+        raise TrainConfigError(f"train.device must be one of 'auto', 'cpu', 'cuda', got {name!r}")
+    return torch.device(name)
+
+
+def lr_at(step: int, *, lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:
+    """The learning rate of (0-based) ``step``: linear warm-up to ``lr``, then cosine to ``min_lr``.
+
+    Warm-up steps 0 .. w-1 use lr * (step + 1) / w; after it the cosine runs from ``lr`` at
+    step w to ``min_lr`` at the last step, total_steps - 1.
+    """
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    decay_steps = total_steps - 1 - warmup_steps
+    progress = min(1.0, (step - warmup_steps) / decay_steps) if decay_steps > 0 else 1.0
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+# ---------------------------------------------------------------------------- the loop
+def train_model(
+    model: nn.Module,
+    data: Any,
+    cfg: TrainConfig,
+    *,
+    train_resolution: int,
+    test_resolutions: Sequence[int],
+    seed: int,
+    checkpoint: Path | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    progress: bool | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``data`` at ``train_resolution``; evaluate it at every test resolution.
+
+    ``data`` has ``split(which, resolution, device) -> Split(images, labels)``. Epochs count
+    from 1. After every epoch: validation at ``train_resolution``, the checkpoint (when
+    given), then ``on_epoch(epoch, metrics)``, which may raise (e.g. ``optuna.TrialPruned``) to
+    stop training; that exception propagates. A non-finite loss raises ``TrialFailed``.
+    ``progress``: bars for epochs and steps; None shows them when stderr is a terminal.
+    """
+    device = resolve_device(cfg.device)
+    cuda = device.type == "cuda"
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    if cuda:
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls
+        torch.backends.cudnn.allow_tf32 = True
+    amp_dtype = torch.bfloat16 if cuda else None  # bf16 autocast on CUDA only
+    image_size = getattr(getattr(model, "cfg", None), "image_size", train_resolution)
+    if image_size != train_resolution:
+        raise TrainConfigError(
+            f"train resolution {train_resolution} differs from the model's image_size {image_size} "
+            "(the model's training grid)"
+        )
+
+    # seeds for everything; one generator drives the shuffling and the augmentation
+    random.seed(seed)
+    _seed_numpy(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+
+    model.to(device)
+    net = torch.compile(model) if cfg.compile else model  # `model` keeps the plain state_dict
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, fused=cuda)
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    # the data, on the device, fetched once
+    train = data.split("train", train_resolution, device=device)
+    val = data.split("val", train_resolution, device=device)
+    n = len(train.labels)
+    steps_per_epoch = n // cfg.batch_size  # the last partial batch is dropped
+    if steps_per_epoch == 0:
+        raise TrainConfigError(f"train.batch_size {cfg.batch_size} is larger than the {n} training images")
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+
+    # resume from the checkpoint when there is one
+    start_epoch, history, train_seconds, train_images = 0, [], 0.0, 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        ck = _load_checkpoint(Path(checkpoint), model, optimizer, cfg, seed, train_resolution)
+        start_epoch, history = ck["epoch"], ck["history"]
+        train_seconds, train_images = ck["train_seconds"], ck["train_images"]
+        torch.set_rng_state(ck["rng"]["torch"])
+        gen.set_state(ck["rng"]["generator"])
+        if cuda and ck["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
+
+    show = sys.stderr.isatty() if progress is None else progress
+    from tqdm.auto import tqdm
+
+    with tqdm(total=cfg.epochs, initial=start_epoch, desc="epochs", unit="epoch", disable=not show) as epoch_bar:
+        for epoch in range(start_epoch + 1, cfg.epochs + 1):
+            # ---- one epoch of training steps
+            model.train()
+            perm = torch.randperm(n, generator=gen, device=device)
+            losses: list[torch.Tensor] = []
+            if cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for i in tqdm(range(steps_per_epoch), desc=f"epoch {epoch}", unit="step", leave=False, disable=not show):
+                step = (epoch - 1) * steps_per_epoch + i  # global, from 0
+                lr = lr_at(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=warmup_steps, total_steps=total_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+                x, y = train.images[idx], train.labels[idx]
+                if cfg.augment == "flip_crop":
+                    x = _flip_crop(x, gen)
+                with _autocast(device, amp_dtype):
+                    logits = net(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.detach())
+                if (i + 1) % 100 == 0 or i + 1 == steps_per_epoch:  # check now and then: each check syncs
+                    _check_finite(losses, epoch)
+            if cuda:
+                torch.cuda.synchronize()
+            train_seconds += time.perf_counter() - t0
+            train_images += steps_per_epoch * cfg.batch_size
+
+            # ---- evaluation on the validation split
+            v = evaluate(model, val, cfg.eval_batch_size, device, amp_dtype)
+            metrics = {
+                "epoch": epoch,
+                "train/loss": torch.stack(losses).mean().item(),
+                "val/acc": v["acc"],
+                "val/loss": v["loss"],
+                "lr": lr,  # of the epoch's last step
+            }
+            history.append(metrics)
+
+            # ---- the checkpoint dictionary, written atomically
+            if checkpoint is not None:
+                ck = {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch,
+                    "step": epoch * steps_per_epoch,
+                    "history": history,
+                    "rng": {
+                        "torch": torch.get_rng_state(),
+                        "generator": gen.get_state(),
+                        "cuda": torch.cuda.get_rng_state_all() if cuda else None,
+                    },
+                    "config": dataclasses.asdict(cfg),
+                    "seed": seed,
+                    "train_resolution": train_resolution,
+                    "train_seconds": train_seconds,
+                    "train_images": train_images,
+                }
+                _save_atomic(ck, Path(checkpoint))
+
+            epoch_bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", val_acc=f"{v['acc']:.3f}")
+            epoch_bar.update(1)
+            if on_epoch is not None:
+                on_epoch(epoch, dict(metrics))  # may raise to stop (pruning): let it propagate
+
+    # ---- the test splits, one resolution at a time
+    test = {}
+    for r in test_resolutions:
+        split = data.split("test", r, device=device)
+        test[int(r)] = evaluate(model, split, cfg.eval_batch_size, device, amp_dtype)
+        del split
+    return TrainResult(
+        history=history,
+        test=test,
+        images_per_s=train_images / train_seconds if train_seconds > 0 else 0.0,
+        params=params,
+        resumed_from_epoch=start_epoch,
+        device=str(device),
+    )
+
+
+@torch.no_grad()  # not inference_mode: the encodings cache tables that training reuses
+def evaluate(
+    model: nn.Module, split: Any, batch_size: int, device: torch.device | str, amp_dtype: torch.dtype | None = None
+) -> dict[str, float]:
+    """Accuracy and mean cross-entropy (no label smoothing) of ``model`` on ``split``."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    images, labels = split.images.to(device), split.labels.to(device)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for i in range(0, len(labels), batch_size):
+        x, y = images[i : i + batch_size], labels[i : i + batch_size]
+        with _autocast(device, amp_dtype):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(dim=1) == y).sum()
+    model.train(was_training)
+    n = max(len(labels), 1)
+    return {"acc": correct.item() / n, "loss": loss_sum.item() / n}
+
+
+# ---------------------------------------------------------------------------- helpers
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay for every trainable parameter except ``model.no_weight_decay()``."""
+    if hasattr(model, "no_weight_decay"):
+        skip = set(model.no_weight_decay())
+    else:
+        skip = {n for n, p in model.named_parameters() if p.ndim <= 1}
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if name in skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _autocast(device: torch.device, dtype):
+    if dtype is None or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def _flip_crop(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip and random crop after reflect-padding by 1/8 of the side, in batch."""
+    B, C, H, W = x.shape
+    dev = x.device
+    flip = torch.rand(B, generator=gen, device=dev) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    ph, pw = H // 8, W // 8
+    if ph == 0 and pw == 0:
+        return x
+    padded = F.pad(x, (pw, pw, ph, ph), mode="reflect")  # (B, C, H + 2ph, W + 2pw)
+    dy = torch.randint(0, 2 * ph + 1, (B,), generator=gen, device=dev)
+    dx = torch.randint(0, 2 * pw + 1, (B,), generator=gen, device=dev)
+    rows = (dy[:, None] + torch.arange(H, device=dev))[:, None, :, None]  # (B, 1, H, 1)
+    cols = (dx[:, None] + torch.arange(W, device=dev))[:, None, None, :]  # (B, 1, 1, W)
+    b = torch.arange(B, device=dev)[:, None, None, None]
+    c = torch.arange(C, device=dev)[None, :, None, None]
+    return padded[b, c, rows, cols]  # (B, C, H, W)
+
+
+def _check_finite(losses: list[torch.Tensor], epoch: int) -> None:
+    """Raise ``TrialFailed`` naming the first non-finite loss of the epoch (steps count from 1)."""
+    bad = ~torch.isfinite(torch.stack(losses))
+    if bad.any():
+        i = int(bad.nonzero()[0, 0])
+        raise TrialFailed(f"non-finite loss ({losses[i].item()}) at epoch {epoch} step {i + 1}")
+
+
+def _seed_numpy(seed: int) -> None:
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy comes with torch's usual installs
+        return
+    np.random.seed(seed % 2**32)
+
+
+def _save_atomic(obj: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, model: nn.Module, optimizer, cfg: TrainConfig, seed: int, resolution: int) -> dict:
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user-facing error
+        raise TrainConfigError(f"checkpoint {path} cannot be read: {exc}") from None
+    keys = {"model", "optimizer", "epoch", "history", "rng", "config", "seed", "train_resolution"}
+    if not isinstance(ck, dict) or not keys <= set(ck):
+        raise TrainConfigError(f"checkpoint {path} is not a training checkpoint of this harness")
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())
+        detail = detail if len(detail) <= 400 else detail[:400] + " ..."
+        raise TrainConfigError(f"checkpoint {path} does not match the model: {detail}") from None
+    mine = dataclasses.asdict(cfg)
+    for key, value in ck["config"].items():
+        if key not in _RUNTIME_ONLY and mine.get(key) != value:
+            raise TrainConfigError(
+                f"checkpoint {path} was written with train.{key} = {value!r}, this run has {mine.get(key)!r}; "
+                "restore the recipe or delete the checkpoint"
+            )
+    if ck["seed"] != seed or ck["train_resolution"] != resolution:
+        raise TrainConfigError(
+            f"checkpoint {path} belongs to seed {ck['seed']} at resolution {ck['train_resolution']}, "
+            f"not seed {seed} at resolution {resolution}"
+        )
+    optimizer.load_state_dict(ck["optimizer"])
+    return ck

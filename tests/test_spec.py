@@ -1,0 +1,101 @@
+"""Study specs: includes, presets, overrides, and one clear error (exit status 2, nothing
+written) for every bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.spec import SpecError, load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+GOOD = """\
+name: t
+dataset: {name: rendered, task: relational, num_train: 64, num_val: 32, num_test: 32}
+model: tiny
+train: {epochs: 1, batch_size: 16, device: cpu}
+encodings: [none, {name: rope_axial, options: {base: 50.0}}]
+train_resolutions: [16]
+test_resolutions: [8, 16, 24]
+seeds: [0, 1]
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_good_spec_with_preset_include_and_overrides(tmp_path):
+    write(tmp_path, "train: {epochs: 3, lr: 0.01}\nseeds: [5]\n", "base.yaml")
+    p = write(tmp_path, "include: [base.yaml]\n" + GOOD.replace("train: {epochs: 1, batch_size: 16, device: cpu}",
+                                                             "train: {batch_size: 16, device: cpu}"))
+    spec = load_spec(p, ["model.depth=3", "train.lr=0.005"])
+    assert spec.model["depth"] == 3 and spec.model["dim"] == 32  # preset tiny, then override
+    assert spec.train["epochs"] == 3 and spec.train["lr"] == 0.005  # include, then override
+    assert spec.seeds == (0, 1)  # the including file wins over the include
+    assert [e.label for e in spec.encodings] == ["none", "rope_axial"]
+    assert spec.encodings[1].options == {"base": 50.0}
+    assert len(spec.cells()) == 4
+    assert spec.model_config(16, 3, 4).dims.train_rows == 4
+
+
+CASES = {
+    "malformed yaml": (GOOD + "seeds: [0, 1\n", [], "malformed YAML"),
+    "unknown key": (GOOD + "seed: [3]\n", [], "unknown key 'seed'; did you mean 'seeds'"),
+    "unknown nested key": (GOOD.replace("epochs: 1", "epoch: 1"), [], "train.epoch"),
+    "wrong type": (GOOD.replace("epochs: 1", "epochs: one"), [], "train.epochs"),
+    "zero size": (GOOD.replace("num_train: 64", "num_train: 0"), [], "dataset.num_train"),
+    "negative resolution": (GOOD.replace("test_resolutions: [8, 16, 24]", "test_resolutions: [8, -16]"), [],
+                            "test_resolutions[1]"),
+    "resolution the stem cannot tile": (GOOD.replace("[8, 16, 24]", "[8, 18]"), [], "cannot tile 18 pixels"),
+    "train resolution too small": (GOOD.replace("train_resolutions: [16]", "train_resolutions: [2]"), [],
+                                   "train_resolutions[0]"),
+    "unknown encoding": (GOOD.replace("[none,", "[nnone,"), [], "unknown encoding 'nnone'"),
+    "bad encoding option": (GOOD.replace("base: 50.0", "base: -2.0"), [], "'base' must be > 1"),
+    "unknown dataset": (GOOD.replace("name: rendered", "name: cifar11"), [], "unknown dataset 'cifar11'"),
+    "missing dataset root": (GOOD.replace("name: rendered, task: relational",
+                                          "name: cifar10, root: /no/such/folder"), [], "does not exist"),
+    "missing include": ("include: [nope.yaml]\n" + GOOD, [], "nope.yaml not found"),
+    "set key that does not exist": (GOOD, ["model.depht=3"], "did you mean 'depth'"),
+    "seeds given twice": (GOOD.replace("seeds: [0, 1]", "seeds: [0, 1, 0]"), [], "0 is given twice"),
+    "empty encodings": (GOOD.replace("encodings: [none, {name: rope_axial, options: {base: 50.0}}]",
+                                     "encodings: []"), [], "expected a non-empty list"),
+    "unknown preset": (GOOD.replace("model: tiny", "model: tinny"), [], "did you mean 'tiny'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_spec_is_one_clear_error(case, tmp_path):
+    text, overrides, expected = CASES[case]
+    p = write(tmp_path, text)
+    with pytest.raises(SpecError) as err:
+        load_spec(p, overrides)
+    msg = str(err.value)
+    assert expected in msg, msg
+    assert "spec.yaml" in msg or "--set" in msg or "nope" in msg
+
+
+def test_include_of_itself(tmp_path):
+    write(tmp_path, "include: [b.yaml]\n" + GOOD, "a.yaml")
+    write(tmp_path, "include: [a.yaml]\n", "b.yaml")
+    with pytest.raises(SpecError, match="includes itself"):
+        load_spec(tmp_path / "a.yaml")
+
+
+@pytest.mark.parametrize("case", ["unknown key", "seeds given twice", "malformed yaml", "set key that does not exist"])
+def test_cli_exits_2_and_writes_nothing(case, tmp_path):
+    text, overrides, expected = CASES[case]
+    p = write(tmp_path, text)
+    sets = [a for o in overrides for a in ("--set", o)]
+    r = subprocess.run([sys.executable, "-m", "harness", "run", str(p), "--set", f"output={tmp_path / 'runs'}", *sets],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert expected in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,93 @@
+"""The smoke study end to end: Optuna, MLflow, resume, interruption."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "studies" / "smoke.yaml"
+CELLS = 3 * 1 * 2  # encodings x train resolutions x seeds
+EPOCH_METRICS = {"train/loss", "val/acc", "lr"}
+
+
+def run(out: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-m", "harness", "run", str(SMOKE), "--set", f"output={out}", *extra],
+                       capture_output=True, text=True, cwd=out.parent, timeout=600)
+    if check:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def finished_runs(out: Path, stage: str = "evaluate"):
+    from harness.tracking import Tracker
+
+    t = Tracker(f"sqlite:///{out / 'smoke' / 'mlflow.db'}", "smoke")
+    return t, t.runs("smoke", stage)
+
+
+@pytest.mark.slow
+def test_smoke_study_end_to_end_and_resume(tmp_path):
+    import optuna
+
+    out = tmp_path / "runs"
+    run(out)
+    tracker, runs = finished_runs(out)
+    assert len(runs) == CELLS and all(r.info.status == "FINISHED" for r in runs)
+    cells = {(r.data.params["encoding"], r.data.params["train_resolution"], r.data.params["seed"]) for r in runs}
+    assert cells == {(e, "16", s) for e in ("none", "rope_axial", "alibi2d") for s in ("0", "1")}
+    parent = tracker.parent_run("smoke", "evaluate")
+    for r in runs:
+        assert r.data.tags["mlflow.parentRunId"] == parent
+        assert r.data.tags["harness.study"] == "smoke" and r.data.tags["harness.stage"] == "evaluate"
+        m = r.data.metrics
+        for res in (8, 16, 24):
+            assert 0 <= m[f"test/acc/r{res}"] <= 1 and m[f"test/loss/r{res}"] > 0
+        assert m["params/count"] > 0 and m["train/images_per_s"] > 0 and EPOCH_METRICS <= set(m)
+        assert "config.model.dim" in r.data.params and "config.train.lr" in r.data.params
+        history = tracker.client.get_metric_history(r.info.run_id, "val/acc")
+        assert [h.step for h in history] == [1, 2]  # per epoch
+        arts = [a.path for a in tracker.client.list_artifacts(r.info.run_id)]
+        assert "spec.resolved.json" in arts
+    study = optuna.load_study(study_name="smoke/evaluate", storage=f"sqlite:///{out / 'smoke' / 'optuna.db'}")
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == CELLS and len(states) == CELLS
+
+    # a second run trains nothing again
+    run(out)
+    _, again = finished_runs(out)
+    assert len(again) == CELLS
+    study = optuna.load_study(study_name="smoke/evaluate", storage=f"sqlite:///{out / 'smoke' / 'optuna.db'}")
+    assert len(study.trials) == CELLS
+
+
+@pytest.mark.slow
+def test_interrupted_trial_resumes_from_its_checkpoint(tmp_path):
+    out = tmp_path / "runs"
+    longer = ["--set", "train.epochs=40", "--set", "encodings=[rope_axial]", "--set", "seeds=[0]"]
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(SMOKE), "--set", f"output={out}", *longer],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpt = out / "smoke" / "checkpoints" / "evaluate" / "rope_axial_r16_s0.pt"
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert ckpt.exists(), "no checkpoint appeared"
+    proc.send_signal(signal.SIGINT)  # Ctrl-C in the middle of the trial
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    tracker, runs = finished_runs(out)
+    assert [r.info.status for r in runs] == ["KILLED"]
+
+    run(out, *longer)
+    tracker, runs = finished_runs(out)
+    done = [r for r in runs if r.info.status == "FINISHED"]
+    assert len(done) == 1
+    assert done[0].data.metrics["train/resumed_from_epoch"] >= 1
+    assert done[0].data.tags["harness.retry_of"] == next(r.info.run_id for r in runs if r.info.status == "KILLED")
+    assert not ckpt.exists()  # removed once the trial finished
