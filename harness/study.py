@@ -343,7 +343,7 @@ def train_one(spec: StudySpec, label: str, res: int, seed: int, *, stage: str, t
 
     try:
         result = train_model(model, data, train_cfg, train_resolution=res,
-                             test_resolutions=spec.test_resolutions if stage == EVALUATE else (),
+                             test_resolutions=() if stage == TUNE else spec.test_resolutions,
                              seed=seed, checkpoint=ckpt, on_epoch=on_epoch, progress=progress)
     except TrialFailed as exc:
         tracker.set_tags(run_id, {"harness.fail_reason": exc.reason})
