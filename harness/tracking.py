@@ -35,8 +35,13 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
 
 class Tracker:
     def __init__(self, tracking_uri: str, experiment: str) -> None:
+        import logging
+
         import mlflow
         from mlflow.tracking import MlflowClient
+
+        for name in ("mlflow", "alembic"):  # table creation and migrations are not news
+            logging.getLogger(name).setLevel(logging.WARNING)
 
         self.uri = tracking_uri
         if tracking_uri.startswith("sqlite:///"):

@@ -91,3 +91,54 @@ def test_interrupted_trial_resumes_from_its_checkpoint(tmp_path):
     assert done[0].data.metrics["train/resumed_from_epoch"] >= 1
     assert done[0].data.tags["harness.retry_of"] == next(r.info.run_id for r in runs if r.info.status == "KILLED")
     assert not ckpt.exists()  # removed once the trial finished
+
+
+@pytest.mark.slow
+def test_tune_stage_gives_every_encoding_the_same_budget_and_hands_over_the_best(tmp_path):
+    import optuna
+
+    out = tmp_path / "runs"
+    tune = "tune={trials: 3, epochs: 1, seed: 0, space: {train.lr: {low: 0.0005, high: 0.01, log: true}}}"
+    run(out, "--set", tune, "--set", "encodings=[none, rope_axial]", "--set", "seeds=[0]")
+    storage = f"sqlite:///{out / 'smoke' / 'optuna.db'}"
+    tracker, tune_runs = finished_runs(out, "tune")
+    assert len(tune_runs) == 2 * 3
+    best = {}
+    for enc in ("none", "rope_axial"):
+        study = optuna.load_study(study_name=f"smoke/tune/{enc}/r16", storage=storage)
+        counted = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE,
+                                                          optuna.trial.TrialState.PRUNED)]
+        assert len(counted) == 3 == len(study.trials)
+        best[enc] = study.best_params["train.lr"]
+    _, evaluated = finished_runs(out)
+    assert len(evaluated) == 2
+    for r in evaluated:
+        assert float(r.data.params["config.train.lr"]) == pytest.approx(best[r.data.params["encoding"]])
+
+
+@pytest.mark.slow
+def test_two_workers_complete_every_cell_once(tmp_path):
+    import optuna
+
+    out = tmp_path / "runs"
+    run(out, "--workers", "2")
+    _, runs = finished_runs(out)
+    keys = sorted(r.data.tags["harness.cell"] for r in runs)
+    assert len(keys) == CELLS == len(set(keys)) and all(r.info.status == "FINISHED" for r in runs)
+    study = optuna.load_study(study_name="smoke/evaluate", storage=f"sqlite:///{out / 'smoke' / 'optuna.db'}")
+    done = [t.params["cell"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == CELLS == len(set(done))
+
+
+@pytest.mark.slow
+def test_train_command_tracks_one_run(tmp_path):
+    out = tmp_path / "runs"
+    r = subprocess.run([sys.executable, "-m", "harness", "train", "--spec", str(SMOKE), "--encoding", "rope_axial",
+                        "--seed", "3", "--set", f"output={out}"], capture_output=True, text=True, cwd=tmp_path,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    tracker, runs = finished_runs(out, "train")
+    assert len(runs) == 1
+    m, p = runs[0].data.metrics, runs[0].data.params
+    assert p["encoding"] == "rope_axial" and p["seed"] == "3" and p["train_resolution"] == "16"
+    assert {f"test/acc/r{res}" for res in (8, 16, 24)} <= set(m)
