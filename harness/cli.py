@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 from harness.errors import HarnessError
@@ -100,6 +101,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = run_study(args.spec, args.set, workers=args.workers, storage=args.storage,
                      tracking_uri=args.tracking_uri)
     print(f"study {spec.name}: done. Results in MLflow: mlflow ui --backend-store-uri {spec.tracking()}")
+    if not args.no_report:
+        from harness.report import build_report
+
+        page = build_report(spec.tracking(), spec.name, Path("reports") / spec.name, spec=spec.resolved)
+        print(f"report: {page}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import ReportError, build_report
+
+    if args.spec:
+        from harness.spec import load_spec
+
+        spec = load_spec(args.spec, args.set + ([f"tracking_uri={args.tracking_uri}"] if args.tracking_uri else []))
+        name, uri, resolved = spec.name, spec.tracking(), spec.resolved
+        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+            raise ReportError(f"{args.spec}: no tracking store at {uri}: run the study first")
+    elif args.experiment and args.tracking_uri:
+        name, uri, resolved = args.experiment, args.tracking_uri, None
+    else:
+        raise ReportError("report needs a study spec, or --experiment NAME with --tracking-uri URI")
+    page = build_report(uri, name, Path(args.out or Path("reports") / name), baseline=args.baseline, spec=resolved)
+    print(page)
     return 0
 
 
@@ -153,7 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="worker processes on the one study (default 1)")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite file under runs/<study>/)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite file under runs/<study>/)")
+    p.add_argument("--no-report", action="store_true", help="do not write reports/<study>/ at the end")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="build a study's report from its MLflow runs")
+    p.add_argument("spec", nargs="?", help="study spec (YAML); or give --experiment and --tracking-uri")
+    p.add_argument("--experiment", help="MLflow experiment (the study's name)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI")
+    p.add_argument("--baseline", help="encoding to compare against (default: the spec's, else learned)")
+    p.add_argument("--out", help="output folder (default: reports/<study>/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec value")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("train", help="train one model with the study trainer and tracking")
     p.add_argument("--encoding", required=True, help="encoding name")

@@ -319,8 +319,11 @@ def train_one(spec: StudySpec, label: str, res: int, seed: int, *, stage: str, t
                 "encoding": dataclasses.asdict(enc)}
     previous = [r.info.run_id for r in tracker.runs(spec.name, stage) if r.data.tags.get("harness.cell") == tag
                 and r.info.status != "FINISHED"]
+    from harness.provenance import git_commit, versions
+
     tags = {"harness.cell": tag, "harness.worker": f"{socket.gethostname()}:{os.getpid()}",
-            "harness.spec_digest": spec.digest()}
+            "harness.spec_digest": spec.digest(), "harness.git_commit": git_commit(),
+            "harness.versions": json.dumps(versions())}
     if trial is not None:
         tags["optuna.trial_number"] = str(trial.number)
     if previous:

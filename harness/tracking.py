@@ -34,7 +34,7 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
 
 
 class Tracker:
-    def __init__(self, tracking_uri: str, experiment: str) -> None:
+    def __init__(self, tracking_uri: str, experiment: str, *, create: bool = True) -> None:
         import logging
 
         import mlflow
@@ -49,6 +49,8 @@ class Tracker:
         try:
             self.client = MlflowClient(tracking_uri=tracking_uri)
             exp = self.client.get_experiment_by_name(experiment)
+            if exp is None and not create:
+                raise TrackingError(f"MLflow tracking store {tracking_uri}: no experiment named {experiment!r}")
             if exp is None:
                 artifacts = None
                 if tracking_uri.startswith("sqlite:///"):
