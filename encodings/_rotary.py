@@ -1,8 +1,9 @@
 """Shared machinery of the rotary encodings (RoPE family).
 
 Pair layout: interleaved, pair j = channels (2j, 2j+1) of a head, turned by angle a_j:
-(x0, x1) -> (x0 cos a - x1 sin a, x0 sin a + x1 cos a). Prefix tokens (cls) get angle 0:
-their rows of the cos/sin tables are exactly 1 and 0, so they pass through unchanged.
+(x0, x1) -> (x0 cos a - x1 sin a, x0 sin a + x1 cos a), computed as one complex multiplication
+(x0 + i x1)(cos a + i sin a). Prefix tokens (cls) get angle 0: their table entries are exactly
+1 + 0i, so they pass through unchanged.
 """
 
 from __future__ import annotations
@@ -11,15 +12,25 @@ import torch
 
 from harness.encodings.base import PatchGrid, PositionalEncoding
 
-__all__ = ["RotaryEncoding", "rotate_pairs"]
+__all__ = ["RotaryEncoding", "rotate_complex", "rotate_pairs"]
 
 
 def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved channel pairs of ``x`` (..., T, d) by tables (..., T, d/2), in float32."""
+    """Rotate interleaved channel pairs of ``x`` (..., T, d) by tables (..., T, d/2), in float32.
+
+    The plain form of the rotation, kept as the reference the fast path is tested against.
+    """
     xf = x.float()
     x0, x1 = xf[..., 0::2], xf[..., 1::2]
     out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(-2)
     return out.to(x.dtype)
+
+
+def rotate_complex(x: torch.Tensor, cis: torch.Tensor) -> torch.Tensor:
+    """The same rotation as ``rotate_pairs``, as one complex multiplication: pair (x0, x1) is
+    the complex number x0 + i x1, and ``cis`` = cos a + i sin a (..., T, d/2), complex64."""
+    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(xc * cis).flatten(-2).to(x.dtype)
 
 
 class RotaryEncoding(PositionalEncoding):
@@ -31,13 +42,12 @@ class RotaryEncoding(PositionalEncoding):
         """Angles (L or 1, h or 1, N, d/2) in float32 for the N patches of ``grid``."""
         raise NotImplementedError
 
-    def build(self, grid: PatchGrid, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def build(self, grid: PatchGrid, device: torch.device) -> torch.Tensor:
+        """The table cos a + i sin a, (L|1, h|1, T, d/2) complex64; prefix tokens get a = 0."""
         a = self.angles(grid, device).float()  # (L|1, h|1, N, d/2)
-        a = torch.nn.functional.pad(a, (0, 0, grid.num_prefix, 0))  # prefix tokens: angle 0
-        return a.cos(), a.sin()
+        a = torch.nn.functional.pad(a, (0, 0, grid.num_prefix, 0))  # prefix tokens: angle 0, cis exactly 1
+        return torch.polar(torch.ones_like(a), a)
 
     def qk(self, q, k, grid, state, layer):
-        cos, sin = state
-        i = layer if cos.shape[0] > 1 else 0
-        cos, sin = cos[i], sin[i]  # (h|1, T, d/2)
-        return rotate_pairs(q, cos, sin), rotate_pairs(k, cos, sin)
+        cis = state[layer if state.shape[0] > 1 else 0]  # (h|1, T, d/2)
+        return rotate_complex(q, cis), rotate_complex(k, cis)
