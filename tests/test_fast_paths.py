@@ -1,5 +1,6 @@
 """Fast paths against the plain ones: same outputs within float tolerance, same gradients."""
 
+import pytest
 import torch
 
 from harness.encodings._rotary import rotate_complex, rotate_pairs
@@ -30,3 +31,25 @@ def test_bf16_inputs_are_rotated_in_float32_and_returned_in_bf16():
     assert out.dtype == torch.bfloat16
     ref = rotate_pairs(x.float(), a.cos(), a.sin())
     assert torch.allclose(out.float(), ref, atol=2e-2)
+
+
+@pytest.mark.slow
+def test_torch_compile_switch_gives_the_same_results():
+    """`train.compile: true` trains the compiled model: same metrics as eager within float tolerance."""
+    from harness.data import build_dataset
+    from harness.models.vit import ViTConfig, build_model
+    from harness.train import TrainConfig, train_model
+
+    data = build_dataset("rendered", task="relational", num_train=128, num_val=32, num_test=32, seed=0)
+    cfg = ViTConfig(image_size=16, num_classes=data.num_classes, dim=32, depth=2, heads=4, mlp_ratio=2.0)
+    results = {}
+    for compile_ in (False, True):
+        torch.manual_seed(0)
+        model = build_model(cfg, "rope_axial")
+        recipe = TrainConfig(epochs=1, batch_size=32, device="cpu", compile=compile_)
+        results[compile_] = train_model(model, data, recipe, train_resolution=16, test_resolutions=[16, 24], seed=0,
+                                        progress=False)
+    eager, compiled = results[False], results[True]
+    assert compiled.history[0]["train/loss"] == pytest.approx(eager.history[0]["train/loss"], abs=1e-4)
+    for r in (16, 24):
+        assert compiled.test[r]["loss"] == pytest.approx(eager.test[r]["loss"], abs=1e-4)

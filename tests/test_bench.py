@@ -1,0 +1,169 @@
+"""``harness bench``: the FLOP model, the JSON it writes, timm's twin model, bad inputs.
+
+No timed assertions: speed lives in the benchmark, not in the tests. The timings here are
+shortened (``MIN_TIME_S`` and the matmul sizes patched) so the file runs in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+
+from harness import bench
+from harness.cli import main
+from harness.models.vit import build_model
+
+
+@pytest.fixture
+def quick(monkeypatch):
+    """Short timings: a timing lasts 10 ms (still MIN_STEPS steps), small matmuls; the runs use
+    one thread (on a busy 2-core machine two threads wait on each other), restored after."""
+    monkeypatch.setattr(bench, "MIN_TIME_S", {"cpu": 0.01, "cuda": 0.01})
+    monkeypatch.setattr(bench, "MATMUL_SIZES", {"cpu": (128,), "cuda": (256,)})
+    monkeypatch.setattr(bench, "WARMUP_STEPS", {"cpu": 1, "cuda": 1})
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def no_timm(monkeypatch):
+    """timm hidden, as on an install without the ``bench`` extra."""
+    for name in [m for m in sys.modules if m == "timm" or m.startswith("timm.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "timm", None)  # `import timm` raises ImportError
+
+
+# ------------------------------------------------------------------------------ FLOP model
+def test_analytic_flops_match_flop_counter_for_none_on_tiny():
+    cfg = bench.model_config("tiny")
+    model = build_model(cfg, "none")
+    x = torch.randn(8, cfg.in_chans, cfg.image_size, cfg.image_size)
+    analytic = bench.analytic_flops(cfg, cfg.image_size, batch=8)
+
+    # the forward pass: the same matmuls, counted exactly (the CPU flash-attention kernel included)
+    with torch.no_grad():
+        fwd, per_op = bench.count_flops(lambda: model(x))
+    assert fwd == analytic["forward"], per_op
+
+    # a training step (forward + backward): within a few percent of 3 x forward
+    train, per_op = bench.count_flops(lambda: torch.nn.functional.cross_entropy(
+        model(x), torch.zeros(8, dtype=torch.long)).backward())
+    assert abs(train / analytic["train_step"] - 1) < 0.03, (train, analytic, per_op)
+    assert any("attention" in op for op in per_op), "attention FLOPs were not counted"
+
+    # the parts add up, and the count scales with the batch and the token count
+    parts = {k: v for k, v in analytic.items() if k not in ("forward", "train_step")}
+    assert sum(parts.values()) == analytic["forward"] and analytic["train_step"] == 3 * analytic["forward"]
+    assert bench.analytic_flops(cfg, cfg.image_size, batch=16)["forward"] == 2 * analytic["forward"]
+    assert bench.analytic_flops(cfg, 2 * cfg.image_size)["attn_scores"] > 4 * analytic["attn_scores"] / 8
+
+
+# ------------------------------------------------------------------------------ a run
+def test_bench_writes_json_with_every_number_without_timm(tmp_path, capsys, quick, no_timm):
+    out = tmp_path / "sub" / "bench.json"
+    rc = main(["bench", "--preset", "tiny", "--device", "cpu", "--encodings", "learned", "rope_axial",
+               "--repeats", "1", "--batch-size", "8", "--threads", "1", "--json", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    res = json.loads(out.read_text())
+
+    for key in ("date", "preset", "model", "batch_size", "repeats", "threads", "device", "device_info", "torch",
+                "timm", "matmul_peak", "memory_method", "encodings", "timm_vit", "flop_model", "resolutions",
+                "train_resolution", "notes"):
+        assert key in res, key
+    assert res["preset"] == "tiny" and res["batch_size"] == 8 and res["device"] == "cpu"
+    assert res["resolutions"] == [16, 32] and res["train_resolution"] == 16
+    assert res["threads"] == 1 and res["device_info"]["name"] and res["torch"] == torch.__version__
+    assert res["matmul_peak"]["flops_per_s"] > 0
+
+    # none is added as the reference, first
+    assert list(res["encodings"]) == ["none", "learned", "rope_axial"]
+    for name, d in res["encodings"].items():
+        t = d["train"]
+        assert d["params"] > 0
+        for k in ("images_per_s", "step_s", "counted_flops", "flops_per_s", "mfu"):
+            assert t[k] > 0, (name, k)
+        assert t["peak_mem_bytes"] >= 0 and t["steps_per_timing"] >= bench.MIN_STEPS
+        assert len(t["timings_s"]) == 1
+        for r in ("16", "32"):
+            assert d["eval"][r]["images_per_s"] > 0 and d["eval"][r]["peak_mem_bytes"] >= 0
+        assert d["ratios"]["train_step_time"] > 0 and d["ratios"]["counted_flops"] > 0
+        if name != "none":
+            assert d["target"] == bench.TARGETS[name] and d["verdict"] in ("PASS", "FAIL")
+
+    ratios = res["encodings"]["none"]["ratios"]
+    assert ratios["train_step_time"] == 1 and ratios["train_images_per_s"] == 1 and ratios["counted_flops"] == 1
+    assert ratios["eval_time"] == {"16": 1, "32": 1}
+    assert res["encodings"]["none"]["verdict"] is None
+
+    # timm hidden: a clear note, no timm rows, and the rest of the run intact
+    assert res["timm"] is None and "timm is not installed" in res["timm_vit"]["skipped"]
+    assert "timm is not installed" in captured.out
+    assert 0.97 < res["flop_model"]["counted_over_analytic"] < 1.03
+
+    # the table is printed last, with PASS/FAIL per encoding against its target
+    lines = captured.out.rstrip().splitlines()
+    assert lines[-1].startswith("timm ViT:")
+    row = next(line for line in lines if line.startswith("rope_axial ") and "<= 1.10" in line)
+    assert ("PASS" in row) != ("FAIL" in row)
+
+
+def test_bench_compares_with_timm(quick):
+    pytest.importorskip("timm")
+    res = bench.run_bench("tiny", device="cpu", encodings=["learned"], resolutions=[16], batch_size=4,
+                          repeats=1, threads=1, progress=lambda msg: None)
+    t = res["timm_vit"]
+    assert t["train"]["images_per_s"] > 0 and t["train"]["counted_flops"] > 0
+    assert t["learned_over_timm_images_per_s"] == pytest.approx(
+        res["encodings"]["learned"]["train"]["images_per_s"] / t["train"]["images_per_s"])
+    assert t["verdict"] in ("PASS", "FAIL") and t["target_applies"] is False  # tiny, not small
+    # the same matmuls as ours: the counted FLOPs agree (timm adds no matmul of its own)
+    assert t["train"]["counted_flops"] == res["encodings"]["learned"]["train"]["counted_flops"]
+    assert "timm ViT" in bench.format_report(res).splitlines()[-2]
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_timm_vit_has_our_parameters_plus_the_cls_position_row(preset):
+    pytest.importorskip("timm")
+    cfg = bench.model_config(preset)
+    ours = sum(p.numel() for p in build_model(cfg, "learned").parameters())
+    theirs = bench.build_timm_vit(cfg)
+    assert sum(p.numel() for p in theirs.parameters()) == ours + cfg.dim
+    assert tuple(theirs.pos_embed.shape) == (1, cfg.grid_size(cfg.image_size) ** 2 + 1, cfg.dim)
+    x = torch.randn(2, cfg.in_chans, cfg.image_size, cfg.image_size)
+    assert theirs(x).shape == (2, cfg.num_classes)
+
+
+# ------------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "tinny"], "unknown model preset 'tinny'; did you mean 'tiny'?"),
+    (["--preset", "tiny", "--encodings", "none", "rope_axal"], "unknown encoding 'rope_axal'"),
+    (["--preset", "tiny", "--resolutions", "16", "30"], "cannot tile 30 px exactly"),
+    (["--preset", "tiny", "--batch-size", "0"], "--batch-size must be an integer >= 1"),
+    (["--preset", "tiny", "--repeats", "0"], "--repeats must be an integer >= 1"),
+    (["--preset", "tiny", "--device", "tpu"], "--device must be auto, cpu or cuda"),
+])
+def test_bad_input_exits_2_with_one_message(args, message, capsys, tmp_path):
+    out = tmp_path / "never.json"
+    assert main(["bench", *args, "--json", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and captured.err.startswith("error: ") and message in captured.err
+    assert not out.exists()
+
+
+def test_cuda_without_cuda_exits_2(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    assert main(["bench", "--preset", "tiny", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "CUDA is not available" in err
+
+
+def test_json_path_that_is_a_folder_exits_2(capsys, tmp_path):
+    assert main(["bench", "--preset", "tiny", "--json", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
