@@ -347,16 +347,22 @@ def _md_table(df) -> str:
     return "\n".join(lines) + "\n"
 
 
+NO_BASELINE = "No baseline encoding in this study (set `baseline:` in the spec, or --baseline)."
+
+
+def _sections(tables: dict, baseline: str | None):
+    """(key, title, table or None) for every table of the report, in order."""
+    for key, title in TITLES.items():
+        if key == "comparisons" and baseline:
+            title += f" {baseline}"
+        yield key, title, tables.get(key)
+
+
 def _markdown(study: str, headline: list[str], tables: dict, baseline: str | None) -> str:
     parts = [f"# Report: {study}\n", *[f"{h}\n" for h in headline]]
-    for key, title in TITLES.items():
-        df = tables.get(key)
-        if key == "comparisons":
-            title += f" `{baseline}`" if baseline else ""
-            if df is None:
-                parts.append(f"## {title}\n\nNo baseline encoding in this study (set `baseline:` in the spec).\n")
-                continue
-        parts.append(f"## {title}\n\n{_md_table(df)}")
+    for key, title, df in _sections(tables, baseline):
+        body = NO_BASELINE + "\n" if key == "comparisons" and df is None else _md_table(df)
+        parts.append(f"## {title}\n\n{body}")
     return "\n".join(parts)
 
 
@@ -380,15 +386,10 @@ def _html(study: str, headline: list[str], tables: dict, baseline: str | None, f
         f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
         f"<figcaption>{CAPTIONS.get(name, name.replace('_', ' '))}</figcaption></figure>" for name, p in figures.items())
     sections = []
-    for key, title in TITLES.items():
-        df = tables.get(key)
-        if key == "comparisons":
-            title += f" {baseline}" if baseline else ""
-            if df is None:
-                sections.append(f"<h2>{html.escape(title)}</h2><p>No baseline encoding in this study.</p>")
-                continue
-        cls = "main" if key == "accuracy" else ""
-        sections.append(f'<h2 id="{key}">{html.escape(title)}</h2>{_html_table(df, cls)}')
+    for key, title, df in _sections(tables, baseline):
+        body = (f"<p>{html.escape(NO_BASELINE)}</p>" if key == "comparisons" and df is None
+                else _html_table(df, "main" if key == "accuracy" else ""))
+        sections.append(f'<h2 id="{key}">{html.escape(title)}</h2>{body}')
     prov = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in provenance.items())
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Report: {html.escape(study)}</title>
