@@ -84,6 +84,8 @@ class StudySpec:
     output: str = "runs"
     plugins: tuple[str, ...] = ()
     baseline: str | None = None  # the encoding reports compare against (default: learned if present)
+    heartbeat: int = 30  # seconds between a running trial's heartbeats; silent for 3 intervals = dead worker
+    max_retries: int = 2  # times a failed cell is tried again
     source: str = ""  # the spec file
     resolved: dict = field(default_factory=dict, repr=False)  # the resolved mapping, as run
 
@@ -99,7 +101,7 @@ class StudySpec:
 
     def digest(self) -> str:
         """Content hash of what the study computes (locations excluded)."""
-        keep = {k: v for k, v in self.resolved.items() if k not in ("storage", "tracking_uri", "output")}
+        keep = {k: v for k, v in self.resolved.items() if k not in _OPERATIONAL}
         return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def model_config(self, train_resolution: int, in_chans: int, num_classes: int):
@@ -120,6 +122,8 @@ class StudySpec:
         return next(e for e in self.encodings if e.label == label)
 
 
+#: keys that say where and how a study runs, not what it computes (outside its content hash)
+_OPERATIONAL = ("storage", "tracking_uri", "output", "heartbeat", "max_retries")
 _TOP = {f.name for f in dataclasses.fields(StudySpec)} - {"source", "resolved"} | {"include"}
 _MODEL_KEYS = {"dim", "depth", "heads", "mlp_ratio", "patch_kernel", "patch_stride", "pool", "qkv_bias"}
 _PRESET_SECTIONS = ("model", "dataset", "train")
@@ -383,6 +387,10 @@ def _validate(raw: dict, origins: dict[str, str], path: Path) -> StudySpec:
     for key in ("storage", "tracking_uri"):
         if raw.get(key) is not None and not isinstance(raw[key], str):
             fail(key, f"expected a URL string, got {raw[key]!r}")
+    for key, low in (("heartbeat", 1), ("max_retries", 0)):
+        v = raw.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
+            fail(key, f"expected an integer >= {low}, got {v!r}")
     output = raw.get("output", "runs")
     if not isinstance(output, str) or not output:
         fail("output", f"expected a folder path, got {output!r}")
@@ -392,13 +400,14 @@ def _validate(raw: dict, origins: dict[str, str], path: Path) -> StudySpec:
         "test_resolutions": list(test_res), "seeds": list(seeds),
         "tune": dataclasses.asdict(tune) if tune else None, "storage": raw.get("storage"),
         "tracking_uri": raw.get("tracking_uri"), "output": output, "plugins": resolved_plugins,
-        "baseline": baseline,
+        "baseline": baseline, "heartbeat": raw.get("heartbeat", 30), "max_retries": raw.get("max_retries", 2),
     }
     return StudySpec(
         name=name, dataset=dataset, model=model, train=train, encodings=tuple(encodings),
         train_resolutions=train_res, test_resolutions=test_res, seeds=seeds, tune=tune,
         storage=raw.get("storage"), tracking_uri=raw.get("tracking_uri"), output=output,
-        plugins=tuple(resolved_plugins), baseline=baseline, source=str(path), resolved=resolved,
+        plugins=tuple(resolved_plugins), baseline=baseline, heartbeat=resolved["heartbeat"],
+        max_retries=resolved["max_retries"], source=str(path), resolved=resolved,
     )
 
 

@@ -19,6 +19,7 @@ import multiprocessing as mp
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +37,17 @@ class StorageError(HarnessError):
 
 
 # ------------------------------------------------------------------------------ storage
-def _storage(url: str):
+def _storage(url: str, heartbeat: int | None = None):
+    """The Optuna storage; with ``heartbeat`` (seconds) every running trial records a heartbeat,
+    and a trial silent for three intervals is failed as stale (its worker died)."""
+    import warnings
+
     import optuna
 
     kwargs: dict[str, Any] = {}
+    if heartbeat:
+        kwargs.update(heartbeat_interval=heartbeat, grace_period=3 * heartbeat)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
@@ -84,8 +92,10 @@ def _open_studies(spec: StudySpec, storage) -> dict[str, Any]:
             study.set_user_attr("harness.spec", json.dumps(spec.resolved, default=str))
         elif pinned != spec.digest():
             old = json.loads(study.user_attrs.get("harness.spec", "{}"))
+            from harness.spec import _OPERATIONAL
+
             diff = [k for k in sorted(set(old) | set(spec.resolved))
-                    if k not in ("storage", "tracking_uri", "output") and old.get(k) != spec.resolved.get(k)]
+                    if k not in _OPERATIONAL and old.get(k) != spec.resolved.get(k)]
             raise SpecError(f"{spec.source}: study {name!r} already exists in this storage with a different spec "
                             f"(differs in: {', '.join(diff) or 'content'}); use another study name or storage")
         studies[key] = study
@@ -100,17 +110,28 @@ def _pruner(spec: StudySpec):
     return optuna.pruners.NopPruner()
 
 
-def _enqueue_cells(study, cells: list[tuple[str, int, int]]) -> int:
+def _trial_cell(t) -> str | None:
+    a = t.user_attrs
+    if "encoding" not in a or a.get("harness.spurious"):
+        return None
+    return _cell_key(a["encoding"], a["train_resolution"], a["seed"])
+
+
+def _enqueue_cells(study, cells: list[tuple[str, int, int]], max_retries: int) -> int:
+    """Enqueue every cell that has no completed, waiting or running trial and has failed at
+    most ``max_retries`` times."""
+    from collections import Counter
+
     from optuna.trial import TrialState
 
-    busy = {_cell_key(t.user_attrs["encoding"], t.user_attrs["train_resolution"], t.user_attrs["seed"])
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.WAITING,
-                                                                TrialState.RUNNING))
-            if "encoding" in t.user_attrs}
+    trials = study.get_trials(deepcopy=False)
+    busy = {_trial_cell(t) for t in trials
+            if t.state in (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)}
+    failures = Counter(_trial_cell(t) for t in trials if t.state == TrialState.FAIL)
     added = 0
     for label, res, seed in cells:
         key = _cell_key(label, res, seed)
-        if key not in busy:
+        if key not in busy and failures[key] <= max_retries:
             study.enqueue_trial({"cell": key}, user_attrs={"encoding": label, "train_resolution": res, "seed": seed})
             added += 1
     return added
@@ -134,12 +155,13 @@ def run_study(spec_path: str, overrides: list[str], *, workers: int = 1, storage
     from harness.tracking import Tracker
 
     tracker = Tracker(spec.tracking(), spec.name)
-    storage_obj = _storage(spec.storage_url())
+    storage_obj = _storage(spec.storage_url(), spec.heartbeat)
     studies = _open_studies(spec, storage_obj)
     for stage in ([TUNE] if spec.tune else []) + [EVALUATE]:
         tracker.parent_run(spec.name, stage)
     (spec.run_dir / "spec.resolved.json").write_text(json.dumps(spec.resolved, indent=2, default=str))
-    _enqueue_cells(studies[EVALUATE], spec.cells())
+    _reap_stale(studies[EVALUATE], tracker)
+    _enqueue_cells(studies[EVALUATE], spec.cells(), spec.max_retries)
     args = (spec_path, [*overrides, *extra], progress)
     if workers <= 1:
         run_worker(*args)
@@ -179,7 +201,7 @@ def run_worker(spec_path: str, overrides: list[str], progress: bool | None = Non
     from harness.tracking import Tracker
 
     tracker = Tracker(spec.tracking(), spec.name)
-    storage = _storage(spec.storage_url())
+    storage = _storage(spec.storage_url(), spec.heartbeat)
     studies = _open_studies(spec, storage)
     if spec.tune:
         parent = tracker.parent_run(spec.name, TUNE)
@@ -202,30 +224,99 @@ def _counted(study) -> int:
 
 
 def _evaluate_loop(study, spec: StudySpec, tracker, parent: str, progress) -> None:
+    """Pop waiting cells until none is left; then wait for the other workers' running cells,
+    failing those whose worker stopped sending heartbeats and enqueueing them again (up to
+    ``max_retries``), so that the study ends with every cell completed exactly once."""
     import optuna
     from optuna.trial import TrialState
 
     cells = [_cell_key(*c) for c in spec.cells()]
     dist = {"cell": optuna.distributions.CategoricalDistribution(cells)}
-    while study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+    while True:
+        _reap_stale(study, tracker)
+        _enqueue_cells(study, spec.cells(), spec.max_retries)
+        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                return
+            time.sleep(min(spec.heartbeat, 2))  # another worker's cell: wait until it ends or goes stale
+            continue
         trial = study.ask(dist)
-        if "encoding" not in trial.user_attrs:  # not an enqueued cell: another worker took the last one
+        if "encoding" not in trial.user_attrs or _taken(study, trial):
+            # not an enqueued cell (another worker took the last one), or a cell someone else
+            # completes or runs: never train a cell twice
             trial.set_user_attr("harness.spurious", True)
             study.tell(trial, state=TrialState.FAIL)
-            break
+            continue
         label, res, seed = _parse_cell(trial.params["cell"])
         params = _best_params(spec, label, res)
+        beat = _Heartbeat(study, trial)
         try:
             value = train_one(spec, label, res, seed, stage=EVALUATE, tracker=tracker, parent=parent,
                               trial=trial, overrides=params, progress=progress)
         except _Failed as exc:
+            beat.stop()
             trial.set_user_attr("harness.fail_reason", exc.reason)
             study.tell(trial, state=TrialState.FAIL)
             continue
         except BaseException:
+            beat.stop()
             study.tell(trial, state=TrialState.FAIL)
             raise
+        beat.stop()
         study.tell(trial, value)
+
+
+def _taken(study, trial) -> bool:
+    """Whether the trial's cell is completed, or run by a trial with a lower number."""
+    from optuna.trial import TrialState
+
+    cell = trial.params["cell"]
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+        if t.number != trial.number and _trial_cell(t) == cell and not t.user_attrs.get("harness.spurious") and (
+                t.state == TrialState.COMPLETE or t.number < trial.number):
+            return True
+    return False
+
+
+class _Heartbeat:
+    """Records the trial's heartbeat in the storage from a thread while it trains."""
+
+    def __init__(self, study, trial) -> None:
+        import threading
+
+        storage = study._storage
+        interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+        self._stop = threading.Event()
+        self._thread = None
+        if interval:
+            def beat() -> None:
+                while True:
+                    storage.record_heartbeat(trial._trial_id)
+                    if self._stop.wait(interval):
+                        return
+
+            self._thread = threading.Thread(target=beat, name="harness-heartbeat", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _reap_stale(study, tracker) -> None:
+    """Fail the trials whose worker died (no heartbeat), and close their MLflow runs as FAILED."""
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.storages.fail_stale_trials(study)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        run_id = t.user_attrs.get("mlflow_run_id")
+        if run_id:
+            run = tracker.client.get_run(run_id)
+            if run.info.status == "RUNNING":
+                tracker.set_tags(run_id, {"harness.fail_reason": "the worker stopped sending heartbeats (killed?)"})
+                tracker.end(run_id, "FAILED")
 
 
 def _parse_cell(key: str) -> tuple[str, int, int]:

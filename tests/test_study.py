@@ -142,3 +142,33 @@ def test_train_command_tracks_one_run(tmp_path):
     m, p = runs[0].data.metrics, runs[0].data.params
     assert p["encoding"] == "rope_axial" and p["seed"] == "3" and p["train_resolution"] == "16"
     assert {f"test/acc/r{res}" for res in (8, 16, 24)} <= set(m)
+
+
+@pytest.mark.slow
+def test_killed_worker_trial_is_failed_and_retried_from_its_checkpoint(tmp_path):
+    import optuna
+
+    out = tmp_path / "runs"
+    longer = ["--set", "train.epochs=40", "--set", "encodings=[rope_axial]", "--set", "seeds=[0]",
+              "--set", "heartbeat=1"]
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(SMOKE), "--set", f"output={out}", *longer],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = out / "smoke" / "checkpoints" / "evaluate" / "rope_axial_r16_s0.pt"
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert ckpt.exists(), "no checkpoint appeared"
+    proc.kill()  # SIGKILL: no handler runs, the trial and the run stay RUNNING
+    proc.wait(timeout=60)
+
+    run(out, *longer)
+    tracker, runs = finished_runs(out)
+    by_status = {r.info.status: r for r in runs}
+    assert sorted(by_status) == ["FAILED", "FINISHED"] and len(runs) == 2
+    killed, done = by_status["FAILED"], by_status["FINISHED"]
+    assert "heartbeat" in killed.data.tags["harness.fail_reason"]
+    assert done.data.tags["harness.retry_of"] == killed.info.run_id
+    assert done.data.metrics["train/resumed_from_epoch"] >= 1
+    study = optuna.load_study(study_name="smoke/evaluate", storage=f"sqlite:///{out / 'smoke' / 'optuna.db'}")
+    states = sorted(t.state.name for t in study.trials if not t.user_attrs.get("harness.spurious"))
+    assert states == ["COMPLETE", "FAIL"]
