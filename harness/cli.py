@@ -128,6 +128,31 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from harness.study import run_worker
+
+    extra = [f"storage={args.storage}"] + ([f"tracking_uri={args.tracking_uri}"] if args.tracking_uri else [])
+    run_worker(args.spec, args.set + extra)
+    print("worker: no cells left in the study")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from harness.spec import load_spec
+    from harness.study import study_status
+
+    extra = [f"storage={args.storage}"] if args.storage else []
+    rows = study_status(load_spec(args.spec, args.set + extra))
+    header = {"encoding": "encoding", "train_resolution": "train res", "seed": "seed", "state": "state",
+              "detail": "detail"}
+    widths = {k: max(len(r[k]) for r in [header, *rows]) for k in header}
+    for r in [header, *rows]:
+        print("  ".join(r[k].ljust(widths[k]) for k in header).rstrip())
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "running", "failed", "waiting")}
+    print(", ".join(f"{n} {s}" for s, n in counts.items()))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from harness.spec import load_spec
     from harness.study import train_one
@@ -200,6 +225,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: reports/<study>/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec value")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("worker", help="join an existing study (created by `run`) and work until no cell is left")
+    p.add_argument("spec", help="the study's spec (YAML)")
+    p.add_argument("--storage", required=True, help="the study's Optuna storage URL (e.g. postgresql://...)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (e.g. http://host:5000)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="the overrides `run` was given")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("status", help="show each cell of a study: done, running, failed, waiting")
+    p.add_argument("spec", help="the study's spec (YAML)")
+    p.add_argument("--storage", help="Optuna storage URL (default: the spec's, or the sqlite file under runs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="the overrides `run` was given")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("train", help="train one model with the study trainer and tracking")
     p.add_argument("--encoding", required=True, help="encoding name")

@@ -30,7 +30,14 @@ from harness.errors import HarnessError
 from harness.presets import PresetError, config_dir, list_presets, load_yaml
 from harness.typecheck import type_ok
 
-__all__ = ["DatasetSpec", "EncodingSpec", "SpecError", "StudySpec", "TuneSpec", "load_spec"]
+__all__ = ["DatasetSpec", "EncodingSpec", "SpecError", "StudySpec", "TuneSpec", "load_spec", "redact_url"]
+
+
+def redact_url(text: str) -> str:
+    """Hide the password of a database or server URL (``scheme://user:***@host``)."""
+    import re
+
+    return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", text)
 
 
 class SpecError(HarnessError):
@@ -398,8 +405,10 @@ def _validate(raw: dict, origins: dict[str, str], path: Path) -> StudySpec:
         "name": name, "dataset": dataclasses.asdict(dataset), "model": model, "train": train,
         "encodings": [dataclasses.asdict(e) for e in encodings], "train_resolutions": list(train_res),
         "test_resolutions": list(test_res), "seeds": list(seeds),
-        "tune": dataclasses.asdict(tune) if tune else None, "storage": raw.get("storage"),
-        "tracking_uri": raw.get("tracking_uri"), "output": output, "plugins": resolved_plugins,
+        "tune": dataclasses.asdict(tune) if tune else None,
+        # what is logged and shown: never a password
+        "storage": redact_url(raw["storage"]) if raw.get("storage") else None,
+        "tracking_uri": redact_url(raw["tracking_uri"]) if raw.get("tracking_uri") else None, "output": output, "plugins": resolved_plugins,
         "baseline": baseline, "heartbeat": raw.get("heartbeat", 30), "max_retries": raw.get("max_retries", 2),
     }
     return StudySpec(

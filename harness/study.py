@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.spec import SpecError, StudySpec, load_spec
+from harness.spec import SpecError, StudySpec, load_spec, redact_url
 
-__all__ = ["StorageError", "run_study", "run_worker", "train_one"]
+__all__ = ["StorageError", "run_study", "run_worker", "study_status", "train_one"]
 
 EVALUATE = "evaluate"
 TUNE = "tune"
@@ -54,24 +54,21 @@ def _storage(url: str, heartbeat: int | None = None):
     try:
         return optuna.storages.RDBStorage(url, **kwargs)
     except Exception as exc:  # noqa: BLE001 - an unreachable or invalid storage is the user's to fix
-        safe = _redact(url)
-        raise StorageError(f"Optuna storage {safe}: cannot be used ({type(exc).__name__}: "
-                           f"{_redact(str(exc).splitlines()[0]) if str(exc) else ''})") from None
-
-
-def _redact(text: str) -> str:
-    """Hide a password in a database URL."""
-    import re
-
-    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", text)
+        detail = redact_url(str(exc).splitlines()[0]) if str(exc) else ""
+        hint = ""
+        if isinstance(exc, ModuleNotFoundError) and "psycopg" in str(exc):
+            hint = " (install the PostgreSQL driver: pip install -e '.[postgres]')"
+        raise StorageError(f"Optuna storage {redact_url(url)}: cannot be used ({type(exc).__name__}: {detail}){hint}"
+                           ) from None
 
 
 def _cell_key(label: str, res: int, seed: int) -> str:
     return f"{label}|r{res}|s{seed}"
 
 
-def _open_studies(spec: StudySpec, storage) -> dict[str, Any]:
-    """Create (or load) the stage studies, pinned to the spec's content hash."""
+def _open_studies(spec: StudySpec, storage, *, create: bool = True) -> dict[str, Any]:
+    """Create (or, with ``create=False``, only load) the stage studies, pinned to the spec's
+    content hash."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -84,6 +81,9 @@ def _open_studies(spec: StudySpec, storage) -> dict[str, Any]:
         sampler = None
         if key.startswith(TUNE):
             sampler = optuna.samplers.TPESampler(seed=spec.tune.seed, n_startup_trials=max(2, spec.tune.trials // 3))
+        if not create and name not in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
+            raise SpecError(f"{spec.source}: study {name!r} does not exist in storage "
+                            f"{redact_url(spec.storage_url())}: create it with `harness run` first")
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                     sampler=sampler, pruner=_pruner(spec))
         pinned = study.user_attrs.get("harness.spec_digest")
@@ -145,6 +145,11 @@ def run_study(spec_path: str, overrides: list[str], *, workers: int = 1, storage
     extra = [f"storage={storage}"] if storage else []
     extra += [f"tracking_uri={tracking_uri}"] if tracking_uri else []
     spec = load_spec(spec_path, [*overrides, *extra])
+    from harness.tracking import Tracker, check_reachable
+
+    check_reachable(spec.tracking())  # a tracking server that does not answer: fail before writing anything
+    if spec.storage:
+        storage_obj = _storage(spec.storage_url(), spec.heartbeat)  # likewise an unreachable database
     try:
         spec.run_dir.mkdir(parents=True, exist_ok=True)
         probe = spec.run_dir / ".write-test"
@@ -152,10 +157,9 @@ def run_study(spec_path: str, overrides: list[str], *, workers: int = 1, storage
         probe.unlink()
     except OSError as exc:
         raise SpecError(f"{spec.source}: key 'output': folder {spec.run_dir} cannot be written ({exc.strerror})") from None
-    from harness.tracking import Tracker
-
+    if not spec.storage:
+        storage_obj = _storage(spec.storage_url(), spec.heartbeat)
     tracker = Tracker(spec.tracking(), spec.name)
-    storage_obj = _storage(spec.storage_url(), spec.heartbeat)
     studies = _open_studies(spec, storage_obj)
     for stage in ([TUNE] if spec.tune else []) + [EVALUATE]:
         tracker.parent_run(spec.name, stage)
@@ -181,6 +185,39 @@ def run_study(spec_path: str, overrides: list[str], *, workers: int = 1, storage
     return spec
 
 
+def study_status(spec: StudySpec) -> list[dict[str, str]]:
+    """Each cell of the evaluate stage: done, running (which worker, since when), failed (why), waiting."""
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = _storage(spec.storage_url())
+    name = f"{spec.name}/{EVALUATE}"
+    if name not in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
+        raise SpecError(f"{spec.source}: study {name!r} does not exist in storage {redact_url(spec.storage_url())}")
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    rows = []
+    for label, res, seed in spec.cells():
+        key = _cell_key(label, res, seed)
+        mine = [t for t in trials if _trial_cell(t) == key]
+        done = [t for t in mine if t.state == TrialState.COMPLETE]
+        running = [t for t in mine if t.state == TrialState.RUNNING]
+        failed = [t for t in mine if t.state == TrialState.FAIL]
+        if done:
+            state, detail = "done", f"score {done[-1].value:.4f}"
+        elif running:
+            t = running[-1]
+            state, detail = "running", f"worker {t.user_attrs.get('harness.worker', '?')} since {t.datetime_start:%Y-%m-%d %H:%M:%S}"
+        elif failed and len(failed) > spec.max_retries:
+            state = "failed"
+            detail = f"{len(failed)} tries, last: {failed[-1].user_attrs.get('harness.fail_reason', 'worker died or interrupted')}"
+        else:
+            state = "waiting"
+            detail = f"after {len(failed)} failed tries, last: {failed[-1].user_attrs.get('harness.fail_reason', 'worker died or interrupted')}" if failed else ""
+        rows.append({"encoding": label, "train_resolution": str(res), "seed": str(seed), "state": state,
+                     "detail": detail})
+    return rows
+
+
 def _worker_main(spec_path: str, overrides: list[str], progress: bool | None, threads: int) -> None:
     import torch
 
@@ -198,11 +235,12 @@ def run_worker(spec_path: str, overrides: list[str], progress: bool | None = Non
     import optuna
 
     spec = load_spec(spec_path, overrides)
-    from harness.tracking import Tracker
+    from harness.tracking import Tracker, check_reachable
 
-    tracker = Tracker(spec.tracking(), spec.name)
+    check_reachable(spec.tracking())
     storage = _storage(spec.storage_url(), spec.heartbeat)
-    studies = _open_studies(spec, storage)
+    studies = _open_studies(spec, storage, create=False)  # `run` created them, before any worker started
+    tracker = Tracker(spec.tracking(), spec.name)
     if spec.tune:
         parent = tracker.parent_run(spec.name, TUNE)
         for e in spec.encodings:
@@ -248,6 +286,11 @@ def _evaluate_loop(study, spec: StudySpec, tracker, parent: str, progress) -> No
             study.tell(trial, state=TrialState.FAIL)
             continue
         label, res, seed = _parse_cell(trial.params["cell"])
+        trial.set_user_attr("harness.worker", f"{socket.gethostname()}:{os.getpid()}")
+        failed = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                  if _trial_cell(t) == trial.params["cell"]]
+        if failed:
+            trial.set_user_attr("harness.retry_of_trial", failed[-1])  # the link in Optuna (MLflow: a tag)
         params = _best_params(spec, label, res)
         beat = _Heartbeat(study, trial)
         try:

@@ -14,7 +14,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 
-__all__ = ["Tracker", "TrackingError", "flatten"]
+__all__ = ["Tracker", "TrackingError", "check_reachable", "flatten"]
 
 
 class TrackingError(HarnessError):
@@ -31,6 +31,25 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
         else:
             out[key] = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
     return out
+
+
+def check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
+    """An http(s) tracking server must answer its health check, quickly (MLflow's own client
+    would retry for minutes)."""
+    import urllib.error
+    import urllib.request
+
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    from harness.spec import redact_url
+
+    try:
+        with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout) as r:
+            if r.status != 200:
+                raise TrackingError(f"MLflow tracking server {redact_url(tracking_uri)}: health check answered {r.status}")
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(f"MLflow tracking server {redact_url(tracking_uri)} does not answer ({reason})") from None
 
 
 class Tracker:
@@ -64,7 +83,9 @@ class Tracker:
         except HarnessError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure to reach the store is the user's to fix
-            raise TrackingError(f"MLflow tracking store {tracking_uri}: cannot be used ({type(exc).__name__}: "
+            from harness.spec import redact_url
+
+            raise TrackingError(f"MLflow tracking store {redact_url(tracking_uri)}: cannot be used ({type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
 
     # ------------------------------------------------------------------ runs
