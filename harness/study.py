@@ -56,7 +56,7 @@ def _storage(url: str, heartbeat: int | None = None):
     except Exception as exc:  # noqa: BLE001 - an unreachable or invalid storage is the user's to fix
         detail = redact_url(str(exc).splitlines()[0]) if str(exc) else ""
         hint = ""
-        if isinstance(exc, ModuleNotFoundError) and "psycopg" in str(exc):
+        if isinstance(exc, ImportError) and url.startswith("postgres"):
             hint = " (install the PostgreSQL driver: pip install -e '.[postgres]')"
         raise StorageError(f"Optuna storage {redact_url(url)}: cannot be used ({type(exc).__name__}: {detail}){hint}"
                            ) from None
@@ -167,7 +167,9 @@ def run_study(spec_path: str, overrides: list[str], *, workers: int = 1, storage
     _reap_stale(studies[EVALUATE], tracker)
     _enqueue_cells(studies[EVALUATE], spec.cells(), spec.max_retries)
     args = (spec_path, [*overrides, *extra], progress)
-    if workers <= 1:
+    if workers == 0:  # only create the study: `harness worker` processes do the work
+        return spec
+    if workers == 1:
         run_worker(*args)
     else:
         ctx = mp.get_context("spawn")
