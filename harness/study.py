@@ -147,7 +147,8 @@ def run_study(spec_path: str, overrides: list[str], *, workers: int = 1, storage
     spec = load_spec(spec_path, [*overrides, *extra])
     from harness.tracking import Tracker, check_reachable
 
-    check_reachable(spec.tracking())  # a tracking server that does not answer: fail before writing anything
+    dataset_for(spec)  # a missing, corrupt or empty dataset: fail before writing anything
+    check_reachable(spec.tracking())  # a tracking server that does not answer: likewise
     if spec.storage:
         storage_obj = _storage(spec.storage_url(), spec.heartbeat)  # likewise an unreachable database
     try:

@@ -63,3 +63,55 @@ def test_a_changed_spec_under_a_running_study_is_refused(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     r = harness(tmp_path, "run", str(SMOKE), "--set", f"output={out}", "--set", "train.epochs=3", "--no-report")
     assert r.returncode == 2 and "different spec" in r.stderr and "train" in r.stderr
+
+
+def _spec_with_dataset(tmp_path: Path, dataset: str) -> Path:
+    text = SMOKE.read_text()
+    start = text.index("dataset:")
+    end = text.index("model:")
+    p = tmp_path / "spec.yaml"
+    p.write_text(text[:start] + dataset + "\n" + text[end:])
+    return p
+
+
+def test_corrupt_cifar_file_is_a_clear_error_and_nothing_is_written(tmp_path):
+    from tests.test_data import write_fake_cifar
+
+    base, _, _ = write_fake_cifar(tmp_path / "cifar", "cifar10")
+    (base / "data_batch_3").write_bytes((base / "data_batch_3").read_bytes()[:100])  # truncated
+    spec = _spec_with_dataset(tmp_path, f"dataset: {{name: cifar10, root: {tmp_path / 'cifar'}}}")
+    r = harness(tmp_path, "run", str(spec), "--set", f"output={tmp_path / 'runs'}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "data_batch" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_image_folder_without_images_is_a_clear_error(tmp_path):
+    for c in ("cats", "dogs"):
+        (tmp_path / "images" / c).mkdir(parents=True)
+    spec = _spec_with_dataset(tmp_path, f"dataset: {{name: imagefolder, root: {tmp_path / 'images'}}}")
+    r = harness(tmp_path, "run", str(spec), "--set", f"output={tmp_path / 'runs'}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "images" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_status_and_reproducibility(tmp_path):
+    """The same spec and seeds give the same metrics on CPU, run twice; status shows every cell."""
+    import json
+
+    metrics = []
+    for i in (1, 2):
+        out = tmp_path / f"runs{i}"
+        r = harness(tmp_path, "run", str(SMOKE), "--set", f"output={out}", "--no-report")
+        assert r.returncode == 0, r.stderr[-2000:]
+        from harness.tracking import Tracker
+
+        t = Tracker(f"sqlite:///{out / 'smoke' / 'mlflow.db'}", "smoke")
+        metrics.append({r.data.tags["harness.cell"]: {k: v for k, v in r.data.metrics.items()
+                                                      if k.startswith(("test/", "val/", "train/loss"))}
+                        for r in t.runs("smoke", "evaluate")})
+    assert metrics[0] == metrics[1] and len(metrics[0]) == 6, json.dumps(metrics, indent=1)[:2000]
+    r = harness(tmp_path, "status", str(SMOKE), "--set", f"output={tmp_path / 'runs1'}")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count(" done ") == 6 and "6 done, 0 running, 0 failed, 0 waiting" in r.stdout
