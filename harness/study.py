@@ -48,6 +48,8 @@ def _storage(url: str, heartbeat: int | None = None):
     if heartbeat:
         kwargs.update(heartbeat_interval=heartbeat, grace_period=3 * heartbeat)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        # we record heartbeats ourselves around ask/tell (see _Heartbeat)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
