@@ -171,27 +171,22 @@ def build_report(tracking_uri: str, experiment: str, out_dir: str | Path, *, bas
 
 
 def _headline(df) -> list[str]:
-    """Which encoding extrapolates best, above and below the training resolution, with 95% intervals over seeds."""
-    import pandas as pd
-    from scipy import stats
+    """Which encoding extrapolates best, above and below the training resolution, with the 95%
+    interval over seeds of each seed's mean accuracy on that side (``accuracy_summary``)."""
+    from harness import report_stats as st
 
-    ok = df[df.status == "FINISHED"].dropna(subset=["test_acc"])
     lines = []
-    for side, sel in (("above", ok.test_resolution > ok.train_resolution),
-                      ("below", ok.test_resolution < ok.train_resolution)):
-        part = ok[sel]
-        if part.empty:
+    for side, sel in (("above", df.test_resolution > df.train_resolution),
+                      ("below", df.test_resolution < df.train_resolution)):
+        # one pseudo test resolution per side: a seed's rows on that side are averaged first
+        summary = st.accuracy_summary(df[sel.fillna(False)].assign(test_resolution=-1))
+        if summary.empty:
             continue
-        per_seed = part.groupby(["encoding", "train_resolution", "seed"], as_index=False)["test_acc"].mean()
-        best = None
-        for (enc, tr), g in per_seed.groupby(["encoding", "train_resolution"]):
-            n, mean = len(g), g.test_acc.mean()
-            half = stats.t.ppf(0.975, n - 1) * g.test_acc.std(ddof=1) / math.sqrt(n) if n > 1 else math.nan
-            if best is None or mean > best[2]:
-                best = (enc, tr, mean, half, n)
-        enc, tr, mean, half, n = best
-        ci = f" ± {half:.3f} (95% interval over {n} seeds)" if not pd.isna(half) else f" ({n} seed: no interval)"
-        lines.append(f"Best {side} the training resolution ({tr} px): **{enc}**, mean test accuracy {mean:.3f}{ci}.")
+        best = summary.loc[summary["mean"].idxmax()]
+        n, half = int(best.n_seeds), best.ci_high - best["mean"]
+        ci = f" ± {half:.3f} (95% interval over {n} seeds)" if n > 1 else f" ({n} seed: no interval)"
+        lines.append(f"Best {side} the training resolution ({best.train_resolution} px): **{best.encoding}**, "
+                     f"mean test accuracy {best['mean']:.3f}{ci}.")
     return lines
 
 

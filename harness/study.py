@@ -257,7 +257,7 @@ def run_worker(spec_path: str, overrides: list[str], progress: bool | None = Non
                     study.optimize(lambda t, e=e, r=r: _tune_objective(t, spec, tracker, parent, e.label, r, progress),
                                    callbacks=[budget], catch=())
     parent = tracker.parent_run(spec.name, EVALUATE)
-    _evaluate_loop(studies[EVALUATE], spec, tracker, parent, progress)
+    _evaluate_loop(studies[EVALUATE], storage, spec, tracker, parent, progress)
 
 
 def _counted(study) -> int:
@@ -266,7 +266,7 @@ def _counted(study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-def _evaluate_loop(study, spec: StudySpec, tracker, parent: str, progress) -> None:
+def _evaluate_loop(study, storage, spec: StudySpec, tracker, parent: str, progress) -> None:
     """Pop waiting cells until none is left; then wait for the other workers' running cells,
     failing those whose worker stopped sending heartbeats and enqueueing them again (up to
     ``max_retries``), so that the study ends with every cell completed exactly once."""
@@ -296,7 +296,7 @@ def _evaluate_loop(study, spec: StudySpec, tracker, parent: str, progress) -> No
                   if _trial_cell(t) == trial.params["cell"]]
         if failed:
             trial.set_user_attr("harness.retry_of_trial", failed[-1])  # the link in Optuna (MLflow: a tag)
-        params = _best_params(spec, label, res)
+        params = _best_params(spec, storage, label, res)
         beat = _Heartbeat(study, trial)
         try:
             value = train_one(spec, label, res, seed, stage=EVALUATE, tracker=tracker, parent=parent,
@@ -304,10 +304,12 @@ def _evaluate_loop(study, spec: StudySpec, tracker, parent: str, progress) -> No
         except _Failed as exc:
             beat.stop()
             trial.set_user_attr("harness.fail_reason", exc.reason)
+            trial.set_user_attr("harness.run_closed", True)
             study.tell(trial, state=TrialState.FAIL)
             continue
         except BaseException:
             beat.stop()
+            trial.set_user_attr("harness.run_closed", True)  # train_one closed it as FAILED or KILLED
             study.tell(trial, state=TrialState.FAIL)
             raise
         beat.stop()
@@ -360,7 +362,7 @@ def _reap_stale(study, tracker) -> None:
     optuna.storages.fail_stale_trials(study)
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         run_id = t.user_attrs.get("mlflow_run_id")
-        if run_id:
+        if run_id and not t.user_attrs.get("harness.run_closed"):  # only the trials of dead workers
             run = tracker.client.get_run(run_id)
             if run.info.status == "RUNNING":
                 tracker.set_tags(run_id, {"harness.fail_reason": "the worker stopped sending heartbeats (killed?)"})
@@ -372,13 +374,13 @@ def _parse_cell(key: str) -> tuple[str, int, int]:
     return label, int(r[1:]), int(s[1:])
 
 
-def _best_params(spec: StudySpec, label: str, res: int) -> dict[str, Any]:
+def _best_params(spec: StudySpec, storage, label: str, res: int) -> dict[str, Any]:
     """The tuned training parameters for (encoding, resolution), or none without a tune stage."""
     if not spec.tune:
         return {}
     import optuna
 
-    study = optuna.load_study(study_name=f"{spec.name}/{TUNE}/{label}/r{res}", storage=_storage(spec.storage_url()))
+    study = optuna.load_study(study_name=f"{spec.name}/{TUNE}/{label}/r{res}", storage=storage)
     try:
         return {k.partition(".")[2]: v for k, v in study.best_params.items()}
     except ValueError:  # no completed tuning trial: the recipe as written
@@ -456,8 +458,7 @@ def train_one(spec: StudySpec, label: str, res: int, seed: int, *, stage: str, t
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     resolved = {**spec.resolved, "model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg),
                 "encoding": dataclasses.asdict(enc)}
-    previous = [r.info.run_id for r in tracker.runs(spec.name, stage) if r.data.tags.get("harness.cell") == tag
-                and r.info.status != "FINISHED"]
+    previous = [r.info.run_id for r in tracker.runs(spec.name, stage, cell=tag) if r.info.status != "FINISHED"]
     from harness.provenance import git_commit, versions
 
     tags = {"harness.cell": tag, "harness.worker": f"{socket.gethostname()}:{os.getpid()}",

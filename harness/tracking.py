@@ -138,11 +138,13 @@ class Tracker:
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 
-    def runs(self, study: str, stage: str | None = None, status: str | None = None) -> list:
-        """Child runs of a study (optionally of one stage and one status)."""
+    def runs(self, study: str, stage: str | None = None, status: str | None = None, cell: str | None = None) -> list:
+        """Child runs of a study (optionally of one stage, one status, one cell)."""
         f = f"tags.`harness.study` = '{study}' and tags.`harness.parent` != '1'"
         if stage:
             f += f" and tags.`harness.stage` = '{stage}'"
+        if cell:
+            f += f" and tags.`harness.cell` = '{cell}'"
         if status:
             f += f" and attributes.status = '{status}'"
         out, token = [], None
