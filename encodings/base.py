@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
+from harness.config import ModelDims
 from harness.encodings.registry import get_encoding
 from harness.errors import HarnessError
 from harness.typecheck import flat_types, type_ok
@@ -71,24 +72,6 @@ class PatchGrid:
         y = torch.arange(self.rows, device=device, dtype=torch.float32).repeat_interleave(self.cols)
         x = torch.arange(self.cols, device=device, dtype=torch.float32).repeat(self.rows)
         return y + self.offset[0], x + self.offset[1]
-
-
-@dataclass(frozen=True)
-class ModelDims:
-    """The model dimensions an encoding is built for."""
-
-    dim: int
-    depth: int
-    heads: int
-    train_rows: int
-    train_cols: int
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.heads
-
-    def as_dict(self) -> dict[str, int]:
-        return {**dataclasses.asdict(self), "head_dim": self.head_dim}
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.errors import HarnessError
+from harness.config import TrainConfig, TrainConfigError
 
 __all__ = [
     "TrainConfig",
@@ -45,89 +45,12 @@ __all__ = [
 ]
 
 
-class TrainConfigError(HarnessError):
-    """A training recipe that cannot work, an unavailable device, or a checkpoint that does not fit."""
-
-
 class TrialFailed(Exception):
     """Training diverged (a non-finite loss): the trial failed, not the harness."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-# ---------------------------------------------------------------------------- the recipe
-_INT_MIN = {"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "threads": 0}
-_CHOICES = {"device": ("auto", "cpu", "cuda"), "augment": ("none", "flip_crop")}
-# fields that do not change the numbers a run produces: a checkpoint may be resumed with other values
-_RUNTIME_ONLY = ("device", "eval_batch_size", "compile", "threads")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The training recipe (the ``train:`` section of a study spec), validated on construction."""
-
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3  # peak learning rate, reached at the end of the warm-up
-    min_lr: float = 1e-5  # the cosine decay ends here, at the last step
-    weight_decay: float = 0.05  # AdamW; not applied to model.no_weight_decay() (biases, norms, cls, pe)
-    warmup_epochs: float = 1.0  # linear warm-up, in epochs (may be fractional); then cosine, per step
-    label_smoothing: float = 0.1
-    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    eval_batch_size: int = 512
-    augment: Literal["none", "flip_crop"] = "none"  # "none" for position-labelled tasks: a flip changes their labels
-    compile: bool = False  # torch.compile the model for the training steps
-    threads: int = 0  # torch.set_num_threads when > 0
-
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if f.name in _INT_MIN:
-                if isinstance(v, bool) or not isinstance(v, int):
-                    raise TrainConfigError(f"train.{f.name} must be an integer, got {v!r}")
-                if v < _INT_MIN[f.name]:
-                    raise TrainConfigError(f"train.{f.name} must be an integer >= {_INT_MIN[f.name]}, got {v!r}")
-            elif f.name in _CHOICES:
-                if v not in _CHOICES[f.name]:
-                    choices = ", ".join(repr(c) for c in _CHOICES[f.name])
-                    raise TrainConfigError(f"train.{f.name} must be one of {choices}, got {v!r}")
-            elif f.name == "compile":
-                if not isinstance(v, bool):
-                    raise TrainConfigError(f"train.compile must be a boolean, got {v!r}")
-            else:  # the floats
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                    raise TrainConfigError(f"train.{f.name} must be a finite number, got {v!r}")
-                object.__setattr__(self, f.name, float(v))
-        if self.lr <= 0:
-            raise TrainConfigError(f"train.lr must be > 0, got {self.lr!r}")
-        if not 0 <= self.min_lr <= self.lr:
-            raise TrainConfigError(f"train.min_lr must be between 0 and train.lr ({self.lr}), got {self.min_lr!r}")
-        if self.weight_decay < 0:
-            raise TrainConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay!r}")
-        if not 0 <= self.warmup_epochs <= self.epochs:
-            raise TrainConfigError(
-                f"train.warmup_epochs must be between 0 and train.epochs ({self.epochs}), got {self.warmup_epochs!r}"
-            )
-        if not 0 <= self.label_smoothing < 1:
-            raise TrainConfigError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
-        if self.grad_clip < 0:
-            raise TrainConfigError(f"train.grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip!r}")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        """The recipe from a mapping; an unknown key is an error that suggests the nearest known one."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            import difflib
-
-            close = difflib.get_close_matches(unknown[0], names, n=1)
-            hint = f"; did you mean 'train.{close[0]}'?" if close else ""
-            raise TrainConfigError(f"unknown key 'train.{unknown[0]}'{hint} (valid keys: {', '.join(names)})")
-        return cls(**d)
 
 
 @dataclass
@@ -424,7 +347,7 @@ def _load_checkpoint(path: Path, model: nn.Module, optimizer, cfg: TrainConfig, 
         raise TrainConfigError(f"checkpoint {path} does not match the model: {detail}") from None
     mine = dataclasses.asdict(cfg)
     for key, value in ck["config"].items():
-        if key not in _RUNTIME_ONLY and mine.get(key) != value:
+        if key not in TrainConfig.RUNTIME_ONLY and mine.get(key) != value:
             raise TrainConfigError(
                 f"checkpoint {path} was written with train.{key} = {value!r}, this run has {mine.get(key)!r}; "
                 "restore the recipe or delete the checkpoint"

@@ -9,84 +9,16 @@ hooks; the model never asks which encoding it holds.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.encodings.base import ModelDims, PatchGrid, PositionalEncoding, build_encoding
-from harness.errors import HarnessError
+from harness.config import ModelConfigError, ViTConfig
+from harness.encodings.base import PatchGrid, PositionalEncoding, build_encoding
 
 __all__ = ["ModelConfigError", "ViT", "ViTConfig", "build_model"]
-
-
-class ModelConfigError(HarnessError):
-    """Model dimensions that cannot work, or an input the patch stem cannot take."""
-
-
-@dataclass(frozen=True)
-class ViTConfig:
-    """Model sizes. ``image_size`` is the training resolution: it fixes the training grid."""
-
-    image_size: int = 32
-    in_chans: int = 3
-    num_classes: int = 10
-    dim: int = 192
-    depth: int = 6
-    heads: int = 3
-    mlp_ratio: float = 4.0
-    patch_kernel: int = 4
-    patch_stride: int = 4
-    pool: Literal["cls", "mean"] = "cls"
-    qkv_bias: bool = True
-
-    def __post_init__(self) -> None:
-        for f in ("image_size", "in_chans", "num_classes", "dim", "depth", "heads", "patch_kernel", "patch_stride"):
-            v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ModelConfigError(f"model.{f} must be a positive integer, got {v!r}")
-        if not isinstance(self.mlp_ratio, (int, float)) or self.mlp_ratio <= 0:
-            raise ModelConfigError(f"model.mlp_ratio must be a positive number, got {self.mlp_ratio!r}")
-        if self.dim % self.heads:
-            raise ModelConfigError(f"model.dim {self.dim} must be divisible by model.heads {self.heads}")
-        if self.patch_stride > self.patch_kernel:
-            raise ModelConfigError(
-                f"model.patch_stride {self.patch_stride} must be <= model.patch_kernel {self.patch_kernel} "
-                "(a larger stride would skip pixels)"
-            )
-        if self.pool not in ("cls", "mean"):
-            raise ModelConfigError(f"model.pool must be 'cls' or 'mean', got {self.pool!r}")
-        self.grid_size(self.image_size, "model.image_size")
-
-    def grid_size(self, size: int, what: str = "input size") -> int:
-        """Patches along one side of an image side of ``size`` pixels."""
-        if size < self.patch_kernel:
-            raise ModelConfigError(f"{what} {size} is smaller than the patch kernel {self.patch_kernel}")
-        return (size - self.patch_kernel) // self.patch_stride + 1
-
-    def tiles_exactly(self, size: int) -> bool:
-        """Whether the stem covers every pixel of a side of ``size`` (no pixels dropped)."""
-        return size >= self.patch_kernel and (size - self.patch_kernel) % self.patch_stride == 0
-
-    @property
-    def dims(self) -> ModelDims:
-        g = self.grid_size(self.image_size)
-        return ModelDims(dim=self.dim, depth=self.depth, heads=self.heads, train_rows=g, train_cols=g)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ViTConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            import difflib
-
-            close = difflib.get_close_matches(unknown[0], sorted(names), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ModelConfigError(f"unknown model key {unknown[0]!r}{hint}")
-        return cls(**d)
 
 
 class Attention(nn.Module):

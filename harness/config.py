@@ -1,0 +1,343 @@
+"""The typed configuration tree, and the one converter that validates it.
+
+Every section of a study is a frozen dataclass (:class:`Config`): the model
+(:class:`ViTConfig`), the training recipe (:class:`TrainConfig`), the tune stage
+(:class:`TuneConfig`), each dataset's and each encoding's ``Options``. A field's type
+annotation says what it accepts (``int``, ``float``, ``bool``, ``str``, ``Literal[...]``,
+unions, nested configs, ``tuple[X, ...]``), its metadata (:func:`option`) the bounds, and a
+``validate`` method the rules that tie fields together. One function checks all of it
+(:func:`check`, run on construction) and one converts a plain mapping from YAML or the
+command line into a config (:func:`convert`), naming the dotted key of any error and the
+nearest valid key of an unknown one.
+
+Torch-free: the modules that hold configuration import neither torch nor mlflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, TypeVar
+
+from harness.errors import HarnessError, did_you_mean
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "Invalid",
+    "ModelConfigError",
+    "ModelDims",
+    "TrainConfig",
+    "TrainConfigError",
+    "TuneConfig",
+    "ViTConfig",
+    "check",
+    "convert",
+    "option",
+    "type_ok",
+]
+
+C = TypeVar("C")
+
+
+class ConfigError(HarnessError):
+    """A configuration value that cannot work. ``key`` is its dotted key (``train.lr``) and
+    ``detail`` what was expected; the message is ``"<key>: <detail>"`` (just the detail when
+    it names the key itself)."""
+
+    def __init__(self, detail: str, key: str = "") -> None:
+        super().__init__(f"{key}: {detail}" if key and f"'{key}'" not in detail else detail)
+        self.key = key
+        self.detail = detail
+
+
+class Invalid(ValueError):
+    """Raised by a config's ``validate``: field ``key`` (relative to the config) is wrong."""
+
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(detail)
+        self.key = key
+        self.detail = detail
+
+
+# ------------------------------------------------------------------------------ types
+def type_ok(value: Any, tp: Any) -> tuple[bool, str]:
+    """Whether a plain value matches annotation ``tp``, and what ``tp`` expects in words."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        return value in choices, "one of " + ", ".join(repr(c) for c in choices)
+    if origin in (typing.Union, types.UnionType):
+        results = [type_ok(value, a) for a in typing.get_args(tp)]
+        return any(r[0] for r in results), " or ".join(r[1] for r in results)
+    if origin in (tuple, list):
+        args = typing.get_args(tp)
+        ok = isinstance(value, (tuple, list)) and all(type_ok(v, args[0])[0] for v in value)
+        return ok, f"a list of {type_ok(None, args[0])[1]}" if args else "a list"
+    if origin is dict or tp is dict:
+        return isinstance(value, Mapping), "a mapping"
+    if tp is type(None):
+        return value is None, "null"
+    if tp is bool:
+        return isinstance(value, bool), "a boolean"
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), "an integer"
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return ok, "a finite number"
+    if tp is str:
+        return isinstance(value, str), "a string"
+    if tp is Any:
+        return True, "anything"
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return isinstance(value, (tp, Mapping)), f"a mapping of {tp.__name__} options"
+    return isinstance(value, tp), getattr(tp, "__name__", str(tp))
+
+
+def _takes_float(tp: Any) -> bool:
+    if tp is float:
+        return True
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return float in typing.get_args(tp)
+    return False
+
+
+_BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
+           "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
+
+
+def option(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
+           le: float | None = None, lt: float | None = None, **kwargs: Any) -> Any:
+    """A dataclass field with bounds (``ge``, ``gt``, ``le``, ``lt``) that :func:`check` enforces."""
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    return dataclasses.field(default=default, metadata={"bounds": bounds}, **kwargs)
+
+
+# ------------------------------------------------------------------------------ checking
+def check(obj: Any, error: type[ConfigError] = ConfigError, prefix: str = "") -> None:
+    """Check every field of dataclass ``obj`` against its annotation and bounds (plain ints
+    become floats where a float is expected), then run ``obj.validate()`` if it has one.
+    Raises ``error`` naming ``prefix`` + the field."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        tp = hints[f.name]
+        ok, want = type_ok(value, tp)
+        if not ok:
+            raise error(f"expected {want}, got {value!r}", prefix + f.name)
+        if isinstance(value, int) and not isinstance(value, bool) and _takes_float(tp):
+            value = float(value)
+            object.__setattr__(obj, f.name, value)
+        if isinstance(value, list) and typing.get_origin(tp) is tuple:
+            object.__setattr__(obj, f.name, tuple(value))
+        for kind, bound in f.metadata.get("bounds", {}).items():
+            op, holds = _BOUNDS[kind]
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and not holds(value, bound):
+                raise error(f"expected {want} {op} {bound}, got {value!r}", prefix + f.name)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        try:
+            validate()
+        except Invalid as exc:
+            raise error(f"{exc.detail}, got {getattr(obj, exc.key)!r}", prefix + exc.key) from None
+
+
+def convert(cls: type[C], data: Any, key: str, error: type[ConfigError] = ConfigError,
+            exclude: tuple[str, ...] = ()) -> C:
+    """Build config ``cls`` from a plain mapping found at dotted ``key`` (``""`` for the top):
+    unknown keys are refused with the nearest valid one, nested configs converted in turn,
+    every value checked by :func:`check`. ``exclude``: fields a mapping may not set."""
+    where = f"{key}." if key else ""
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, Mapping):
+        raise error(f"expected a mapping, got {data!r}", key)
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in exclude]
+    kwargs: dict[str, Any] = {}
+    for k, v in data.items():
+        if k not in names:
+            raise error(f"unknown key '{where}{k}'{did_you_mean(k, names, prefix=where)} "
+                        f"(valid: {', '.join(sorted(names))})", where + str(k))
+        tp = hints[k]
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp) and isinstance(v, Mapping):
+            v = convert(tp, v, where + k, error)
+        kwargs[k] = v
+    missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in kwargs
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise error(f"missing key (it has no default): {', '.join(missing)}", where + missing[0])
+    try:
+        obj = cls(**kwargs)
+    except ConfigError as exc:  # a config checking itself on construction: re-anchor the key
+        raise error(exc.detail, where + _relative(exc.key, cls)) from None
+    if not isinstance(obj, Config):
+        check(obj, error, where)
+    return obj
+
+
+def _relative(key: str, cls: type) -> str:
+    section = getattr(cls, "section", "")
+    return key[len(section) + 1:] if section and key.startswith(section + ".") else key
+
+
+class Config:
+    """Base of the harness's own config dataclasses: checked by :func:`check` on construction.
+    ``section``: the spec key the config lives under (errors say ``<section>.<field>``);
+    ``error``: the exception type raised."""
+
+    section: ClassVar[str] = ""
+    error: ClassVar[type[ConfigError]] = ConfigError
+
+    def __post_init__(self) -> None:
+        check(self, self.error, f"{self.section}." if self.section else "")
+
+    @classmethod
+    def from_dict(cls: type[C], d: Mapping[str, Any]) -> C:
+        """The config from a mapping; an unknown key suggests the nearest known one."""
+        return convert(cls, d, cls.section, cls.error)  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------------------ the model
+class ModelConfigError(ConfigError):
+    """Model dimensions that cannot work, or an input the patch stem cannot take."""
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """The model dimensions an encoding is built for."""
+
+    dim: int
+    depth: int
+    heads: int
+    train_rows: int
+    train_cols: int
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    def as_dict(self) -> dict[str, int]:
+        return {**dataclasses.asdict(self), "head_dim": self.head_dim}
+
+
+@dataclass(frozen=True)
+class ViTConfig(Config):
+    """Model sizes. ``image_size`` is the training resolution: it fixes the training grid."""
+
+    section: ClassVar[str] = "model"
+    error: ClassVar[type[ConfigError]] = ModelConfigError
+    #: fields a study sets per trial (from its training resolution and dataset), never its spec
+    PER_TRIAL: ClassVar[tuple[str, ...]] = ("image_size", "in_chans", "num_classes")
+
+    image_size: int = option(32, gt=0)
+    in_chans: int = option(3, gt=0)
+    num_classes: int = option(10, gt=0)
+    dim: int = option(192, gt=0)
+    depth: int = option(6, gt=0)
+    heads: int = option(3, gt=0)
+    mlp_ratio: float = option(4.0, gt=0)
+    patch_kernel: int = option(4, gt=0)
+    patch_stride: int = option(4, gt=0)
+    pool: Literal["cls", "mean"] = "cls"
+    qkv_bias: bool = True
+
+    def validate(self) -> None:
+        if self.dim % self.heads:
+            raise Invalid("dim", f"must be divisible by model.heads {self.heads}")
+        if self.patch_stride > self.patch_kernel:
+            raise Invalid("patch_stride", f"must be <= model.patch_kernel {self.patch_kernel} "
+                                          "(a larger stride would skip pixels)")
+        if self.image_size < self.patch_kernel:
+            raise Invalid("image_size", f"must be >= the patch kernel {self.patch_kernel}")
+
+    def grid_size(self, size: int, what: str = "input size") -> int:
+        """Patches along one side of an image side of ``size`` pixels."""
+        if size < self.patch_kernel:
+            raise ModelConfigError(f"{what} {size} is smaller than the patch kernel {self.patch_kernel}")
+        return (size - self.patch_kernel) // self.patch_stride + 1
+
+    def tiles_exactly(self, size: int) -> bool:
+        """Whether the stem covers every pixel of a side of ``size`` (no pixels dropped)."""
+        return size >= self.patch_kernel and (size - self.patch_kernel) % self.patch_stride == 0
+
+    def tiling_hint(self, size: int) -> str:
+        """Why ``size`` does not tile, and the nearest sizes that do."""
+        k, s = self.patch_kernel, self.patch_stride
+        lo = k + max(0, (size - k) // s) * s
+        return f"the patch stem (kernel {k}, stride {s}) cannot tile {size} pixels; " \
+               f"expected kernel + n*stride, e.g. {lo} or {lo + s}"
+
+    @property
+    def dims(self) -> ModelDims:
+        g = self.grid_size(self.image_size)
+        return ModelDims(dim=self.dim, depth=self.depth, heads=self.heads, train_rows=g, train_cols=g)
+
+
+# ------------------------------------------------------------------------------ the recipe
+class TrainConfigError(ConfigError):
+    """A training recipe that cannot work, an unavailable device, or a checkpoint that does not fit."""
+
+
+@dataclass(frozen=True)
+class TrainConfig(Config):
+    """The training recipe (the ``train:`` section of a study spec)."""
+
+    section: ClassVar[str] = "train"
+    error: ClassVar[type[ConfigError]] = TrainConfigError
+    #: fields that do not change the numbers a run produces: a checkpoint may be resumed with other values
+    RUNTIME_ONLY: ClassVar[tuple[str, ...]] = ("device", "eval_batch_size", "compile", "threads")
+
+    epochs: int = option(10, ge=1)
+    batch_size: int = option(128, ge=1)
+    lr: float = option(1e-3, gt=0)  # peak learning rate, reached at the end of the warm-up
+    min_lr: float = option(1e-5, ge=0)  # the cosine decay ends here, at the last step
+    weight_decay: float = option(0.05, ge=0)  # AdamW; not applied to model.no_weight_decay()
+    warmup_epochs: float = option(1.0, ge=0)  # linear warm-up, in epochs (may be fractional); then cosine
+    label_smoothing: float = option(0.1, ge=0, lt=1)
+    grad_clip: float = option(1.0, ge=0)  # max global gradient norm; 0 disables clipping
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    eval_batch_size: int = option(512, ge=1)
+    augment: Literal["none", "flip_crop"] = "none"  # "none" for position-labelled tasks: a flip changes their labels
+    compile: bool = False  # torch.compile the model for the training steps
+    threads: int = option(0, ge=0)  # torch.set_num_threads when > 0
+
+    def validate(self) -> None:
+        if self.min_lr > self.lr:
+            raise Invalid("min_lr", f"must be between 0 and train.lr ({self.lr})")
+        if self.warmup_epochs > self.epochs:
+            raise Invalid("warmup_epochs", f"must be between 0 and train.epochs ({self.epochs})")
+
+
+# ------------------------------------------------------------------------------ the tune stage
+@dataclass(frozen=True)
+class TuneConfig(Config):
+    """The optional tune stage: the same budget of trials for every (encoding, train resolution)."""
+
+    section: ClassVar[str] = "tune"
+
+    trials: int = option(8, gt=0)  # per (encoding, train resolution)
+    epochs: int = option(0, ge=0)  # epochs per tuning trial (0: the training recipe's)
+    pruner: Literal["median", "none"] = "median"
+    seed: int = 0
+    space: dict = dataclasses.field(default_factory=dict)  # "train.lr": {low, high, log} | {choices: [...]}
+
+    def validate(self) -> None:
+        if not self.space:
+            raise Invalid("space", "expected at least one parameter to tune, "
+                                   "e.g. train.lr: {low: 1e-4, high: 3e-3, log: true}")
+        train_fields = [f.name for f in dataclasses.fields(TrainConfig)]
+        for key, dist in self.space.items():
+            section, _, name = str(key).partition(".")
+            if section != "train" or name not in train_fields:
+                raise Invalid("space", f"{key}: expected a train.* key "
+                                       f"(one of {', '.join('train.' + f for f in train_fields)})")
+            if not isinstance(dist, Mapping) or not ({"low", "high"} <= set(dist) or "choices" in dist):
+                raise Invalid("space", f"{key}: expected {{low, high[, log]}} or {{choices: [...]}}")
+            if "low" in dist and not (isinstance(dist["low"], (int, float)) and isinstance(dist["high"], (int, float))
+                                      and dist["low"] < dist["high"]):
+                raise Invalid("space", f"{key}: expected numbers with low < high")

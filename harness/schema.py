@@ -1,0 +1,147 @@
+"""What a study tracks, in one place: the cell type and every MLflow key, parameter and tag.
+
+The study writes through these names and the report reads through them; nothing else
+builds or parses a key. A study's cells come from its spec through :func:`cells`.
+
+- a :class:`Cell` is one (encoding label, train resolution, seed) of the evaluate stage;
+  ``cell.key`` (``rope_axial|r32|s0``) names its Optuna trial, ``cell.tag``
+  (``rope_axial_r32_s0``) its MLflow run and checkpoint;
+- per-epoch metrics: :data:`TRAIN_LOSS`, :data:`VAL_ACC`, :data:`VAL_LOSS`, :data:`LR`;
+- at the end: :func:`acc_at` / :func:`loss_at` per test resolution (parsed back by
+  :func:`parse_test_metric`), :data:`PARAM_COUNT`, :data:`IMAGES_PER_S`, :data:`RESUMED_FROM`;
+- run parameters :data:`P_ENCODING`, :data:`P_TRAIN_RESOLUTION`, :data:`P_SEED`, and the
+  resolved config flattened under :data:`P_CONFIG`;
+- tags under ``harness.`` (:data:`T_STUDY`, :data:`T_STAGE`, ...).
+
+Torch-free and MLflow-free: plain strings and dataclasses.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "Cell",
+    "acc_at",
+    "loss_at",
+    "EVALUATE",
+    "TRAIN",
+    "TUNE",
+    "cells",
+    "parse_test_metric",
+]
+
+# ------------------------------------------------------------------------------ stages
+EVALUATE = "evaluate"
+TUNE = "tune"
+TRAIN = "train"
+
+# ------------------------------------------------------------------------------ metrics
+TRAIN_LOSS = "train/loss"
+VAL_ACC = "val/acc"
+VAL_LOSS = "val/loss"
+LR = "lr"
+PARAM_COUNT = "params/count"
+IMAGES_PER_S = "train/images_per_s"
+RESUMED_FROM = "train/resumed_from_epoch"
+
+_TEST = re.compile(r"^test/(acc|loss)/r(\d+)$")
+
+
+def acc_at(resolution: int) -> str:
+    """The metric key of the test accuracy at ``resolution`` px."""
+    return f"test/acc/r{int(resolution)}"
+
+
+def loss_at(resolution: int) -> str:
+    """The metric key of the test loss at ``resolution`` px."""
+    return f"test/loss/r{int(resolution)}"
+
+
+def parse_test_metric(key: str) -> tuple[str, int] | None:
+    """``("acc" | "loss", resolution)`` of a test metric key, or None for any other key."""
+    m = _TEST.match(key)
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+# ------------------------------------------------------------------------------ params and tags
+P_ENCODING = "encoding"
+P_TRAIN_RESOLUTION = "train_resolution"
+P_SEED = "seed"
+P_CONFIG = "config"
+#: the flattened parameter holding an encoding entry's options (``config.encoding.options.<name>``)
+P_ENCODING_OPTIONS = "config.encoding.options"
+#: the flattened parameters holding the tune stage's search space (``config.tune.space.<key>.<field>``)
+P_TUNE_SPACE = "config.tune.space"
+#: the flattened parameters holding the training recipe (``config.train.<field>``)
+P_TRAIN = "config.train"
+
+T_STUDY = "harness.study"
+T_STAGE = "harness.stage"
+T_PARENT = "harness.parent"
+T_CELL = "harness.cell"
+T_WORKER = "harness.worker"
+T_SPEC_DIGEST = "harness.spec_digest"
+T_GIT_COMMIT = "harness.git_commit"
+T_VERSIONS = "harness.versions"
+T_DEVICE = "harness.device"
+T_RETRY_OF = "harness.retry_of"
+T_FAIL_REASON = "harness.fail_reason"
+T_PRUNED_AT = "harness.pruned_at_epoch"
+T_TRIAL_NUMBER = "optuna.trial_number"
+T_PARENT_RUN = "mlflow.parentRunId"
+
+#: the artifact every child run carries: the resolved spec it ran with
+SPEC_ARTIFACT = "spec.resolved.json"
+
+
+# ------------------------------------------------------------------------------ cells
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One (encoding label, train resolution, seed) of a study's evaluate stage."""
+
+    encoding: str
+    train_resolution: int
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """The cell's id in Optuna: ``label|r32|s0``."""
+        return f"{self.encoding}|r{self.train_resolution}|s{self.seed}"
+
+    @property
+    def tag(self) -> str:
+        """The cell's id in MLflow run names and checkpoint files: ``label_r32_s0``."""
+        return f"{self.encoding}_r{self.train_resolution}_s{self.seed}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Cell":
+        """The cell of a ``key`` or a ``tag``."""
+        m = re.fullmatch(r"(.+)[|_]r(\d+)[|_]s(-?\d+)", text)
+        if m is None:
+            raise ValueError(f"not a cell key or tag: {text!r}")
+        return cls(m.group(1), int(m.group(2)), int(m.group(3)))
+
+    def params(self) -> dict[str, Any]:
+        """The run parameters (and Optuna user attributes) that identify the cell."""
+        return {P_ENCODING: self.encoding, P_TRAIN_RESOLUTION: self.train_resolution, P_SEED: self.seed}
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "Cell":
+        """The cell of a run's parameters (or a trial's user attributes)."""
+        return cls(str(params[P_ENCODING]), int(params[P_TRAIN_RESOLUTION]), int(params[P_SEED]))
+
+
+def cells(spec: Mapping[str, Any]) -> list[Cell]:
+    """Every cell of a study, from its resolved spec (the mapping a study logs): encodings
+    (by label) x train resolutions x seeds, in that order."""
+    labels = [e.get("label") or e["name"] if isinstance(e, Mapping) else str(e) for e in spec["encodings"]]
+    return [Cell(label, int(r), int(s)) for label in labels for r in _ints(spec["train_resolutions"])
+            for s in _ints(spec["seeds"])]
+
+
+def _ints(values: Iterable[Any]) -> list[int]:
+    return [int(v) for v in values]
