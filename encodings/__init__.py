@@ -1,46 +1,39 @@
 """Positional encodings: the base interface, the registry and one file per encoding.
 
-Installed as ``harness.encodings`` (``encodings`` is a standard-library package name).
-Importing this package is cheap; the torch-based classes load on first use.
+Installed as ``harness.encodings`` (``encodings`` is a standard-library package name). An
+encoding is one class registered with ``@register_encoding(name)``: a file of this folder, a
+plugin file or ``module:attr`` (:func:`load_plugin`), or an installed package's entry point in
+the group ``harness.encodings``.
 """
 
-from harness.encodings.registry import (
-    ENTRY_POINT_GROUP,
-    HOOKS,
-    PluginError,
-    RegistryError,
-    encoding_infos,
+from harness.encodings.base import (
+    ENCODINGS,
+    EncodingConfigError,
+    ModelDims,
+    PatchGrid,
+    Policy,
+    PositionalEncoding,
+    build_encoding,
     get_encoding,
     known_names,
-    load_entry_points,
-    load_plugin,
     register_encoding,
+    rescale,
 )
+from harness.registry import PluginError, RegistryError, load_plugin
 
 __all__ = [
-    "ENTRY_POINT_GROUP",
-    "HOOKS",
+    "ENCODINGS",
     "EncodingConfigError",
     "ModelDims",
     "PatchGrid",
     "PluginError",
+    "Policy",
     "PositionalEncoding",
     "RegistryError",
     "build_encoding",
-    "encoding_infos",
     "get_encoding",
     "known_names",
-    "load_entry_points",
     "load_plugin",
     "register_encoding",
+    "rescale",
 ]
-
-_LAZY = {"EncodingConfigError", "ModelDims", "PatchGrid", "PositionalEncoding", "build_encoding"}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        from harness.encodings import base
-
-        return getattr(base, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from harness.encodings.base import Policy, PositionalEncoding, rescale
-from harness.encodings.registry import register_encoding
+from harness.encodings.base import Policy, PositionalEncoding, register_encoding, rescale
 
 
 def alibi_slopes(heads: int, max_bias: float = 8.0) -> list[float]:
@@ -37,6 +36,7 @@ class ALiBi2D(PositionalEncoding):
                 raise ValueError(f"option 'max_bias' must be > 0, got {self.max_bias}")
 
     fixed_tables = True
+    relative = True  # the bias is a function of ||p_i - p_j||
 
     def __init__(self, dims, **options):
         super().__init__(dims, **options)

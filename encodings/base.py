@@ -1,4 +1,5 @@
-"""The encoding interface: one value object for the patch grid, one base class with three hooks.
+"""The encoding interface: one value object for the patch grid, one base class with three hooks,
+and the registry of encodings.
 
 A ViT calls, once per forward pass::
 
@@ -22,17 +23,32 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from harness.config import ModelDims
-from harness.encodings.registry import get_encoding
-from harness.errors import HarnessError
-from harness.typecheck import flat_types, type_ok
+from harness.config import ConfigError, ModelDims, convert
+from harness.registry import Registry
 
-__all__ = ["EncodingConfigError", "ModelDims", "PatchGrid", "PositionalEncoding", "build_encoding"]
+__all__ = [
+    "ENCODINGS",
+    "HOOKS",
+    "EncodingConfigError",
+    "EncodingSummary",
+    "ModelDims",
+    "PatchGrid",
+    "Policy",
+    "PositionalEncoding",
+    "build_encoding",
+    "get_encoding",
+    "known_names",
+    "register_encoding",
+    "rescale",
+]
 
+#: the new-grid policies: ``extrapolate`` (one unit per patch) and ``interpolate`` (span the training range)
 Policy = Literal["extrapolate", "interpolate"]
+#: The three hook points of the encoding interface, in the order a forward pass meets them.
+HOOKS = ("tokens", "qk", "attn_bias")
 
 
-class EncodingConfigError(HarnessError):
+class EncodingConfigError(ConfigError):
     """An encoding cannot be built with these options or model dimensions."""
 
 
@@ -76,7 +92,20 @@ class PatchGrid:
 
 @dataclass(frozen=True)
 class NoOptions:
-    pass
+    """An encoding without options."""
+
+
+@dataclass(frozen=True)
+class EncodingSummary:
+    """What the listing shows about an encoding, read from the live class."""
+
+    name: str
+    description: str  # the first line of the class docstring
+    hooks: tuple[str, ...]  # the hooks the class overrides, in HOOKS order
+    policies: tuple[str, ...]  # the choices of its ``policy`` option (empty: no such option)
+    default_policy: str | None
+    options: dict[str, Any]  # every option's default
+    relative: bool
 
 
 def rescale(index: torch.Tensor, n: int, n_train: int, policy: str) -> torch.Tensor:
@@ -91,24 +120,26 @@ def rescale(index: torch.Tensor, n: int, n_train: int, policy: str) -> torch.Ten
 
 
 class PositionalEncoding(nn.Module):
-    """Base class: every hook is a no-op. Subclasses register with ``@register_encoding``.
+    """Base class: every hook is a no-op. Subclasses register with ``@register_encoding(name)``.
 
     Class attributes a subclass may set:
 
-    - ``Options``: a dataclass of the encoding's named options (typed, with defaults; a field
-      ``policy: Literal["extrapolate", "interpolate"]`` selects the new-grid policy);
-      ``validate(self, dims)`` on it may raise ``ValueError`` for out-of-range values.
-    - ``param_count``: trainable parameters as a formula of ``dim, depth, heads, head_dim,
-      train_rows, train_cols`` and the options (the listing uses it without importing torch;
-      the conformance kit checks it).
+    - ``Options``: a frozen dataclass of the encoding's named options, each with a type and a
+      default (bounds with ``harness.config.option(default, gt=...)``); a field
+      ``policy: Literal["extrapolate", "interpolate"]`` selects the new-grid policy. The options
+      are checked by ``harness.config``; ``validate(self, dims)`` on it may raise ``ValueError``
+      (or ``harness.config.Invalid(field, detail)``) for values that do not fit the model dims.
+    - ``relative``: True when the attention logits depend only on the offsets p_i - p_j, for
+      every value of the options (the conformance kit tests it: shifting every position by
+      the same offset changes no logit and no token).
     - ``fixed_tables``: True when ``build`` depends only on the grid (not on parameters):
       its result is then cached per grid shape and device.
+    - ``head_dim_multiple``: the head dimension must be a multiple of it.
     """
 
-    _is_base_interface: ClassVar[bool] = True
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
-    param_count: ClassVar[str] = "0"
+    relative: ClassVar[bool] = False
     fixed_tables: ClassVar[bool] = False
     head_dim_multiple: ClassVar[int] = 1
     cache_size: ClassVar[int] = 16
@@ -127,6 +158,29 @@ class PositionalEncoding(nn.Module):
                 f"got {dims.head_dim} (dim {dims.dim} / heads {dims.heads})"
             )
         self._tables: OrderedDict[tuple, Any] = OrderedDict()
+
+    @classmethod
+    def describe(cls) -> EncodingSummary:
+        """Hooks, policies, option defaults and description, read from the class itself."""
+        hints = typing.get_type_hints(cls.Options)
+        options = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                   for f in dataclasses.fields(cls.Options)}
+        policy = hints.get("policy")
+        policies = typing.get_args(policy) if typing.get_origin(policy) is Literal else ()
+        doc = (cls.__doc__ or "").strip().splitlines()
+        return EncodingSummary(
+            name=cls.name,
+            description=doc[0].strip() if doc else "",
+            hooks=tuple(h for h in HOOKS if getattr(cls, h) is not getattr(PositionalEncoding, h)),
+            policies=policies,
+            default_policy=options.get("policy") if policies else None,
+            options=options,
+            relative=cls.relative,
+        )
+
+    def num_trainable(self) -> int:
+        """Trainable parameters of this encoding."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     # ------------------------------------------------------------------ tables
     def state(self, grid: PatchGrid, device: torch.device | str) -> Any:
@@ -171,36 +225,29 @@ class PositionalEncoding(nn.Module):
         return ", ".join(f"{k}={v!r}" for k, v in dataclasses.asdict(self.opts).items())
 
 
+#: every registered encoding: the files of this folder, plugins, installed entry points
+ENCODINGS: Registry[type[PositionalEncoding]] = Registry(
+    "encoding", base=PositionalEncoding, builtins="harness.encodings", group="harness.encodings",
+    exclude={"base"},
+)
+register_encoding = ENCODINGS.register
+get_encoding = ENCODINGS.get
+known_names = ENCODINGS.names
+
+
 def build_encoding(name: str, dims: ModelDims, options: dict[str, Any] | None = None) -> PositionalEncoding:
     """Build the encoding registered as ``name`` for a model of dimensions ``dims``."""
     return get_encoding(name)(dims, **(options or {}))
 
 
 # ---------------------------------------------------------------------------- options
-def _build_options(cls: type, dims: ModelDims, options: dict[str, Any]):
-    opt_cls = cls.Options
-    fields = {f.name: f for f in dataclasses.fields(opt_cls)}
-    hints = typing.get_type_hints(opt_cls)
-    for key, value in options.items():
-        if key not in fields:
-            import difflib
-
-            close = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            valid = ", ".join(fields) or "none"
-            raise EncodingConfigError(f"encoding {cls.name!r}: unknown option {key!r}{hint} (valid options: {valid})")
-        expected = hints[key]
-        ok, want = type_ok(value, expected)
-        if not ok:
-            what = "is not allowed" if typing.get_origin(expected) is Literal else "has the wrong type"
-            raise EncodingConfigError(f"encoding {cls.name!r}: option {key!r} = {value!r} {what}; expected {want}")
-        if isinstance(value, int) and not isinstance(value, bool) and float in flat_types(expected):
-            options = {**options, key: float(value)}
-    opts = opt_cls(**options)
-    validate = getattr(opts, "validate", None)
-    if validate is not None:
-        try:
-            validate(dims)
-        except ValueError as exc:
-            raise EncodingConfigError(f"encoding {cls.name!r}: {exc}") from None
-    return opts
+def _build_options(cls: type[PositionalEncoding], dims: ModelDims, options: dict[str, Any]) -> Any:
+    """``cls.Options`` from ``options``: names, types and bounds checked by ``harness.config``,
+    then the options' own ``validate(dims)``; any error names the encoding."""
+    try:
+        return convert(cls.Options, options, "", context=(dims,))
+    except ConfigError as exc:  # the detail names an unknown option itself
+        where = "" if not exc.key or f"'{exc.key}'" in exc.detail else f"option {exc.key!r}: "
+        raise EncodingConfigError(f"encoding {cls.name!r}: {where}{exc.detail}") from None
+    except ValueError as exc:
+        raise EncodingConfigError(f"encoding {cls.name!r}: {exc}") from None

@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.encodings.base import PositionalEncoding
-from harness.encodings.registry import register_encoding
+from harness.encodings.base import PositionalEncoding, register_encoding
 
 
 @register_encoding("learned")
@@ -28,7 +27,6 @@ class LearnedAbsolute(PositionalEncoding):
             if self.antialias and self.interpolation == "nearest":
                 raise ValueError("option 'antialias' needs interpolation 'bilinear' or 'bicubic'")
 
-    param_count = "train_rows * train_cols * dim"
 
     def __init__(self, dims, **options):
         super().__init__(dims, **options)

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from harness.encodings.base import Policy, PositionalEncoding, rescale
-from harness.encodings.registry import register_encoding
+from harness.encodings.base import Policy, PositionalEncoding, register_encoding, rescale
 
 
 @register_encoding("liere")
@@ -30,7 +29,9 @@ class LieRE(PositionalEncoding):
             if self.init_max <= 0:
                 raise ValueError(f"option 'init_max' must be > 0, got {self.init_max}")
 
-    param_count = "depth * heads * (head_dim // block_size) * block_size * (block_size - 1)"
+    # not relative: exp(x G_x + y G_y) is a function of p_i - p_j only when the generators commute
+    # (block_size 2); the default blocks of 8 do not
+    relative = False
 
     def __init__(self, dims, **options):
         super().__init__(dims, **options)

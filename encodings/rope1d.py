@@ -5,8 +5,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.encodings._rotary import RotaryEncoding
-from harness.encodings.base import Policy
-from harness.encodings.registry import register_encoding
+from harness.encodings.base import Policy, register_encoding
 
 
 @register_encoding("rope1d")
@@ -23,6 +22,7 @@ class RoPE1D(RotaryEncoding):
                 raise ValueError(f"option 'base' must be > 1, got {self.base}")
 
     fixed_tables = True
+    relative = True  # q_i.k_j turns by (t_i - t_j) theta, t_i - t_j = (y_i - y_j) W + (x_i - x_j)
 
     def angles(self, grid, device):
         y, x = grid.yx(device)

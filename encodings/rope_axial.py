@@ -5,8 +5,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.encodings._rotary import RotaryEncoding
-from harness.encodings.base import Policy, rescale
-from harness.encodings.registry import register_encoding
+from harness.encodings.base import Policy, register_encoding, rescale
 
 
 @register_encoding("rope_axial")
@@ -23,6 +22,7 @@ class RoPEAxial(RotaryEncoding):
                 raise ValueError(f"option 'base' must be > 1, got {self.base}")
 
     fixed_tables = True
+    relative = True  # rotations by angles linear in p commute: q_i.k_j depends on p_i - p_j
     head_dim_multiple = 4
 
     def angles(self, grid, device):

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.encodings._rotary import RotaryEncoding
-from harness.encodings.base import Policy, rescale
-from harness.encodings.registry import register_encoding
+from harness.encodings.base import Policy, register_encoding, rescale
 
 GOLDEN_RATIO = (1 + math.sqrt(5)) / 2
 
@@ -30,6 +29,7 @@ class RoPEGolden(RotaryEncoding):
                 raise ValueError(f"option 'zero_fraction' must be in [0, 1), got {self.zero_fraction}")
 
     fixed_tables = True
+    relative = True  # angles linear in p (centred and scaled by constants of the grid)
 
     def __init__(self, dims, **options):
         super().__init__(dims, **options)

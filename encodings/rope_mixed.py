@@ -7,8 +7,7 @@ import torch
 from torch import nn
 
 from harness.encodings._rotary import RotaryEncoding
-from harness.encodings.base import Policy, rescale
-from harness.encodings.registry import register_encoding
+from harness.encodings.base import Policy, register_encoding, rescale
 
 
 @register_encoding("rope_mixed")
@@ -25,7 +24,7 @@ class RoPEMixed(RotaryEncoding):
                 raise ValueError(f"option 'base' must be > 1, got {self.base}")
 
     head_dim_multiple = 4
-    param_count = "depth * heads * head_dim"
+    relative = True  # angles f_j . p, linear in p
 
     def __init__(self, dims, **options):
         super().__init__(dims, **options)

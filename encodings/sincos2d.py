@@ -4,8 +4,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.encodings.base import Policy, PositionalEncoding, rescale
-from harness.encodings.registry import register_encoding
+from harness.encodings.base import Policy, PositionalEncoding, register_encoding, rescale
 
 
 @register_encoding("sincos2d")

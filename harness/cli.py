@@ -34,53 +34,54 @@ def _parse_option(text: str) -> tuple[str, Any]:
 
 
 def _load_plugins(refs: Sequence[str]) -> None:
-    from harness.encodings.registry import load_plugin
+    from harness.registry import load_plugin
 
     for ref in refs:
         load_plugin(ref)
 
 
-def _preset_dims(name: str) -> dict[str, int]:
-    """Model dimensions of a model preset, without importing torch."""
-    from harness.presets import PresetError, load_preset
+def _preset_dims(name: str):
+    """The model dimensions of model preset ``name`` (its training grid from its image size)."""
+    from harness.config import ViTConfig
+    from harness.presets import load_preset
 
-    p = load_preset("model", name)
-    try:
-        k, s = int(p.get("patch_kernel", 4)), int(p.get("patch_stride", p.get("patch_kernel", 4)))
-        g = (int(p["image_size"]) - k) // s + 1
-        dim, heads = int(p["dim"]), int(p["heads"])
-        return {"dim": dim, "depth": int(p["depth"]), "heads": heads, "head_dim": dim // heads,
-                "train_rows": g, "train_cols": g}
-    except (KeyError, TypeError, ValueError) as exc:
-        raise PresetError(f"model preset {name!r} is incomplete or invalid: {exc}") from None
+    return ViTConfig.from_dict(load_preset("model", name)).dims
 
 
 # ------------------------------------------------------------------------------ commands
 def cmd_encodings(args: argparse.Namespace) -> int:
-    from harness.encodings.registry import BROKEN_PLUGINS, encoding_infos, load_plugin
+    from harness.encodings import ENCODINGS
+    from harness.registry import load_plugin
 
+    broken: dict[str, str] = {}
     for ref in args.plugin:
         try:
             load_plugin(ref)
         except HarnessError as exc:  # a broken plugin never hides the others
-            BROKEN_PLUGINS[ref] = str(exc)
+            broken[ref] = str(exc)
     dims = _preset_dims(args.preset)
     rows = []
-    for info in encoding_infos():
-        policy = "-"
-        if info.policies:
-            others = [p for p in info.policies if p != info.default_policy]
-            policy = info.default_policy + (f" (or {', '.join(others)})" if others else "")
+    for name, cls in ENCODINGS.items():
         try:
-            params = f"{info.count_parameters(dims):,}"
-        except HarnessError as exc:
+            about = cls.describe()
+            params = f"{cls(dims).num_trainable():,}"
+        except HarnessError as exc:  # options that do not fit this preset's dims
             params = f"? ({exc})"
-        rows.append((info.name, ",".join(info.hooks) or "-", policy, params, info.description))
-    header = ("name", "hooks", "new grid", f"params ({args.preset})", "description")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+        except Exception as exc:  # noqa: BLE001 - a plugin's own failure: named, never hiding the others
+            broken[f"encoding {name} ({ENCODINGS.source(name)})"] = f"{type(exc).__name__}: {exc}"
+            continue
+        policy = "-"
+        if about.policies:
+            others = [p for p in about.policies if p != about.default_policy]
+            policy = about.default_policy + (f" (or {', '.join(others)})" if others else "")
+        options = ", ".join(f"{k}={v!r}" for k, v in about.options.items() if k != "policy") or "-"
+        rows.append((name, ",".join(about.hooks) or "-", policy, params, "yes" if about.relative else "-",
+                     options, about.description))
+    header = ("name", "hooks", "new grid", f"params ({args.preset})", "relative", "options", "description")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
     for r in [header, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
-    for ref, reason in BROKEN_PLUGINS.items():
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    for ref, reason in {**broken, **ENCODINGS.broken}.items():
         print(f"broken plugin {ref}: {reason}", file=sys.stderr)
     return 0
 
@@ -160,9 +161,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from harness.schema import TRAIN, Cell
     from harness.spec import load_spec
-    from harness.study import train_one
     from harness.tracking import Tracker
+    from harness.trial import train_one
 
     overrides = list(args.set)
     if args.tracking_uri:
@@ -171,8 +173,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     res = args.resolution or spec.train_resolutions[0]
     seed = spec.seeds[0] if args.seed is None else args.seed
     tracker = Tracker(spec.tracking(), spec.name)
-    parent = tracker.parent_run(spec.name, "train")
-    acc = train_one(spec, args.encoding, res, seed, stage="train", tracker=tracker, parent=parent)
+    parent = tracker.parent_run(spec.name, TRAIN)
+    acc = train_one(spec, Cell(args.encoding, res, seed), stage=TRAIN, tracker=tracker, parent=parent)
     print(f"{args.encoding} r{res} seed {seed}: test accuracy at r{res} {acc:.4f}. "
           f"mlflow ui --backend-store-uri {spec.tracking()}")
     return 0

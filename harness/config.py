@@ -16,21 +16,29 @@ Torch-free: the modules that hold configuration import neither torch nor mlflow.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 from harness.errors import HarnessError, did_you_mean
+from harness.schema import Cell, cells
 
 __all__ = [
     "Config",
     "ConfigError",
+    "DatasetSpec",
+    "EncodingSpec",
+    "OPERATIONAL",
     "Invalid",
     "ModelConfigError",
     "ModelDims",
+    "StudySpec",
     "TrainConfig",
     "TrainConfigError",
     "TuneConfig",
@@ -118,9 +126,10 @@ def option(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: f
 
 
 # ------------------------------------------------------------------------------ checking
-def check(obj: Any, error: type[ConfigError] = ConfigError, prefix: str = "") -> None:
+def check(obj: Any, error: type[ConfigError] = ConfigError, prefix: str = "", context: tuple = ()) -> None:
     """Check every field of dataclass ``obj`` against its annotation and bounds (plain ints
-    become floats where a float is expected), then run ``obj.validate()`` if it has one.
+    become floats where a float is expected), then run ``obj.validate(*context)`` if it has
+    one (an encoding's options are validated against the model dimensions, for example).
     Raises ``error`` naming ``prefix`` + the field."""
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
@@ -141,16 +150,18 @@ def check(obj: Any, error: type[ConfigError] = ConfigError, prefix: str = "") ->
     validate = getattr(obj, "validate", None)
     if validate is not None:
         try:
-            validate()
+            validate(*context)
         except Invalid as exc:
             raise error(f"{exc.detail}, got {getattr(obj, exc.key)!r}", prefix + exc.key) from None
 
 
 def convert(cls: type[C], data: Any, key: str, error: type[ConfigError] = ConfigError,
-            exclude: tuple[str, ...] = ()) -> C:
+            exclude: tuple[str, ...] = (), fixed: Mapping[str, Any] | None = None, context: tuple = ()) -> C:
     """Build config ``cls`` from a plain mapping found at dotted ``key`` (``""`` for the top):
     unknown keys are refused with the nearest valid one, nested configs converted in turn,
-    every value checked by :func:`check`. ``exclude``: fields a mapping may not set."""
+    every value checked by :func:`check`. ``exclude``: fields a mapping may not set;
+    ``fixed``: values the caller sets for them; ``context``: what a plain dataclass's
+    ``validate`` takes (a :class:`Config` validates itself on construction, without context)."""
     where = f"{key}." if key else ""
     if isinstance(data, cls):
         return data
@@ -167,6 +178,7 @@ def convert(cls: type[C], data: Any, key: str, error: type[ConfigError] = Config
         if isinstance(tp, type) and dataclasses.is_dataclass(tp) and isinstance(v, Mapping):
             v = convert(tp, v, where + k, error)
         kwargs[k] = v
+    kwargs.update(fixed or {})
     missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in kwargs
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
@@ -176,7 +188,7 @@ def convert(cls: type[C], data: Any, key: str, error: type[ConfigError] = Config
     except ConfigError as exc:  # a config checking itself on construction: re-anchor the key
         raise error(exc.detail, where + _relative(exc.key, cls)) from None
     if not isinstance(obj, Config):
-        check(obj, error, where)
+        check(obj, error, where, context)
     return obj
 
 
@@ -341,3 +353,86 @@ class TuneConfig(Config):
             if "low" in dist and not (isinstance(dist["low"], (int, float)) and isinstance(dist["high"], (int, float))
                                       and dist["low"] < dist["high"]):
                 raise Invalid("space", f"{key}: expected numbers with low < high")
+
+
+# ------------------------------------------------------------------------------ the study
+#: keys that say where and how a study runs, not what it computes (outside its content hash)
+OPERATIONAL = ("storage", "tracking_uri", "output", "heartbeat", "max_retries")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """The study's dataset: a registered name and that dataset's own ``Options``."""
+
+    name: str
+    options: Any  # the dataset class's Options (a Config)
+
+
+@dataclass(frozen=True)
+class EncodingSpec:
+    """One encoding entry of a study: the registered name, its options, and its label (its id
+    in the study; default the name)."""
+
+    name: str
+    options: dict = dataclasses.field(default_factory=dict)
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A resolved, validated study (``harness.spec.load_spec`` builds it from YAML)."""
+
+    name: str
+    dataset: DatasetSpec
+    model: ViTConfig  # at the first training resolution; ``model_config`` gives each trial's
+    train: TrainConfig
+    encodings: tuple[EncodingSpec, ...]
+    train_resolutions: tuple[int, ...]
+    test_resolutions: tuple[int, ...]
+    seeds: tuple[int, ...]
+    tune: TuneConfig | None = None
+    storage: str | None = None  # Optuna storage URL (default: sqlite file under output/<name>/)
+    tracking_uri: str | None = None  # MLflow tracking URI (default: sqlite file under output/<name>/)
+    output: str = "runs"
+    plugins: tuple[str, ...] = ()
+    baseline: str | None = None  # the encoding reports compare against (default: learned if present)
+    heartbeat: int = 30  # seconds between a running trial's heartbeats; silent for 3 intervals = dead worker
+    max_retries: int = 2  # times a failed cell is tried again
+    source: str = ""  # the spec file
+    resolved: dict = dataclasses.field(default_factory=dict, repr=False)  # the resolved mapping, as logged
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output) / self.name
+
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{(self.run_dir / 'optuna.db').resolve()}"
+
+    def tracking(self) -> str:
+        return self.tracking_uri or f"sqlite:///{(self.run_dir / 'mlflow.db').resolve()}"
+
+    def digest(self) -> str:
+        """Content hash of what the study computes (locations excluded)."""
+        keep = {k: v for k, v in self.resolved.items() if k not in OPERATIONAL}
+        return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def differs_in(self, other_resolved: Mapping[str, Any]) -> list[str]:
+        """The keys of what is computed in which ``other_resolved`` differs from this spec."""
+        return [k for k in sorted(set(other_resolved) | set(self.resolved))
+                if k not in OPERATIONAL and other_resolved.get(k) != self.resolved.get(k)]
+
+    def model_config(self, train_resolution: int, in_chans: int, num_classes: int) -> ViTConfig:
+        """The model of one trial: trained at ``train_resolution`` on the study's data."""
+        return dataclasses.replace(self.model, image_size=train_resolution, in_chans=in_chans,
+                                   num_classes=num_classes)
+
+    def train_config(self, **overrides: Any) -> TrainConfig:
+        """The training recipe, with tuned ``overrides``."""
+        return dataclasses.replace(self.train, **overrides)
+
+    def cells(self) -> list[Cell]:
+        """Every cell of the evaluate stage (encoding label x train resolution x seed)."""
+        return cells(self.resolved)
+
+    def encoding(self, label: str) -> EncodingSpec:
+        return next(e for e in self.encodings if e.label == label)

@@ -9,22 +9,28 @@ A plugin's own test suite can run it too::
     def test_my_encoding(check):
         check("my_encoding")
 
-Each check takes an encoding name (and options) and raises ``AssertionError`` on failure.
+Each check takes an encoding name and raises ``AssertionError`` on failure. Besides what
+every encoding must do, the kit tests what an encoding declares: ``relative = True`` (the
+logits depend on position offsets only) and ``fixed_tables = True`` (tables cached per grid).
 The model is tiny (16 px training images, 4x4 patches: a 4x4 training grid).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import math
+import typing
 from typing import Any, Callable
 
 import torch
 
-from harness.encodings.base import PatchGrid, build_encoding
-from harness.encodings.registry import _REGISTRY, _info_from_class, get_encoding
-from harness.models.vit import ViTConfig, build_model
+from harness.config import ViTConfig
+from harness.encodings.base import HOOKS, PatchGrid, PositionalEncoding, build_encoding, get_encoding
+from harness.errors import HarnessError
+from harness.models.vit import build_model
 
-__all__ = ["CHECKS", "TINY", "check_all", "input_sizes"]
+__all__ = ["CHECKS", "TINY", "assert_relative", "check_all", "input_sizes"]
 
 #: the tiny model of the kit: 4x4 training grid, 2 layers, 4 heads of dim 8
 TINY = ViTConfig(image_size=16, in_chans=3, num_classes=5, dim=32, depth=2, heads=4, mlp_ratio=2.0,
@@ -40,8 +46,7 @@ def input_sizes(cfg: ViTConfig) -> list[tuple[int, int]]:
 
 
 def _policies(name: str) -> list[dict[str, Any]]:
-    info = _REGISTRY[name]
-    return [{"policy": p} for p in info.policies] or [{}]
+    return [{"policy": p} for p in get_encoding(name).describe().policies] or [{}]
 
 
 def _model(name: str, cfg: ViTConfig, options: dict[str, Any], seed: int = 0):
@@ -50,24 +55,57 @@ def _model(name: str, cfg: ViTConfig, options: dict[str, Any], seed: int = 0):
 
 
 def check_metadata(name: str) -> None:
-    """What the listing shows without importing the module equals what the class says."""
+    """What the class declares is well formed: a one-line docstring (the listing shows it);
+    ``Options`` a frozen dataclass whose every field has a default, and the defaults pass the
+    encoding's own checks; a ``policy`` option's default among its choices; ``relative`` and
+    ``fixed_tables`` booleans; every overridden hook callable with the base hook's arguments;
+    ``no_weight_decay`` naming parameters that exist."""
     cls = get_encoding(name)
-    info = _REGISTRY[name]
-    live = _info_from_class(name, cls, info.source)
-    for field in ("hooks", "policies", "default_policy", "param_count", "option_defaults", "description"):
-        assert getattr(info, field) == getattr(live, field), (
-            f"{name}: listing metadata {field} = {getattr(info, field)!r}, class says {getattr(live, field)!r}"
+    assert cls.name == name, f"{name}: registered under {name!r} but its class says name = {cls.name!r}"
+    doc = (cls.__doc__ or "").strip()
+    assert doc, f"{name}: the class needs a docstring (its first line is the listing's description)"
+    opts = cls.Options
+    assert dataclasses.is_dataclass(opts) and opts.__dataclass_params__.frozen, (
+        f"{name}: Options must be a frozen dataclass (@dataclass(frozen=True))"
+    )
+    for f in dataclasses.fields(opts):
+        assert f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING, (
+            f"{name}: option {f.name!r} has no default (a study may leave every option unset)"
         )
-    assert live.description, f"{name}: the class needs a one-line docstring (the listing shows it)"
-
-
-def check_param_count(name: str) -> None:
-    """The declared ``param_count`` formula equals the trainable parameters actually built."""
-    for cfg in (TINY, OVERLAP, dataclasses.replace(TINY, dim=48, heads=2, depth=3, image_size=20)):
-        pe = build_encoding(name, cfg.dims)
-        actual = sum(p.numel() for p in pe.parameters() if p.requires_grad)
-        declared = _REGISTRY[name].count_parameters(cfg.dims.as_dict())
-        assert declared == actual, f"{name}: param_count says {declared}, the module has {actual} ({cfg})"
+    summary = cls.describe()
+    if "policy" in summary.options:
+        policy = typing.get_type_hints(opts)["policy"]
+        assert typing.get_origin(policy) is typing.Literal and summary.policies, (
+            f"{name}: option 'policy' must be typed Literal[...] of the policies it supports, got {policy!r}"
+        )
+        assert summary.default_policy in summary.policies, (
+            f"{name}: the default policy {summary.default_policy!r} is not one of {summary.policies}"
+        )
+    for attr in ("relative", "fixed_tables"):
+        assert isinstance(getattr(cls, attr), bool), (
+            f"{name}: {attr} must be True or False, got {getattr(cls, attr)!r}"
+        )
+    assert isinstance(cls.head_dim_multiple, int) and cls.head_dim_multiple >= 1, (
+        f"{name}: head_dim_multiple must be a positive integer, got {cls.head_dim_multiple!r}"
+    )
+    for hook in (*HOOKS, "build"):
+        impl, spec = getattr(cls, hook), getattr(PositionalEncoding, hook)
+        assert callable(impl), f"{name}: {hook} must be a method, got {impl!r}"
+        wanted = list(inspect.signature(spec).parameters)
+        got = list(inspect.signature(impl).parameters)
+        assert len(got) == len(wanted), (
+            f"{name}: {hook}{inspect.signature(impl)} must take the arguments of "
+            f"PositionalEncoding.{hook}{inspect.signature(spec)}"
+        )
+    try:
+        pe = cls(TINY.dims)
+    except HarnessError as exc:
+        raise AssertionError(f"{name}: the default options fail the encoding's own checks: {exc}") from None
+    params = {n for n, _ in pe.named_parameters()}
+    assert set(pe.no_weight_decay()) <= params, (
+        f"{name}: no_weight_decay names {sorted(set(pe.no_weight_decay()) - params)}, which are not parameters "
+        f"(parameters: {sorted(params)})"
+    )
 
 
 def check_forward_backward(name: str) -> None:
@@ -137,13 +175,61 @@ def check_fixed_tables_cached(name: str) -> None:
     assert s2 is not s1 or s1 is None
 
 
+# ------------------------------------------------------------------------------ relative positions
+def _hook_outputs(pe: PositionalEncoding, grid: PatchGrid, x: torch.Tensor, q: torch.Tensor,
+                  k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The patch tokens after the tokens hook (B, N, D), and every layer's patch-to-patch
+    attention logits q.k / sqrt(d) + bias (L, B, h, N, N), in float64 (the cls token has no
+    position: its logits with a patch depend on where that patch is)."""
+    state = pe.state(grid, "cpu")
+    tokens = pe.tokens(x, grid, state).double()
+    logits = []
+    for layer in range(pe.dims.depth):
+        q2, k2 = pe.qk(q, k, grid, state, layer)
+        logit = q2.double() @ k2.double().transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, h, T, T)
+        bias = pe.attn_bias(grid, state, layer)
+        logits.append(logit if bias is None else logit + bias.double())
+    p = grid.num_prefix
+    return tokens, torch.stack(logits)[..., p:, p:]
+
+
+def assert_relative(pe: PositionalEncoding, shifts=((2.0, -3.0), (0.75, 1.5)), atol: float = 1e-4) -> None:
+    """Shifting every patch position by the same offset (``PatchGrid.offset``) changes neither
+    the tokens nor any patch-to-patch attention logit of ``pe``, on grids of several shapes."""
+    d = pe.dims
+    gen = torch.Generator().manual_seed(0)
+    for rows, cols in ((d.train_rows, d.train_cols), (3, 5), (6, 2)):
+        g0 = PatchGrid(rows, cols, d.train_rows, d.train_cols)
+        x = torch.randn(2, g0.num_patches, d.dim, generator=gen)
+        q = torch.randn(2, d.heads, g0.num_tokens, d.head_dim, generator=gen)
+        k = torch.randn(2, d.heads, g0.num_tokens, d.head_dim, generator=gen)
+        tokens, logits = _hook_outputs(pe, g0, x, q, k)
+        for shift in shifts:
+            moved_tokens, moved_logits = _hook_outputs(pe, dataclasses.replace(g0, offset=shift), x, q, k)
+            where = f"{pe.name} {dataclasses.asdict(pe.opts)} on a {rows}x{cols} grid shifted by {shift}"
+            torch.testing.assert_close(moved_tokens, tokens, atol=atol, rtol=0,
+                                       msg=lambda m: f"{where}: the tokens changed; {m}")
+            torch.testing.assert_close(moved_logits, logits, atol=atol, rtol=0,
+                                       msg=lambda m: f"{where}: the attention logits changed; {m}")
+
+
+def check_relative(name: str) -> None:
+    """An encoding that declares ``relative = True``: for every policy, shifting all positions
+    by one offset leaves its tokens and attention logits unchanged (nothing to test otherwise)."""
+    if not get_encoding(name).relative:
+        return
+    for options in _policies(name):
+        torch.manual_seed(7)
+        assert_relative(build_encoding(name, TINY.dims, options))
+
+
 CHECKS: list[Callable[[str], None]] = [
     check_metadata,
-    check_param_count,
     check_forward_backward,
     check_deterministic,
     check_cls_untouched,
     check_fixed_tables_cached,
+    check_relative,
 ]
 
 

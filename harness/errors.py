@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
-__all__ = ["DataError", "HarnessError", "did_you_mean"]
+__all__ = ["DataError", "HarnessError", "did_you_mean", "redact_url"]
 
 
 class HarnessError(Exception):
@@ -21,3 +22,8 @@ def did_you_mean(name: object, known: Iterable[str], *, prefix: str = "", cutoff
     or ``""`` when nothing is close."""
     close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=cutoff)
     return f"; did you mean '{prefix}{close[0]}'?" if close else ""
+
+
+def redact_url(text: str) -> str:
+    """Hide the password of a database or server URL (``scheme://user:***@host``)."""
+    return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", text)

@@ -6,11 +6,12 @@ Light: imports only yaml.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError
+import yaml
+
+from harness.errors import HarnessError, did_you_mean
 
 __all__ = ["PresetError", "config_dir", "list_presets", "load_preset", "load_yaml"]
 
@@ -32,8 +33,6 @@ def list_presets(kind: str) -> list[str]:
 
 def load_yaml(path: Path) -> Any:
     """Parse a YAML file with the safe loader; a syntax error names the file and the line."""
-    import yaml
-
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -54,9 +53,7 @@ def load_preset(kind: str, name: str) -> dict[str, Any]:
     path = config_dir() / kind / f"{name}.yaml"
     if not path.is_file():
         known = list_presets(kind)
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise PresetError(f"unknown {kind} preset {name!r}{hint} Known: {', '.join(known) or 'none'}")
+        raise PresetError(f"unknown {kind} preset {name!r}{did_you_mean(name, known)} Known: {', '.join(known) or 'none'}")
     data = load_yaml(path)
     if not isinstance(data, dict):
         raise PresetError(f"{path}: expected a mapping of keys to values")

@@ -235,8 +235,9 @@ def load_plugin(ref: str) -> list[str]:
         except BaseException as exc:  # noqa: BLE001
             raise _plugin_error(ref, exc) from None
     after = _snapshot()
+    # a registry the plugin's own import created loads its built-ins then: they are not the plugin's
     added = [f"{kind} {name}" for kind, entries in after.items() for name in sorted(entries)
-             if name not in before.get(kind, {})]
+             if name not in before.get(kind, {}) and _ALL[kind]._sources[name] != "built-in"]
     if not added and obj is not None:  # module:attr naming something registered before
         added = [f"{kind} {name}" for kind, entries in after.items() for name, o in entries.items() if o is obj]
     if not added:

@@ -1,10 +1,11 @@
 """``harness report``: a study's answer, built from its MLflow runs and nothing else.
 
 Writes ``reports/<study>/``: ``results.csv`` (one row per run and test resolution), the
-summary tables (``report.md``), seaborn figures (PNG), and ``report.html``, one
+summary tables (``report.md``), one PNG per report figure, and ``report.html``, one
 self-contained page (figures embedded) with the spec, provenance, tables, figures and the
-list of the study's cells that are missing or failed. The statistics are pure functions of
-the table (``harness.report_stats``).
+list of the study's cells that are missing or failed. MLflow is read through the names of
+:mod:`harness.schema`; the statistics are pure functions of the table
+(:mod:`harness.report_stats`); the figures are the registered :data:`harness.figures.FIGURES`.
 """
 
 from __future__ import annotations
@@ -13,16 +14,31 @@ import base64
 import html
 import json
 import math
+import re
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from harness import report_stats as st
+from harness import schema
 from harness.errors import HarnessError
+from harness.figures import FIGURES
+from harness.figures.plotting import save, theme
+from harness.schema import Cell
+from harness.tracking import Tracker
 
-__all__ = ["ReportError", "build_report", "results_table"]
+__all__ = ["CURVE_COLUMNS", "RESULT_COLUMNS", "ReportError", "StudyRuns", "build_report", "results_table", "summary_tables"]
 
+#: the columns of the tidy results table, one row per run and test resolution
 RESULT_COLUMNS = ["study", "stage", "encoding", "options", "train_resolution", "test_resolution", "seed", "test_acc",
                   "test_loss", "params", "images_per_s", "run_id", "status"]
+CURVE_COLUMNS = ["encoding", "train_resolution", "seed", "epoch", "val_acc"]
 
 
 class ReportError(HarnessError):
@@ -31,80 +47,90 @@ class ReportError(HarnessError):
 
 @dataclass
 class StudyRuns:
-    results: Any  # DataFrame, RESULT_COLUMNS
-    curves: Any  # DataFrame: encoding, train_resolution, seed, epoch, val_acc
-    tuning: Any  # DataFrame: encoding, train_resolution, trial, val_acc, state, + one column per tuned param
+    """A study's runs as read from MLflow: what the tables and the figures are drawn from."""
+
+    results: pd.DataFrame  # RESULT_COLUMNS
+    curves: pd.DataFrame  # CURVE_COLUMNS
+    tuning: pd.DataFrame  # encoding, train_resolution, trial, val_acc, state, + one column per tuned param
     spec: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
+    #: the cells of the evaluate runs found, sorted (the study's cells when its spec is unknown)
+    cells: list[Cell] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------ reading MLflow
-def _options(params: dict[str, str]) -> str:
-    prefix = "config.encoding.options."
+def _encoding_options(params: dict[str, str]) -> str:
+    """The options of a run's encoding entry, as sorted JSON."""
+    prefix = schema.P_ENCODING_OPTIONS + "."
     opts = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
-    if not opts and params.get("config.encoding.options", "{}") not in ("{}", ""):
-        return params["config.encoding.options"]
+    if not opts and params.get(schema.P_ENCODING_OPTIONS, "{}") not in ("{}", ""):
+        return params[schema.P_ENCODING_OPTIONS]
     return json.dumps(opts, sort_keys=True)
 
 
-def results_table(tracker, study: str) -> StudyRuns:
-    """The study's evaluate runs as tidy tables, read from MLflow."""
-    import pandas as pd
+def _tuned_values(params: dict[str, str]) -> dict[str, float | None]:
+    """The tune stage's search-space keys (``train.lr``) and the values a run trained with."""
+    prefix = schema.P_TUNE_SPACE + "."
+    keys = {k[len(prefix):].rsplit(".", 1)[0] for k in params if k.startswith(prefix)}
+    values = {key: params.get(f"{schema.P_CONFIG}.{key}") for key in sorted(keys)}
+    return {key: float(v) if v is not None else None for key, v in values.items()}
 
-    rows, curves, tuning = [], [], []
-    runs = tracker.runs(study, "evaluate")
+
+def results_table(tracker: Tracker, study: str) -> StudyRuns:
+    """The study's evaluate runs as tidy tables, read from MLflow."""
+    rows, curves, tuning, found = [], [], [], set()
+    runs = tracker.runs(study, schema.EVALUATE)
     for r in runs:
         p, m = r.data.params, r.data.metrics
-        base = {"study": study, "stage": "evaluate", "encoding": p.get("encoding"), "options": _options(p),
-                "train_resolution": int(p["train_resolution"]), "seed": int(p["seed"]),
-                "params": m.get("params/count"), "images_per_s": m.get("train/images_per_s"),
-                "run_id": r.info.run_id, "status": r.info.status}
-        res = sorted(int(k.rpartition("/r")[2]) for k in m if k.startswith("test/acc/r"))
-        if not res:
+        cell = Cell.from_params(p)
+        found.add(cell)
+        base = {"study": study, "stage": schema.EVALUATE, "encoding": cell.encoding, "options": _encoding_options(p),
+                "train_resolution": cell.train_resolution, "seed": cell.seed, "params": m.get(schema.PARAM_COUNT),
+                "images_per_s": m.get(schema.IMAGES_PER_S), "run_id": r.info.run_id, "status": r.info.status}
+        tested = sorted(res for kind, res in filter(None, map(schema.parse_test_metric, m)) if kind == "acc")
+        if not tested:
             rows.append({**base, "test_resolution": None, "test_acc": math.nan, "test_loss": math.nan})
-        for t in res:
-            rows.append({**base, "test_resolution": t, "test_acc": m[f"test/acc/r{t}"],
-                         "test_loss": m.get(f"test/loss/r{t}", math.nan)})
+        for t in tested:
+            rows.append({**base, "test_resolution": t, "test_acc": m[schema.acc_at(t)],
+                         "test_loss": m.get(schema.loss_at(t), math.nan)})
         if r.info.status == "FINISHED":
-            for h in tracker.client.get_metric_history(r.info.run_id, "val/acc"):
-                curves.append({"encoding": base["encoding"], "train_resolution": base["train_resolution"],
-                               "seed": base["seed"], "epoch": h.step, "val_acc": h.value})
-    for r in tracker.runs(study, "tune"):
-        p = r.data.params
-        space = [k[len("config.tune.space."):].rsplit(".", 1)[0] for k in p if k.startswith("config.tune.space.")]
-        entry = {"encoding": p.get("encoding"), "train_resolution": int(p["train_resolution"]),
-                 "trial": int(r.data.tags.get("optuna.trial_number", -1)), "val_acc": r.data.metrics.get("val/acc"),
-                 "state": "pruned" if "harness.pruned_at_epoch" in r.data.tags else r.info.status.lower()}
-        for key in sorted(set(space)):
-            name = key.partition(".")[2]
-            value = p.get(f"config.train.{name}")
-            entry[key] = float(value) if value is not None else None
-        tuning.append(entry)
+            for h in tracker.client.get_metric_history(r.info.run_id, schema.VAL_ACC):
+                curves.append({"encoding": cell.encoding, "train_resolution": cell.train_resolution,
+                               "seed": cell.seed, "epoch": h.step, "val_acc": h.value})
+    for r in tracker.runs(study, schema.TUNE):
+        p, tags = r.data.params, r.data.tags
+        tuning.append({"encoding": p.get(schema.P_ENCODING), "train_resolution": int(p[schema.P_TRAIN_RESOLUTION]),
+                       "trial": int(tags.get(schema.T_TRIAL_NUMBER, -1)),
+                       "val_acc": r.data.metrics.get(schema.VAL_ACC),
+                       "state": "pruned" if schema.T_PRUNED_AT in tags else r.info.status.lower(),
+                       **_tuned_values(p)})
     results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     if len(results):
         results["test_resolution"] = results["test_resolution"].astype("Int64")
         results = results.sort_values(["encoding", "train_resolution", "seed", "test_resolution"]).reset_index(drop=True)
-    spec: dict = {}
+    return StudyRuns(results, pd.DataFrame(curves, columns=CURVE_COLUMNS), pd.DataFrame(tuning),
+                     _logged_spec(tracker, runs), _provenance(runs), sorted(found))
+
+
+def _logged_spec(tracker: Tracker, runs: list) -> dict:
+    """The resolved spec a finished run (else any run) logged as an artifact; {} without one."""
     finished = [r for r in runs if r.info.status == "FINISHED"] or runs
-    if finished:
-        try:
-            path = tracker.client.download_artifacts(finished[0].info.run_id, "spec.resolved.json")
-            spec = json.loads(Path(path).read_text())
-        except Exception:  # noqa: BLE001 - the artifact is a convenience; the params hold the config
-            spec = {}
-    return StudyRuns(results, pd.DataFrame(curves, columns=["encoding", "train_resolution", "seed", "epoch", "val_acc"]),
-                     pd.DataFrame(tuning), spec, _provenance(runs))
+    if not finished:
+        return {}
+    try:
+        path = tracker.client.download_artifacts(finished[0].info.run_id, schema.SPEC_ARTIFACT)
+        return json.loads(Path(path).read_text())
+    except Exception:  # noqa: BLE001 - the artifact is a convenience; the params hold the config
+        return {}
 
 
-def _provenance(runs) -> dict:
-    from datetime import datetime, timezone
-
+def _provenance(runs: list) -> dict:
     def day(ms):
         return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if ms else "-"
 
-    commits = sorted({r.data.tags.get("harness.git_commit", "unknown") for r in runs})
-    devices = sorted({r.data.tags.get("harness.device", "unknown") for r in runs if r.info.status == "FINISHED"})
-    versions = next((json.loads(r.data.tags["harness.versions"]) for r in runs if "harness.versions" in r.data.tags), {})
+    commits = sorted({r.data.tags.get(schema.T_GIT_COMMIT, "unknown") for r in runs})
+    devices = sorted({r.data.tags.get(schema.T_DEVICE, "unknown") for r in runs if r.info.status == "FINISHED"})
+    versions = next((json.loads(r.data.tags[schema.T_VERSIONS]) for r in runs if schema.T_VERSIONS in r.data.tags), {})
     starts = [r.info.start_time for r in runs if r.info.start_time]
     ends = [r.info.end_time for r in runs if r.info.end_time]
     return {"git commit": ", ".join(commits), "devices": ", ".join(devices) or "-",
@@ -112,21 +138,36 @@ def _provenance(runs) -> dict:
             **{f"version of {k}": v for k, v in versions.items()}}
 
 
-def _expected_cells(spec: dict, results) -> list[tuple[str, int, int]]:
-    if spec.get("encodings"):
-        return [(e["label"] or e["name"], r, s) for e in spec["encodings"] for r in spec["train_resolutions"]
-                for s in spec["seeds"]]
-    return sorted({(e, int(r), int(s)) for e, r, s in
-                   results[["encoding", "train_resolution", "seed"]].itertuples(index=False)})
-
-
 # ------------------------------------------------------------------------------ the report
+def summary_tables(results: pd.DataFrame, expected: Sequence[Cell], baseline: str | None = None
+                   ) -> tuple[dict[str, Any], str | None]:
+    """The report's tables of a results table, and the baseline they compare against.
+
+    ``expected``: the study's cells (for the table of missing cells); ``baseline``: the
+    encoding to compare with (default: ``learned`` when the study has it). When the baseline
+    has no finished run, ``comparisons`` is None and the returned baseline says why.
+    """
+    baseline = st.default_baseline(dict.fromkeys(c.encoding for c in expected), baseline)
+    tables: dict[str, Any] = {
+        "accuracy": st.accuracy_summary(results),
+        "extrapolation": st.extrapolation_scores(results),
+        "retention": st.retention(results),
+        "ranking": st.ranking(results),
+        "cost": st.cost_table(results),
+        "missing": st.missing_cells(results, expected),
+        "comparisons": None,
+    }
+    if baseline:
+        try:
+            tables["comparisons"] = st.paired_comparisons(results, baseline)
+        except ValueError as exc:  # the baseline has no finished run yet: say so in the report
+            baseline = f"{baseline} (no comparison: {exc})"
+    return tables, baseline
+
+
 def build_report(tracking_uri: str, experiment: str, out_dir: str | Path, *, baseline: str | None = None,
                  spec: dict | None = None) -> Path:
     """Build the report of ``experiment`` into ``out_dir``; return the HTML page's path."""
-    from harness import report_stats as st
-    from harness.tracking import Tracker
-
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
         raise ReportError(f"no MLflow tracking store at {tracking_uri}")
     tracker = Tracker(tracking_uri, experiment, create=False)
@@ -138,43 +179,25 @@ def build_report(tracking_uri: str, experiment: str, out_dir: str | Path, *, bas
         raise ReportError(f"experiment {experiment!r} at {tracking_uri} has no finished evaluate runs yet: "
                           "nothing to report (run the study first)")
     spec = spec or data.spec
-    expected = _expected_cells(spec, df)
-    encodings = [e for e in dict.fromkeys(c[0] for c in expected)]
-    baseline = st.default_baseline(encodings, baseline or spec.get("baseline"))
+    expected = schema.cells(spec) if spec.get("encodings") else data.cells
+    tables, baseline = summary_tables(df, expected, baseline or spec.get("baseline"))
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReportError(f"report folder {out}: cannot be created ({exc.strerror})") from None
-
-    tables = {
-        "accuracy": st.accuracy_summary(df),
-        "extrapolation": st.extrapolation_scores(df),
-        "retention": st.retention(df),
-        "ranking": st.ranking(df),
-        "cost": st.cost_table(df),
-        "missing": st.missing_cells(df, expected),
-    }
-    tables["comparisons"] = None
-    if baseline:
-        try:
-            tables["comparisons"] = st.paired_comparisons(df, baseline)
-        except ValueError as exc:  # the baseline has no finished run yet: say so in the report
-            baseline = f"{baseline} (no comparison: {exc})"
     df.to_csv(out / "results.csv", index=False)
-    figures = _figures(data, tables, out)
+    figures = _draw_figures(data, tables, out)
     headline = _headline(df)
-    (out / "report.md").write_text(_markdown(experiment, headline, tables, baseline), encoding="utf-8")
+    (out / "report.md").write_text(_markdown(experiment, headline, tables, baseline, figures), encoding="utf-8")
     page = out / "report.html"
     page.write_text(_html(experiment, headline, tables, baseline, figures, spec, data.provenance), encoding="utf-8")
     return page
 
 
-def _headline(df) -> list[str]:
+def _headline(df: pd.DataFrame) -> list[str]:
     """Which encoding extrapolates best, above and below the training resolution, with the 95%
     interval over seeds of each seed's mean accuracy on that side (``accuracy_summary``)."""
-    from harness import report_stats as st
-
     lines = []
     for side, sel in (("above", df.test_resolution > df.train_resolution),
                       ("below", df.test_resolution < df.train_resolution)):
@@ -191,111 +214,36 @@ def _headline(df) -> list[str]:
 
 
 # ------------------------------------------------------------------------------ figures
-def _figures(data: StudyRuns, tables: dict, out: Path) -> dict[str, Path]:
-    import matplotlib
+@dataclass(frozen=True)
+class _Drawn:
+    """A figure of the page: its file, or why it could not be drawn."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", context="notebook")
-    figs: dict[str, Path] = {}
-    acc = tables["accuracy"]
-    train_res = sorted(acc.train_resolution.unique())
-    fig, axes = plt.subplots(1, len(train_res), figsize=(7 * len(train_res), 4.8), squeeze=False)
-    palette = dict(zip(sorted(acc.encoding.unique()), sns.color_palette("tab10", acc.encoding.nunique())))
-    for ax, tr in zip(axes[0], train_res):
-        part = acc[acc.train_resolution == tr].sort_values("test_resolution")
-        sns.lineplot(data=part, x="test_resolution", y="mean", hue="encoding", palette=palette, marker="o", ax=ax)
-        for enc, g in part.groupby("encoding"):
-            # the interval, drawn within the possible range of an accuracy
-            ax.fill_between(g.test_resolution.astype(float), g.ci_low.astype(float).clip(0, 1),
-                            g.ci_high.astype(float).clip(0, 1), color=palette[enc], alpha=0.12, linewidth=0)
-        ax.axvline(tr, color="black", linestyle="--", linewidth=1)
-        ax.text(tr, 1.02, f" trained at {tr} px", fontsize=8, va="bottom")
-        ax.set(xlabel="test resolution (px)", ylabel="test accuracy", ylim=(0, 1.05),
-               title="accuracy vs test resolution (bands: 95% interval over seeds, clipped to [0, 1])")
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), title="encoding")
-    figs["accuracy_vs_resolution"] = _save(fig, out / "accuracy_vs_resolution.png")
-
-    ret = tables["retention"]
-    if len(ret):
-        piv = ret[ret.train_resolution == train_res[0]].pivot(index="encoding", columns="test_resolution",
-                                                               values="retention")
-        fig, ax = plt.subplots(figsize=(1.2 * piv.shape[1] + 3, 0.45 * piv.shape[0] + 1.5))
-        sns.heatmap(piv.astype(float), annot=True, fmt=".2f", cmap="viridis", vmin=0, vmax=1.1, ax=ax,
-                    cbar_kws={"label": "accuracy / accuracy at training resolution"})
-        ax.set(title=f"retention (trained at {train_res[0]} px)", xlabel="test resolution (px)", ylabel="")
-        figs["retention_heatmap"] = _save(fig, out / "retention_heatmap.png")
-
-    cost = tables["cost"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.4 * len(cost) + 2))
-    rel = cost.dropna(subset=["params_vs_none"]).empty is False
-    sns.barplot(data=cost, y="encoding", x="params_vs_none" if rel else "params", ax=axes[0], color="tab:blue")
-    axes[0].set(title="parameters added over none" if rel else "trainable parameters", xlabel="parameters", ylabel="")
-    rel = cost.dropna(subset=["throughput_vs_none"]).empty is False
-    sns.barplot(data=cost, y="encoding", x="throughput_vs_none" if rel else "images_per_s", ax=axes[1],
-                color="tab:green")
-    axes[1].set(title="training throughput relative to none" if rel else "training throughput",
-                xlabel="ratio to none" if rel else "images / s", ylabel="")
-    if rel:
-        axes[1].axvline(1.0, color="black", linewidth=1)
-    figs["cost"] = _save(fig, out / "cost.png")
-
-    if len(data.curves):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        sns.lineplot(data=data.curves, x="epoch", y="val_acc", hue="encoding", palette=palette, errorbar="sd", ax=ax)
-        ax.set(title="validation accuracy per epoch (band: sd over seeds)", ylabel="validation accuracy")
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), title="encoding")
-        figs["validation_curves"] = _save(fig, out / "validation_curves.png")
-
-    tune = data.tuning
-    if len(tune):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        sns.scatterplot(data=tune, x="trial", y="val_acc", hue="encoding", style="state", palette=palette, ax=ax)
-        ax.set(title="tuning history: validation accuracy per trial", ylabel="validation accuracy")
-        figs["tuning_history"] = _save(fig, out / "tuning_history.png")
-        imp = _importances(tune)
-        if len(imp):
-            fig, ax = plt.subplots(figsize=(7, 0.5 * imp.parameter.nunique() * imp.encoding.nunique() + 2))
-            sns.barplot(data=imp, y="parameter", x="importance", hue="encoding", palette=palette, ax=ax)
-            ax.set(title="hyperparameter importance (fANOVA, from the tuning trials)")
-            figs["param_importances"] = _save(fig, out / "param_importances.png")
-    return figs
+    name: str
+    title: str
+    caption: str
+    path: Path | None = None
+    error: str = ""
 
 
-def _importances(tune):
-    """Parameter importances per encoding, from the tuning trials recorded in MLflow."""
-    import optuna
-    import pandas as pd
-
-    params = [c for c in tune.columns if c.startswith("train.")]
-    rows = []
-    for enc, g in tune.groupby("encoding"):
-        g = g.dropna(subset=["val_acc", *params])
-        if len(g) < 2 or not params:
-            continue
-        study = optuna.create_study(direction="maximize")
-        for _, t in g.iterrows():
-            values = {p: float(t[p]) for p in params}
-            dists = {p: optuna.distributions.FloatDistribution(float(g[p].min()), float(g[p].max()) + 1e-12)
-                     for p in params}
-            study.add_trial(optuna.trial.create_trial(params=values, distributions=dists, value=float(t.val_acc)))
+def _draw_figures(data: StudyRuns, tables: dict[str, Any], out: Path) -> list[_Drawn]:
+    """Draw every registered figure that has something to show into ``out/<name>.png``. A
+    figure that fails is named on the page with its error (and in a warning); the others stay."""
+    theme()
+    drawn = []
+    for name, cls in sorted(FIGURES.items(), key=lambda item: (item[1].order, item[0])):
+        already_open = set(plt.get_fignums())
         try:
-            for p, v in optuna.importance.get_param_importances(study).items():
-                rows.append({"encoding": enc, "parameter": p, "importance": v})
-        except (RuntimeError, ValueError):
-            continue
-    return pd.DataFrame(rows, columns=["encoding", "parameter", "importance"])
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+            fig = cls().draw(data, tables)
+            if fig is not None:
+                drawn.append(_Drawn(name, cls.title, cls.caption, save(fig, out / f"{name}.png")))
+        except Exception as exc:  # noqa: BLE001 - a broken plugin figure must not cost the whole report
+            error = f"{type(exc).__name__}: {exc}"
+            warnings.warn(f"report figure {name!r} ({FIGURES.source(name)}) could not be drawn: {error}", stacklevel=2)
+            drawn.append(_Drawn(name, cls.title, cls.caption, error=error))
+        finally:
+            for num in set(plt.get_fignums()) - already_open:  # what a figure opened and left
+                plt.close(num)
+    return drawn
 
 
 # ------------------------------------------------------------------------------ text
@@ -310,21 +258,7 @@ TITLES = {
 }
 
 
-CAPTIONS = {
-    "accuracy_vs_resolution": "Test accuracy against test resolution, one line per encoding; dashed: the training "
-                              "resolution.",
-    "retention_heatmap": "Accuracy kept relative to the training resolution. An encoding at chance at the training "
-                         "resolution keeps chance everywhere: its retention near 1 means nothing.",
-    "cost": "Cost per encoding: parameters added and training throughput, relative to none.",
-    "validation_curves": "Validation accuracy per epoch at the training resolution.",
-    "tuning_history": "Tuning: validation accuracy of every trial, per encoding.",
-    "param_importances": "Tuning: which hyperparameters mattered (fANOVA).",
-}
-
-
 def _fmt(v) -> str:
-    import pandas as pd
-
     if v is None or (isinstance(v, float) and math.isnan(v)) or (not isinstance(v, str) and pd.isna(v)):
         return "–"
     if isinstance(v, float):
@@ -353,11 +287,15 @@ def _sections(tables: dict, baseline: str | None):
         yield key, title, tables.get(key)
 
 
-def _markdown(study: str, headline: list[str], tables: dict, baseline: str | None) -> str:
+def _markdown(study: str, headline: list[str], tables: dict, baseline: str | None, figures: list[_Drawn]) -> str:
     parts = [f"# Report: {study}\n", *[f"{h}\n" for h in headline]]
     for key, title, df in _sections(tables, baseline):
         body = NO_BASELINE + "\n" if key == "comparisons" and df is None else _md_table(df)
         parts.append(f"## {title}\n\n{body}")
+    parts.append("## Figures\n")
+    for f in figures:
+        picture = f"could not be drawn: {f.error}" if f.error else f"![{f.title}]({f.path.name})"
+        parts.append(f"**{f.title}.** {f.caption}\n\n{picture}\n")
     return "\n".join(parts)
 
 
@@ -370,16 +308,23 @@ def _html_table(df, cls: str = "") -> str:
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def _html(study: str, headline: list[str], tables: dict, baseline: str | None, figures: dict[str, Path],
-          spec: dict, provenance: dict) -> str:
-    import re
+def _html_figure(f: _Drawn) -> str:
+    """One figure, its PNG embedded, with its title and caption."""
+    text = f"<strong>{html.escape(f.title)}.</strong> {html.escape(f.caption)}"
+    if f.error:
+        return f'<figure id="{f.name}" class="failed"><figcaption>{text} Could not be drawn: ' \
+               f"{html.escape(f.error)}</figcaption></figure>"
+    png = base64.b64encode(f.path.read_bytes()).decode()
+    return (f'<figure id="{f.name}"><img alt="{html.escape(f.title)}" src="data:image/png;base64,{png}">'
+            f"<figcaption>{text}</figcaption></figure>")
 
+
+def _html(study: str, headline: list[str], tables: dict, baseline: str | None, figures: list[_Drawn],
+          spec: dict, provenance: dict) -> str:
     def md_bold(text: str) -> str:
         return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text))
 
-    imgs = "".join(
-        f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
-        f"<figcaption>{CAPTIONS.get(name, name.replace('_', ' '))}</figcaption></figure>" for name, p in figures.items())
+    imgs = "".join(map(_html_figure, figures))
     sections = []
     for key, title, df in _sections(tables, baseline):
         body = (f"<p>{html.escape(NO_BASELINE)}</p>" if key == "comparisons" and df is None
@@ -394,6 +339,7 @@ table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.85em; }}
 th, td {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
 th {{ background: #f3f3f3; }}
 figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 100%; }}
+figure.failed {{ color: #a33; }}
 .headline {{ background: #eef6ee; padding: 0.8em 1em; border-left: 4px solid #4a4; }}
 pre {{ background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.8em; }}
 </style></head><body>

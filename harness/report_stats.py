@@ -32,6 +32,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from harness.schema import Cell
+
 __all__ = [
     "accuracy_summary",
     "cost_table",
@@ -384,8 +386,9 @@ def cost_table(df: pd.DataFrame, per_train_resolution: bool = False) -> pd.DataF
     return out[[*keys, "params", "params_vs_none", "images_per_s", "throughput_vs_none"]]
 
 
-def missing_cells(df: pd.DataFrame, expected: Sequence[tuple[str, int, int]]) -> pd.DataFrame:
-    """The expected (encoding, train_resolution, seed) cells that have no FINISHED run.
+def missing_cells(df: pd.DataFrame, expected: Sequence[Cell | tuple[str, int, int]]) -> pd.DataFrame:
+    """The expected cells (``harness.schema.Cell``, or (encoding, train_resolution, seed)
+    tuples) that have no FINISHED run.
 
     One row per such cell, in the order of ``expected`` (duplicates once): encoding,
     train_resolution, seed, state, detail. ``state``: "running" if a RUNNING (or SCHEDULED)
@@ -399,7 +402,8 @@ def missing_cells(df: pd.DataFrame, expected: Sequence[tuple[str, int, int]]) ->
     for enc, train, seed, run_id, status in runs.itertuples(index=False):
         by_cell.setdefault((str(enc), int(train), int(seed)), []).append((str(run_id), str(status)))
     rows, seen = [], set()
-    for enc, train, seed in expected:
+    for c in expected:
+        enc, train, seed = (c.encoding, c.train_resolution, c.seed) if isinstance(c, Cell) else c
         cell = (str(enc), int(train), int(seed))
         if cell in seen:
             continue

@@ -94,6 +94,15 @@ T_PRUNED_AT = "harness.pruned_at_epoch"
 T_TRIAL_NUMBER = "optuna.trial_number"
 T_PARENT_RUN = "mlflow.parentRunId"
 
+# ------------------------------------------------------------------------------ Optuna user attributes
+U_MLFLOW_RUN = "mlflow_run_id"  # a trial's MLflow run
+U_SPURIOUS = "harness.spurious"  # a trial that popped no cell of its own (it never trains)
+U_RUN_CLOSED = "harness.run_closed"  # the trial's MLflow run was closed by its own worker
+U_WORKER = "harness.worker"  # host:pid of the worker running the trial
+U_RETRY_OF = "harness.retry_of_trial"  # the failed trial a retry follows
+U_SPEC_DIGEST = "harness.spec_digest"  # a stage study's pinned spec hash ...
+U_SPEC = "harness.spec"  # ... and the resolved spec it was pinned with
+
 #: the artifact every child run carries: the resolved spec it ran with
 SPEC_ARTIFACT = "spec.resolved.json"
 

@@ -19,7 +19,15 @@ import math
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.patches import Rectangle
+
+from harness.config import ViTConfig
+from harness.encodings.base import PatchGrid, build_encoding, get_encoding
 from harness.errors import HarnessError
+from harness.presets import load_preset
 
 __all__ = ["show_encoding"]
 
@@ -27,17 +35,8 @@ __all__ = ["show_encoding"]
 def show_encoding(name: str, *, grid: tuple[int, int], out: str | Path, preset: str = "small",
                   options: dict[str, Any] | None = None) -> list[Path]:
     """Write the PNG figures for encoding ``name`` on a ``grid`` = (rows, cols); return their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import torch
-
-    from harness.encodings.base import PatchGrid, build_encoding
-    from harness.encodings.registry import get_encoding
-    from harness.models.vit import ViTConfig
-    from harness.presets import load_preset
-
-    get_encoding(name)  # unknown name: a clear error before anything is written
+    hooks = get_encoding(name).describe().hooks  # unknown name: a clear error before anything is written
+    matplotlib.use("Agg")  # files only, never a window
     cfg = ViTConfig.from_dict(load_preset("model", preset))
     torch.manual_seed(0)
     pe = build_encoding(name, cfg.dims, options).eval()
@@ -48,7 +47,6 @@ def show_encoding(name: str, *, grid: tuple[int, int], out: str | Path, preset: 
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise HarnessError(f"output folder {out}: cannot be created ({exc.strerror})") from None
-    hooks = [h for h in ("tokens", "qk", "attn_bias") if _overrides(pe, h)]
     paths = [_patch_grid(out / f"{name}_patch_grid.png", name, g)]
     with torch.no_grad():
         state = pe.state(g, "cpu")
@@ -61,15 +59,7 @@ def show_encoding(name: str, *, grid: tuple[int, int], out: str | Path, preset: 
     return paths
 
 
-def _overrides(pe, hook: str) -> bool:
-    from harness.encodings.registry import _overrides as overrides
-
-    return overrides(type(pe), hook)
-
-
 def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -81,9 +71,6 @@ def _heads_layout(n: int) -> tuple[int, int]:
 
 
 def _patch_grid(path: Path, name: str, g) -> Path:
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
     k, s = g.kernel, g.stride
     height, width = (g.rows - 1) * s + k, (g.cols - 1) * s + k
     fig, (ax_cls, ax) = plt.subplots(1, 2, figsize=(1.2 + 0.5 * g.cols + 1.5, 0.5 * g.rows + 1.5),
@@ -105,9 +92,6 @@ def _patch_grid(path: Path, name: str, g) -> Path:
 
 
 def _bias_figures(out: Path, name: str, pe, g, state) -> list[Path]:
-    import matplotlib.pyplot as plt
-    import torch
-
     bias = pe.attn_bias(g, state, 0)
     if bias is None:
         return []
@@ -156,9 +140,6 @@ def _bias_figures(out: Path, name: str, pe, g, state) -> list[Path]:
 
 
 def _logit_figure(path: Path, name: str, pe, g, state) -> Path:
-    import matplotlib.pyplot as plt
-    import torch
-
     h, d = pe.dims.heads, pe.dims.head_dim
     ones = torch.ones(1, h, g.num_tokens, d) / math.sqrt(d)  # the same content at every token
     q, k = pe.qk(ones, ones.clone(), g, state, 0)
@@ -185,9 +166,6 @@ def _logit_figure(path: Path, name: str, pe, g, state) -> Path:
 
 
 def _similarity_figure(path: Path, name: str, pe, g, state) -> Path:
-    import matplotlib.pyplot as plt
-    import torch
-
     emb = pe.tokens(torch.zeros(1, g.num_patches, pe.dims.dim), g, state)[0].float()  # (N, D)
     emb = torch.nn.functional.normalize(emb, dim=-1)
     sim = (emb @ emb.T).reshape(g.rows, g.cols, g.rows, g.cols)

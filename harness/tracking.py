@@ -7,12 +7,20 @@ several worker processes can log to one experiment, and metrics go in batches.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from harness.errors import HarnessError, redact_url
+from harness.schema import T_CELL, T_PARENT, T_PARENT_RUN, T_STAGE, T_STUDY
 
 __all__ = ["Tracker", "TrackingError", "check_reachable", "flatten"]
 
@@ -36,13 +44,8 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
 def check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
     """An http(s) tracking server must answer its health check, quickly (MLflow's own client
     would retry for minutes)."""
-    import urllib.error
-    import urllib.request
-
     if not tracking_uri.startswith(("http://", "https://")):
         return
-    from harness.spec import redact_url
-
     try:
         with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout) as r:
             if r.status != 200:
@@ -54,11 +57,6 @@ def check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
 
 class Tracker:
     def __init__(self, tracking_uri: str, experiment: str, *, create: bool = True) -> None:
-        import logging
-
-        import mlflow
-        from mlflow.tracking import MlflowClient
-
         for name in ("mlflow", "alembic"):  # table creation and migrations are not news
             logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -83,8 +81,6 @@ class Tracker:
         except HarnessError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure to reach the store is the user's to fix
-            from harness.spec import redact_url
-
             raise TrackingError(f"MLflow tracking store {redact_url(tracking_uri)}: cannot be used ({type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
 
@@ -93,23 +89,20 @@ class Tracker:
         """The parent run of ``stage``, created once and found again on a re-run."""
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`harness.study` = '{study}' and tags.`harness.stage` = '{stage}' "
-                          "and tags.`harness.parent` = '1'",
+            filter_string=f"tags.`{T_STUDY}` = '{study}' and tags.`{T_STAGE}` = '{stage}' "
+                          f"and tags.`{T_PARENT}` = '1'",
             max_results=1,
         )
         if runs:
             return runs[0].info.run_id
         run = self.client.create_run(self.experiment_id, run_name=f"{study}/{stage}", tags={
-            "harness.study": study, "harness.stage": stage, "harness.parent": "1"})
+            T_STUDY: study, T_STAGE: stage, T_PARENT: "1"})
         return run.info.run_id
 
     def child_run(self, parent_id: str, name: str, *, study: str, stage: str, params: dict[str, Any],
                   tags: dict[str, str]) -> str:
-        from mlflow.entities import Param
-
         run = self.client.create_run(self.experiment_id, run_name=name, tags={
-            "mlflow.parentRunId": parent_id, "harness.study": study, "harness.stage": stage,
-            "harness.parent": "0", **tags})
+            T_PARENT_RUN: parent_id, T_STUDY: study, T_STAGE: stage, T_PARENT: "0", **tags})
         flat = {k: v[:6000] for k, v in flatten(params).items()}
         items = [Param(k, v) for k, v in flat.items()]
         for i in range(0, len(items), 100):
@@ -117,16 +110,12 @@ class Tracker:
         return run.info.run_id
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
-        from mlflow.entities import Metric
-
         ts = int(time.time() * 1000)
         items = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items()]
         for i in range(0, len(items), 500):
             self.client.log_batch(run_id, metrics=items[i:i + 500])
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        from mlflow.entities import RunTag
-
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
 
     def log_text(self, run_id: str, text: str, name: str) -> None:
@@ -138,13 +127,17 @@ class Tracker:
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 
+    def status(self, run_id: str) -> str:
+        """The run's status: RUNNING, FINISHED, FAILED, KILLED."""
+        return self.client.get_run(run_id).info.status
+
     def runs(self, study: str, stage: str | None = None, status: str | None = None, cell: str | None = None) -> list:
         """Child runs of a study (optionally of one stage, one status, one cell)."""
-        f = f"tags.`harness.study` = '{study}' and tags.`harness.parent` != '1'"
+        f = f"tags.`{T_STUDY}` = '{study}' and tags.`{T_PARENT}` != '1'"
         if stage:
-            f += f" and tags.`harness.stage` = '{stage}'"
+            f += f" and tags.`{T_STAGE}` = '{stage}'"
         if cell:
-            f += f" and tags.`harness.cell` = '{cell}'"
+            f += f" and tags.`{T_CELL}` = '{cell}'"
         if status:
             f += f" and attributes.status = '{status}'"
         out, token = [], None

@@ -1,10 +1,11 @@
 """Training: one recipe (``TrainConfig``) and one loop (``train_model``) that reads top to bottom.
 
 The loop, like nanoGPT's ``train.py``: a learning-rate function (linear warm-up, then cosine
-decay to ``min_lr``, per step), the step (bf16 autocast on CUDA, label-smoothed cross-entropy,
-global-norm clipping, AdamW), the evaluation (validation every epoch, every test resolution at
-the end) and the checkpoint dictionary (written atomically after every epoch; a run restarted
-with the same checkpoint continues from the next epoch and ends with the same metrics).
+decay to ``min_lr``, per step), the step (:class:`TrainStep`: bf16 autocast on CUDA,
+label-smoothed cross-entropy, global-norm clipping, AdamW; ``harness bench`` times it), the
+evaluation (validation every epoch, every test resolution at the end) and the checkpoint
+dictionary (written atomically after every epoch; a run restarted with the same checkpoint
+continues from the next epoch and ends with the same metrics).
 
 The data stay on the device: the train and validation splits are fetched once, shuffled with
 ``randperm`` and sliced into batches (the last partial batch of an epoch is dropped), and the
@@ -25,21 +26,29 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from harness.config import TrainConfig, TrainConfigError
+from harness.errors import HarnessError
 
 __all__ = [
     "TrainConfig",
     "TrainConfigError",
     "TrainResult",
+    "TrainStep",
     "TrialFailed",
+    "autocast",
     "evaluate",
+    "flip_crop",
     "lr_at",
+    "param_groups",
+    "prepare_device",
     "resolve_device",
     "train_model",
 ]
@@ -63,15 +72,32 @@ class TrainResult:
     device: str
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto``: CUDA when available, else the CPU. ``cuda`` without CUDA is an error."""
+def resolve_device(name: str, *, option: str = "train.device",
+                   error: type[HarnessError] = TrainConfigError) -> torch.device:
+    """``auto``: CUDA when available, else the CPU. ``cuda`` without CUDA is an error.
+
+    ``option`` names the setting in messages (``--device`` for the CLI) and ``error`` is the
+    exception type raised.
+    """
+    if name not in ("auto", "cpu", "cuda"):
+        raise error(f"{option} must be auto, cpu or cuda, got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise error(f"{option} is 'cuda' but CUDA is not available here (use 'auto' or 'cpu')")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TrainConfigError("train.device is 'cuda' but CUDA is not available here (use 'auto' or 'cpu')")
-    if name not in ("cpu", "cuda"):
-        raise TrainConfigError(f"train.device must be one of 'auto', 'cpu', 'cuda', got {name!r}")
     return torch.device(name)
+
+
+def prepare_device(device: torch.device, threads: int = 0) -> torch.dtype | None:
+    """The recipe's numerics on ``device``: ``threads`` CPU threads (when > 0), TF32 matmuls on
+    CUDA. Returns the autocast dtype: bfloat16 on CUDA, None (float32) on the CPU."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    if device.type != "cuda":
+        return None
+    torch.set_float32_matmul_precision("high")  # TF32 matmuls
+    torch.backends.cudnn.allow_tf32 = True
+    return torch.bfloat16  # bf16 autocast on CUDA only
 
 
 def lr_at(step: int, *, lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:
@@ -85,6 +111,40 @@ def lr_at(step: int, *, lr: float, min_lr: float, warmup_steps: int, total_steps
     decay_steps = total_steps - 1 - warmup_steps
     progress = min(1.0, (step - warmup_steps) / decay_steps) if decay_steps > 0 else 1.0
     return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+# ---------------------------------------------------------------------------- the step
+class TrainStep:
+    """One optimisation step of the recipe, ready to call: ``step(x, y, lr) -> loss``.
+
+    Holds the model, the network that runs (``torch.compile`` of it when ``cfg.compile``) and
+    AdamW over :func:`param_groups` (fused on CUDA). A call sets the learning rate, augments
+    ``x`` (``cfg.augment``, drawn from ``gen``), runs the forward pass under autocast
+    (``amp_dtype``), the label-smoothed cross-entropy in float32, the backward pass, global-norm
+    clipping, the AdamW step, and clears the gradients. ``harness bench`` times this same step.
+    """
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None,
+                 gen: torch.Generator | None = None) -> None:
+        self.model, self.cfg, self.device, self.amp_dtype, self.gen = model, cfg, device, amp_dtype, gen
+        self.net = torch.compile(model) if cfg.compile else model  # `model` keeps the plain state_dict
+        self.optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                                           fused=device.type == "cuda")
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if self.cfg.augment == "flip_crop":
+            x = flip_crop(x, self.gen)
+        with autocast(self.device, self.amp_dtype):
+            logits = self.net(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -110,12 +170,7 @@ def train_model(
     """
     device = resolve_device(cfg.device)
     cuda = device.type == "cuda"
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    if cuda:
-        torch.set_float32_matmul_precision("high")  # TF32 matmuls
-        torch.backends.cudnn.allow_tf32 = True
-    amp_dtype = torch.bfloat16 if cuda else None  # bf16 autocast on CUDA only
+    amp_dtype = prepare_device(device, cfg.threads)
     image_size = getattr(getattr(model, "cfg", None), "image_size", train_resolution)
     if image_size != train_resolution:
         raise TrainConfigError(
@@ -125,15 +180,15 @@ def train_model(
 
     # seeds for everything; one generator drives the shuffling and the augmentation
     random.seed(seed)
-    _seed_numpy(seed)
+    np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
 
     model.to(device)
-    net = torch.compile(model) if cfg.compile else model  # `model` keeps the plain state_dict
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, fused=cuda)
+    train_step = TrainStep(model, cfg, device, amp_dtype, gen)
+    optimizer = train_step.optimizer  # the checkpoint saves and restores its state
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     # the data, on the device, fetched once
@@ -158,8 +213,6 @@ def train_model(
             torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
 
     show = sys.stderr.isatty() if progress is None else progress
-    from tqdm.auto import tqdm
-
     with tqdm(total=cfg.epochs, initial=start_epoch, desc="epochs", unit="epoch", disable=not show) as epoch_bar:
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
             # ---- one epoch of training steps
@@ -172,20 +225,8 @@ def train_model(
             for i in tqdm(range(steps_per_epoch), desc=f"epoch {epoch}", unit="step", leave=False, disable=not show):
                 step = (epoch - 1) * steps_per_epoch + i  # global, from 0
                 lr = lr_at(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=warmup_steps, total_steps=total_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
                 idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-                x, y = train.images[idx], train.labels[idx]
-                if cfg.augment == "flip_crop":
-                    x = _flip_crop(x, gen)
-                with _autocast(device, amp_dtype):
-                    logits = net(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                loss = train_step(train.images[idx], train.labels[idx], lr)
                 losses.append(loss.detach())
                 if (i + 1) % 100 == 0 or i + 1 == steps_per_epoch:  # check now and then: each check syncs
                     _check_finite(losses, epoch)
@@ -260,7 +301,7 @@ def evaluate(
     correct = torch.zeros((), device=device, dtype=torch.long)
     for i in range(0, len(labels), batch_size):
         x, y = images[i : i + batch_size], labels[i : i + batch_size]
-        with _autocast(device, amp_dtype):
+        with autocast(device, amp_dtype):
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(dim=1) == y).sum()
@@ -270,26 +311,26 @@ def evaluate(
 
 
 # ---------------------------------------------------------------------------- helpers
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay for every trainable parameter except ``model.no_weight_decay()``."""
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay for every trainable parameter except the 1-d ones (biases, norms) and
+    the names ``model.no_weight_decay()`` lists (one rule for our ViT and timm's)."""
+    named = dict(model.named_parameters())
+    skip = {n for n, p in named.items() if p.ndim <= 1}
     if hasattr(model, "no_weight_decay"):
-        skip = set(model.no_weight_decay())
-    else:
-        skip = {n for n, p in model.named_parameters() if p.ndim <= 1}
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if name in skip else decay).append(p)
+        skip |= set(model.no_weight_decay()) & set(named)
+    decay = [p for n, p in named.items() if p.requires_grad and n not in skip]
+    no_decay = [p for n, p in named.items() if p.requires_grad and n in skip]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _autocast(device: torch.device, dtype):
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Autocast to ``dtype`` on CUDA; nothing on the CPU or when ``dtype`` is None."""
     if dtype is None or device.type != "cuda":
         return contextlib.nullcontext()
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 
-def _flip_crop(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def flip_crop(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random horizontal flip and random crop after reflect-padding by 1/8 of the side, in batch."""
     B, C, H, W = x.shape
     dev = x.device
@@ -314,14 +355,6 @@ def _check_finite(losses: list[torch.Tensor], epoch: int) -> None:
     if bad.any():
         i = int(bad.nonzero()[0, 0])
         raise TrialFailed(f"non-finite loss ({losses[i].item()}) at epoch {epoch} step {i + 1}")
-
-
-def _seed_numpy(seed: int) -> None:
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy comes with torch's usual installs
-        return
-    np.random.seed(seed % 2**32)
 
 
 def _save_atomic(obj: dict[str, Any], path: Path) -> None:

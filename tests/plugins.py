@@ -7,6 +7,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from harness.encodings import ENCODINGS, load_plugin
+
 TEMPLATE = '''
 """A test plugin: a learned linear map of the normalised patch position, added to the tokens."""
 from dataclasses import dataclass
@@ -15,8 +17,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from harness.encodings import register_encoding
-from harness.encodings.base import PositionalEncoding, rescale
+from harness.encodings import PositionalEncoding, register_encoding, rescale
 
 
 @register_encoding("{name}")
@@ -27,8 +28,6 @@ class {cls}(PositionalEncoding):
     class Options:
         scale: float = 1.0
         policy: Literal["interpolate", "extrapolate"] = "interpolate"
-
-    param_count = "3 * dim"
 
     def __init__(self, dims, **options):
         super().__init__(dims, **options)
@@ -77,13 +76,11 @@ def make_plugin_site() -> tuple[Path, Path]:
 
 def register_all() -> list[str]:
     """Register the three test plugins in this process, each its own way; return their names."""
-    from harness.encodings import registry
-
     site, file_plugin = make_plugin_site()
-    registry.load_plugin(str(file_plugin))
+    load_plugin(str(file_plugin))
     sys.path.insert(0, str(site))
-    registry.load_plugin("my_module_plugin:PluginByModule")
-    registry._reset_for_tests()
-    registry.load_entry_points(strict=True)
+    load_plugin("my_module_plugin:PluginByModule")
+    ENCODINGS.forget_entry_points()
+    ENCODINGS.load_entry_points(strict=True)
     return list(NAMES.values())
 

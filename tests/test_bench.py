@@ -21,9 +21,9 @@ from harness.models.vit import build_model
 def quick(monkeypatch):
     """Short timings: a timing lasts 10 ms (still MIN_STEPS steps), small matmuls; the runs use
     one thread (on a busy 2-core machine two threads wait on each other), restored after."""
-    monkeypatch.setattr(bench, "MIN_TIME_S", {"cpu": 0.01, "cuda": 0.01})
-    monkeypatch.setattr(bench, "MATMUL_SIZES", {"cpu": (128,), "cuda": (256,)})
-    monkeypatch.setattr(bench, "WARMUP_STEPS", {"cpu": 1, "cuda": 1})
+    monkeypatch.setattr(bench.timing, "MIN_TIME_S", {"cpu": 0.01, "cuda": 0.01})
+    monkeypatch.setattr(bench.timing, "MATMUL_SIZES", {"cpu": (128,), "cuda": (256,)})
+    monkeypatch.setattr(bench.timing, "WARMUP_STEPS", {"cpu": 1, "cuda": 1})
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
@@ -87,7 +87,7 @@ def test_bench_writes_json_with_every_number_without_timm(tmp_path, capsys, quic
         assert d["params"] > 0
         for k in ("images_per_s", "step_s", "counted_flops", "flops_per_s", "mfu"):
             assert t[k] > 0, (name, k)
-        assert t["peak_mem_bytes"] >= 0 and t["steps_per_timing"] >= bench.MIN_STEPS
+        assert t["peak_mem_bytes"] >= 0 and t["steps_per_timing"] >= bench.timing.MIN_STEPS
         assert len(t["timings_s"]) == 1
         for r in ("16", "32"):
             assert d["eval"][r]["images_per_s"] > 0 and d["eval"][r]["peak_mem_bytes"] >= 0
@@ -142,7 +142,8 @@ def test_timm_vit_has_our_parameters_plus_the_cls_position_row(preset):
 @pytest.mark.parametrize("args, message", [
     (["--preset", "tinny"], "unknown model preset 'tinny'; did you mean 'tiny'?"),
     (["--preset", "tiny", "--encodings", "none", "rope_axal"], "unknown encoding 'rope_axal'"),
-    (["--preset", "tiny", "--resolutions", "16", "30"], "cannot tile 30 px exactly"),
+    (["--preset", "tiny", "--resolutions", "16", "30"],
+     "cannot tile 30 pixels; expected kernel + n*stride, e.g. 28 or 32"),
     (["--preset", "tiny", "--batch-size", "0"], "--batch-size must be an integer >= 1"),
     (["--preset", "tiny", "--repeats", "0"], "--repeats must be an integer >= 1"),
     (["--preset", "tiny", "--device", "tpu"], "--device must be auto, cpu or cuda"),

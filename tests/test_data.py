@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from harness.data import CIFAR, ImageFolderData, RenderedDataset, Split, build_dataset
+from harness.data import CIFAR, CIFAR10, CIFAR100, ImageFolderData, RenderedDataset, Split, build_dataset, load_dataset
 from harness.data import rendered
 from harness.errors import DataError, HarnessError
 
@@ -339,8 +339,8 @@ def test_rendered_errors():
 
 
 def test_rendered_dataset_splits():
-    ds = RenderedDataset("absolute", num_train=64, num_val=32, num_test=48, seed=3)
-    assert (ds.name, ds.num_classes, ds.in_chans) == ("rendered-absolute", 4, 3)
+    ds = build_dataset("rendered", task="absolute", num_train=64, num_val=32, num_test=48, seed=3)
+    assert isinstance(ds, RenderedDataset) and (ds.name, ds.num_classes, ds.in_chans) == ("rendered-absolute", 4, 3)
     assert ds.classes == ["top-left", "top-right", "bottom-left", "bottom-right"]
     train = ds.split("train", 24)
     assert isinstance(train, Split) and len(train) == 64
@@ -352,22 +352,22 @@ def test_rendered_dataset_splits():
     assert torch.equal(ds.split("test", 16).labels, ds.split("test", 40).labels)
     starts = [ds.scenes[w].centers[:32] for w in ("train", "val", "test")]
     assert not torch.equal(starts[0], starts[1]) and not torch.equal(starts[1], starts[2])
-    again = RenderedDataset("absolute", num_train=64, num_val=32, num_test=48, seed=3)
+    again = build_dataset("rendered", task="absolute", num_train=64, num_val=32, num_test=48, seed=3)
     assert torch.equal(again.split("train", 24).images, train.images)
-    other = RenderedDataset("absolute", num_train=64, num_val=32, num_test=48, seed=4)
+    other = build_dataset("rendered", task="absolute", num_train=64, num_val=32, num_test=48, seed=4)
     assert not torch.equal(other.scenes["train"].centers, ds.scenes["train"].centers)
     ds.clear_cache()
     assert ds.split("train", 24) is not train
     with pytest.raises(DataError, match="unknown split 'valid'"):
         ds.split("valid", 24)
-    with pytest.raises(DataError, match="num_val must be a positive integer"):
-        RenderedDataset("shape", num_train=10, num_val=0, num_test=10)
+    with pytest.raises(DataError, match="dataset.num_val: expected an integer > 0, got 0"):
+        build_dataset("rendered", task="shape", num_train=10, num_val=0, num_test=10)
 
 
 def test_build_dataset():
     ds = build_dataset("rendered", task="shape", num_train=8, num_val=8, num_test=8)
     assert isinstance(ds, RenderedDataset) and ds.task == "shape"
-    known = "rendered, cifar10, cifar100, imagefolder"
+    known = "cifar10, cifar100, imagefolder, rendered"  # the built-ins, then any plugins
     with pytest.raises(DataError, match=rf"unknown dataset 'cifar-10': known datasets are {known}.*'cifar10'"):
         build_dataset("cifar-10", root="x")
     with pytest.raises(DataError, match=r"unknown option 'tsak' for dataset 'rendered': it takes task, num_train"):
@@ -376,6 +376,32 @@ def test_build_dataset():
         build_dataset("cifar10")
     with pytest.raises(DataError, match=r"unknown option 'name'"):
         build_dataset("cifar100", name="cifar10", root="x")
+
+
+def test_options_defaults_are_what_a_study_got_before():
+    # The defaults a study spec got from its one shared dataset section: same data, same numbers.
+    assert dataclasses.asdict(RenderedDataset.Options()) == {
+        "task": "relational", "num_train": 4000, "num_val": 500, "num_test": 1000, "seed": 0}
+    for cls in (CIFAR10, CIFAR100):
+        opts = cls.Options(root="~")
+        assert (opts.download, opts.val_fraction, opts.seed, opts.verify) == (False, 0.1, 0, True)
+    opts = ImageFolderData.Options(root=os.getcwd())
+    assert (opts.val_fraction, opts.seed, opts.test_fraction, opts.image_size_cache) == (0.1, 0, 0.1, None)
+
+
+def test_load_dataset_builds_once_per_options():
+    opts = RenderedDataset.Options(task="shape", num_train=8, num_val=4, num_test=4, seed=5)
+    ds = load_dataset("rendered", opts)
+    assert load_dataset("rendered", RenderedDataset.Options(task="shape", num_train=8, num_val=4, num_test=4,
+                                                            seed=5)) is ds
+    other = load_dataset("rendered", dataclasses.replace(opts, seed=6))
+    assert other is not ds and not torch.equal(other.split("val", 8).images, ds.split("val", 8).images)
+    fresh = build_dataset("rendered", task="shape", num_train=8, num_val=4, num_test=4, seed=5)
+    assert fresh is not ds and torch.equal(fresh.split("test", 12).images, ds.split("test", 12).images)
+    with pytest.raises(DataError, match=r"dataset 'cifar10' takes CIFAR.Options, got RenderedDataset.Options"):
+        load_dataset("cifar10", opts)
+    with pytest.raises(HarnessError, match=r"unknown dataset 'rendred'.*did you mean 'rendered'"):
+        load_dataset("rendred", opts)
 
 
 # -------------------------------------------------------------------------- CIFAR
@@ -466,18 +492,18 @@ def test_cifar_splits(tmp_path, no_md5, name):
     aliased = F.interpolate(test_x.float() / 255, size=(16, 16), mode="bilinear", align_corners=False)
     assert not torch.allclose(ds.split("test", 16).images, (aliased - m) / s, atol=1e-2)
     assert ds.split("test", 16) is ds.split("test", 16)
-    other = CIFAR(name, tmp_path, val_fraction=0.2, seed=2)
+    other = build_dataset(name, root=tmp_path, val_fraction=0.2, seed=2)
     assert rows(originals(other.split("val", 32))) != val_rows
 
 
 def test_cifar_missing_root_and_files(tmp_path, no_md5):
     missing = tmp_path / "nowhere"
-    with pytest.raises(DataError, match=f"cifar10 root {missing} does not exist; set download: true"):
-        CIFAR("cifar10", missing)
+    with pytest.raises(DataError, match=f"dataset.root: does not exist; set download: true.*, got '{missing}'"):
+        build_dataset("cifar10", root=missing)
     base, _, _ = write_fake_cifar(tmp_path, "cifar10")
     (base / "data_batch_2").unlink()
     with pytest.raises(DataError, match=r"files missing in .*cifar-10-batches-py: data_batch_2; set download: true"):
-        CIFAR("cifar10", tmp_path)
+        build_dataset("cifar10", root=tmp_path)
 
 
 def test_cifar_truncated_file(tmp_path, no_md5):
@@ -485,23 +511,58 @@ def test_cifar_truncated_file(tmp_path, no_md5):
     path = base / "data_batch_3"
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(DataError, match=r"file .*data_batch_3 is corrupt or truncated.*set download: true"):
-        CIFAR("cifar10", tmp_path)
+        build_dataset("cifar10", root=tmp_path)
 
 
 def test_cifar_checksum_mismatch(tmp_path):
     # No stub here: torchvision's own md5 check rejects the fake files.
     write_fake_cifar(tmp_path, "cifar10")
     with pytest.raises(DataError, match=r"file .*data_batch_1 is corrupt or truncated"):
-        CIFAR("cifar10", tmp_path)
+        build_dataset("cifar10", root=tmp_path)
+
+
+def test_cifar_unverified_copy(tmp_path):
+    # A re-packed copy fails the official checksums; verify: false reads it all the same.
+    _, (train_x, _), (test_x, test_y) = write_fake_cifar(tmp_path, "cifar100")
+    with pytest.raises(DataError, match=r"file .*train is corrupt or truncated .*set verify: false"):
+        build_dataset("cifar100", root=tmp_path)
+    ds = build_dataset("cifar100", root=tmp_path, verify=False)
+    m, s = torch.tensor(CIFAR100_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR100_STD).view(1, 3, 1, 1)
+    assert torch.allclose(ds.split("test", 32).images, (test_x.float() / 255 - m) / s, atol=1e-6)
+    assert torch.equal(ds.split("test", 32).labels, test_y)
+    assert len(ds.split("train", 32)) + len(ds.split("val", 32)) == len(train_x)
+
+
+def test_cifar_download(tmp_path, no_md5, monkeypatch):
+    # No network here: torchvision's download is stubbed, once failing, once unpacking fake files.
+    import torchvision.datasets.cifar
+
+    calls = []
+
+    def offline(url, root, filename, md5):
+        calls.append((url, filename))
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torchvision.datasets.cifar, "download_and_extract_archive", offline)
+    with pytest.raises(DataError, match=r"could not download cifar10 into .*OSError: network unreachable"):
+        build_dataset("cifar10", root=tmp_path / "new", download=True)
+    assert calls == [("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "cifar-10-python.tar.gz")]
+
+    def unpack(url, root, filename, md5):
+        write_fake_cifar(tmp_path / "fresh", "cifar10")
+
+    monkeypatch.setattr(torchvision.datasets.cifar, "download_and_extract_archive", unpack)
+    ds = build_dataset("cifar10", root=tmp_path / "fresh", download=True)
+    assert len(ds.split("test", 32)) == 30 and ds.num_classes == 10
 
 
 def test_cifar_bad_arguments(tmp_path):
-    with pytest.raises(DataError, match="unknown CIFAR variant 'cifar1000'"):
-        CIFAR("cifar1000", tmp_path)
-    with pytest.raises(DataError, match="val_fraction must be a number between 0 and 1"):
-        CIFAR("cifar10", tmp_path, val_fraction=1.5)
-    with pytest.raises(DataError, match="download must be true or false, got 'yes'"):
-        CIFAR("cifar10", tmp_path, download="yes")
+    with pytest.raises(DataError, match="unknown dataset 'cifar1000': known datasets are cifar10, cifar100"):
+        build_dataset("cifar1000", root=tmp_path)
+    with pytest.raises(DataError, match=r"dataset.val_fraction: expected a fraction in \(0, 1\), got 1.5"):
+        build_dataset("cifar10", root=tmp_path, val_fraction=1.5)
+    with pytest.raises(DataError, match="dataset.download: expected a boolean, got 'yes'"):
+        build_dataset("cifar10", root=tmp_path, download="yes")
 
 
 # -------------------------------------------------------------------- ImageFolder
@@ -559,7 +620,7 @@ def test_imagefolder_train_and_val_folders(tmp_path):
         want = torch.stack([reference(p, res) for p in files])
         assert torch.allclose(ds.split("test", res).images, want, atol=1e-5)
     # Through a decoded-once cache: the same images within the rounding of the cache.
-    cached = ImageFolderData(tmp_path, image_size_cache=32, val_fraction=0.34, seed=0)
+    cached = build_dataset("imagefolder", root=tmp_path, image_size_cache=32, val_fraction=0.34, seed=0)
     diff = (cached.split("test", 16).images - test.images).abs()
     assert float(diff.mean()) < 0.1 and torch.equal(cached.split("test", 16).labels, test.labels)
 
@@ -567,45 +628,60 @@ def test_imagefolder_train_and_val_folders(tmp_path):
 def test_imagefolder_single_folder_split_three_ways(tmp_path):
     for i, c in enumerate(("a", "b", "c")):
         write_images(tmp_path / c, (60 * i, 0, 0), 10, seed=i)
-    ds = ImageFolderData(tmp_path, val_fraction=0.2, test_fraction=0.2, seed=0)
+    ds = build_dataset("imagefolder", root=tmp_path, val_fraction=0.2, test_fraction=0.2, seed=0)
     splits = [ds.split(w, 12) for w in ("train", "val", "test")]
     assert [len(s) for s in splits] == [18, 6, 6]
     for s in splits[1:]:
         assert torch.equal(torch.bincount(s.labels), torch.tensor([2, 2, 2]))
     all_rows = rows(torch.cat([s.images for s in splits]))
     assert len(set(all_rows)) == 30  # disjoint, and every image used once
-    again = ImageFolderData(tmp_path, val_fraction=0.2, test_fraction=0.2, seed=0)
+    again = build_dataset("imagefolder", root=tmp_path, val_fraction=0.2, test_fraction=0.2, seed=0)
     assert torch.equal(again.split("val", 12).images, splits[1].images)
-    other = ImageFolderData(tmp_path, val_fraction=0.2, test_fraction=0.2, seed=1)
+    other = build_dataset("imagefolder", root=tmp_path, val_fraction=0.2, test_fraction=0.2, seed=1)
     assert not torch.equal(other.split("val", 12).images, splits[1].images)
 
 
+def test_imagefolder_options(tmp_path):
+    write_images(tmp_path / "a", RED, 6, seed=0)
+    write_images(tmp_path / "b", BLUE, 6, seed=1)
+    ds = build_dataset("imagefolder", root=tmp_path, image_size_cache=24, val_fraction=0.25, test_fraction=0.25)
+    assert ds.options.root == str(tmp_path) and ds.options.image_size_cache == 24  # a path is kept as text
+    assert [len(ds.split(w, 8)) for w in ("train", "val", "test")] == [6, 3, 3]
+    with pytest.raises(DataError, match=r"dataset.test_fraction: val_fraction \+ test_fraction must be below 1 "
+                                        r"\(val_fraction is 0.5\), got 0.5"):
+        build_dataset("imagefolder", root=tmp_path, val_fraction=0.5, test_fraction=0.5)
+    with pytest.raises(DataError, match=r"dataset.image_size_cache: expected an integer or null > 0, got 0"):
+        build_dataset("imagefolder", root=tmp_path, image_size_cache=0)
+    with pytest.raises(DataError, match=r"dataset.test_fraction: expected a fraction in \(0, 1\), got 0.0"):
+        build_dataset("imagefolder", root=tmp_path, test_fraction=0.0)
+
+
 def test_imagefolder_errors(tmp_path):
-    with pytest.raises(DataError, match=f"ImageFolder root {tmp_path / 'nope'} does not exist"):
-        ImageFolderData(tmp_path / "nope")
+    with pytest.raises(DataError, match=f"dataset.root: does not exist or is not a folder, got '{tmp_path / 'nope'}'"):
+        build_dataset("imagefolder", root=tmp_path / "nope")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DataError, match=f"no class folders in {empty}"):
-        ImageFolderData(empty)
+        build_dataset("imagefolder", root=empty)
     (empty / "cat").mkdir()
     (empty / "cat" / "notes.txt").write_text("not an image")
     with pytest.raises(DataError, match=f"no images in {empty}"):
-        ImageFolderData(empty)
+        build_dataset("imagefolder", root=empty)
     tree = tmp_path / "tree"
     write_images(tree / "train" / "cat", RED, 4, seed=0)
     (tree / "train" / "dog").mkdir()
     with pytest.raises(DataError, match=r"neither .*val nor .*test does"):
-        ImageFolderData(tree)
+        build_dataset("imagefolder", root=tree)
     write_images(tree / "val" / "cat", RED, 2, seed=1)
     with pytest.raises(DataError, match=r"class folders in .*train hold no images: dog"):
-        ImageFolderData(tree)
+        build_dataset("imagefolder", root=tree)
     write_images(tree / "train" / "dog", BLUE, 4, seed=2)
     write_images(tree / "val" / "bird", BLUE, 2, seed=3)
     with pytest.raises(DataError, match=r"class folders bird in .*val are not among the training classes"):
-        ImageFolderData(tree)
+        build_dataset("imagefolder", root=tree)
     broken = tmp_path / "broken"
     write_images(broken / "cat", RED, 10, seed=0)
     (broken / "cat" / "zz.png").write_bytes(b"not a png")
-    ds = ImageFolderData(broken, val_fraction=0.2, test_fraction=0.2)
+    ds = build_dataset("imagefolder", root=broken, val_fraction=0.2, test_fraction=0.2)
     with pytest.raises(DataError, match=r"cannot read image .*zz.png"):
         [ds.split(w, 8) for w in ("train", "val", "test")]

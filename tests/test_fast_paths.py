@@ -3,7 +3,11 @@
 import pytest
 import torch
 
+from harness.config import ViTConfig
+from harness.data import build_dataset
 from harness.encodings._rotary import rotate_complex, rotate_pairs
+from harness.models.vit import build_model
+from harness.train import TrainConfig, train_model
 
 
 def test_complex_rotation_equals_pairwise_rotation_with_gradients():
@@ -36,10 +40,6 @@ def test_bf16_inputs_are_rotated_in_float32_and_returned_in_bf16():
 @pytest.mark.slow
 def test_torch_compile_switch_gives_the_same_results():
     """`train.compile: true` trains the compiled model: same metrics as eager within float tolerance."""
-    from harness.data import build_dataset
-    from harness.models.vit import ViTConfig, build_model
-    from harness.train import TrainConfig, train_model
-
     data = build_dataset("rendered", task="relational", num_train=128, num_val=32, num_test=32, seed=0)
     cfg = ViTConfig(image_size=16, num_classes=data.num_classes, dim=32, depth=2, heads=4, mlp_ratio=2.0)
     results = {}

@@ -3,8 +3,9 @@ relational task; with a 2-D rotary encoding it does (small, fast setting)."""
 
 import pytest
 
+from harness.config import ViTConfig
 from harness.data import build_dataset
-from harness.models.vit import ViTConfig, build_model
+from harness.models.vit import build_model
 from harness.train import TrainConfig, train_model
 
 

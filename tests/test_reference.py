@@ -19,7 +19,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.encodings.base import ModelDims, PatchGrid, build_encoding
+from harness.conformance import assert_relative
+from harness.encodings import ModelDims, PatchGrid, build_encoding, get_encoding
+from harness.models import ViTConfig, build_model
 
 GOLDEN = (1 + math.sqrt(5)) / 2
 
@@ -472,24 +474,33 @@ def patch_logits(pe, dims, grid, q, k):
     return torch.stack(outs)
 
 
-RELATIVE = [
-    ("alibi2d", {}),
-    ("rope_axial", {}),
-    ("rope_mixed", {}),
-    ("rope_golden", {"policy": "extrapolate"}),
-    ("liere", {"block_size": 2}),
-]
-
-
-@pytest.mark.parametrize("name,options", RELATIVE, ids=[r[0] for r in RELATIVE])
-@pytest.mark.parametrize("shift", [(2.0, -3.0), (0.75, 1.5)])
-def test_relative_position_property(name, options, shift):
+# The relative-position property of every encoding that declares it is tested by the
+# conformance kit (harness.conformance.check_relative). LieRE declares it not (its default
+# blocks of 8 do not commute); with blocks of 2 it reduces to a RoPE-mixed form and has it.
+def test_liere_is_relative_with_blocks_of_2_only():
     torch.manual_seed(7)
-    pe = build_encoding(name, DIMS, options)
-    g0, g1 = make_grid(), make_grid(offset=shift)
-    q, k = random_qk(DIMS, g0)
-    a, b = patch_logits(pe, DIMS, g0, q, k), patch_logits(pe, DIMS, g1, q, k)
-    close(a, b, atol=1e-4, rtol=0)
+    assert_relative(build_encoding("liere", DIMS, {"block_size": 2}))
+    assert_relative(build_encoding("liere", DIMS, {"block_size": 2, "policy": "interpolate"}))
+    assert not get_encoding("liere").relative
+    with pytest.raises(AssertionError, match="attention logits changed"):
+        assert_relative(build_encoding("liere", DIMS))
+
+
+def test_relative_check_fails_when_logits_depend_on_absolute_positions():
+    """The kit's relative check can fail: tokens carrying absolute positions (sincos2d), and
+    rope_axial with queries scaled by a function of the absolute position."""
+    with pytest.raises(AssertionError, match="the tokens changed"):
+        assert_relative(build_encoding("sincos2d", DIMS))
+
+    class ScaledByPosition(get_encoding("rope_axial")):
+        def qk(self, q, k, grid, state, layer):
+            q, k = super().qk(q, k, grid, state, layer)
+            y, x = grid.yx(q.device)
+            scale = torch.cat([torch.ones(grid.num_prefix), 1 + 0.1 * x * y])  # (T,): not a function of offsets
+            return q * scale[:, None], k
+
+    with pytest.raises(AssertionError, match="the attention logits changed"):
+        assert_relative(ScaledByPosition(DIMS))
 
 
 def test_negative_control_rope_axial_logits_depend_on_position():
@@ -529,8 +540,6 @@ def test_fixed_tables_cached_per_grid(name):
 
 
 def test_whole_model_builds_tables_once_per_grid_shape():
-    from harness.models import ViTConfig, build_model
-
     torch.manual_seed(8)
     cfg = ViTConfig(image_size=16, num_classes=3, dim=32, depth=2, heads=4, patch_kernel=4, patch_stride=4)
     model = build_model(cfg, "sincos2d").eval()

@@ -1,8 +1,11 @@
 """The report end to end on the smoke study: every file, one CSV row per run and test
-resolution, and the HTML page opened in headless Chromium with every figure loaded."""
+resolution, and the HTML page opened in headless Chromium with every figure loaded. Then
+reports of a handmade study logged to MLflow in code: what the report reads back, its
+figures (every registered one, a throw-away plugin, the README's example, a broken one)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -10,13 +13,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
+from harness import schema
+from harness.figures import FIGURES
+from harness.figures.conformance import handmade_study
+from harness.registry import load_plugin
+from harness.report import StudyRuns, build_report, results_table, summary_tables
+from harness.schema import Cell
+from harness.tracking import Tracker
+
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "studies" / "smoke.yaml"
-FILES = ["results.csv", "report.md", "report.html", "accuracy_vs_resolution.png", "retention_heatmap.png",
-         "cost.png", "validation_curves.png"]
+EXAMPLE = ROOT / "examples" / "my_figure.py"
+FILES = ["results.csv", "report.md", "report.html"]
 CHECK = """<script>
 window.addEventListener('load', () => {
   const imgs = [...document.images];
@@ -63,6 +75,11 @@ def test_report_of_the_smoke_study(tmp_path):
     folder = tmp_path / "reports" / "smoke"
     for name in FILES:
         assert (folder / name).is_file() and (folder / name).stat().st_size > 0, name
+    # one PNG per built-in figure that has something to draw for this study (no tune stage)
+    uri = f"sqlite:///{tmp_path / 'runs' / 'smoke' / 'mlflow.db'}"
+    drawn = drawable(results_table(Tracker(uri, "smoke", create=False), "smoke"), builtin_only=True)
+    assert len(drawn) >= 4
+    assert {p.stem for p in folder.glob("*.png")} == set(drawn)
     df = pd.read_csv(folder / "results.csv")
     assert len(df) == 6 * 3  # runs x test resolutions
     assert sorted(df.test_resolution.unique()) == [8, 16, 24]
@@ -72,7 +89,7 @@ def test_report_of_the_smoke_study(tmp_path):
     text = page.read_text()
     assert "http://" not in text and "https://" not in text  # self-contained
     figures = text.count("<img ")
-    assert figures >= 4
+    assert figures >= 4 and figures == len(drawn)
     probe = tmp_path / "probe.html"
     probe.write_text(text.replace("</body>", CHECK))
     dom = dump_dom(probe, tmp_path)
@@ -89,9 +106,15 @@ def test_report_of_the_smoke_study(tmp_path):
     gaps = md.split("Cells of the study that are missing or failed")[1]
     assert gaps.count("| missing |") == 3  # seed 2 of each encoding
 
-    uri = f"sqlite:///{tmp_path / 'runs' / 'smoke' / 'mlflow.db'}"
     r = harness(tmp_path, "report", "--experiment", "smoke", "--tracking-uri", uri, "--out", str(tmp_path / "byexp"))
     assert r.returncode == 0 and (tmp_path / "byexp" / "report.html").is_file(), r.stderr[-2000:]
+
+    # a figure plugin named in the spec's plugins: joins the report, with no other edit
+    r = harness(tmp_path, "report", str(SMOKE), "--set", f"output={tmp_path / 'runs'}", "--set",
+                f"plugins=[{EXAMPLE}]", "--out", str(tmp_path / "plugin"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert {p.stem for p in (tmp_path / "plugin").glob("*.png")} == {*drawn, "seed_spread"}
+    assert '<figure id="seed_spread">' in (tmp_path / "plugin" / "report.html").read_text()
 
 
 def test_no_finished_runs_is_a_clear_error(tmp_path):
@@ -103,3 +126,192 @@ def test_no_finished_runs_is_a_clear_error(tmp_path):
     r = harness(tmp_path, "report", "--experiment", "empty", "--tracking-uri", f"sqlite:///{tmp_path / 'y.db'}")
     assert r.returncode == 2 and "no finished evaluate runs" in r.stderr, r.stderr
     assert not (tmp_path / "reports").exists()
+
+
+# ------------------------------------------------------------------ a handmade study in MLflow
+STUDY = "handmade"
+PLUGIN = '''
+import matplotlib.pyplot as plt
+from harness.figures import ReportFigure, register_figure
+
+
+@register_figure("throwaway_report")
+class Throwaway(ReportFigure):
+    title = "Throw-away <figure>"
+    caption = "Runs per encoding & seed (a test plugin)."
+    order = 1  # first on the page
+
+    def draw(self, runs, tables):
+        fig, ax = plt.subplots(figsize=(4, 3))
+        runs.results.groupby("encoding").run_id.nunique().plot.bar(ax=ax)
+        return fig
+'''
+
+
+def drawable(runs: StudyRuns, *, builtin_only: bool = False) -> list[str]:
+    """The registered figures that draw something for these runs, in page order."""
+    tables, _ = summary_tables(runs.results, runs.cells, None)
+    names = []
+    for name, cls in sorted(FIGURES.items(), key=lambda item: (item[1].order, item[0])):
+        if builtin_only and FIGURES.source(name) != "built-in":
+            continue
+        fig = cls().draw(runs, tables)
+        if fig is not None:
+            names.append(name)
+            plt.close(fig)
+    return names
+
+
+def log_study(uri: str, runs: StudyRuns, *, with_spec: bool = True, failed: Cell | None = None) -> None:
+    """Log a handmade study to MLflow the way a study does, through the schema's names."""
+    tracker = Tracker(uri, STUDY)
+    parent = tracker.parent_run(STUDY, schema.EVALUATE)
+    config = {"encoding": {"options": {}}, "train": {"lr": 0.001}}
+    for _, g in runs.results.groupby("run_id", sort=True):
+        first = g.iloc[0]
+        cell = Cell(first.encoding, int(first.train_resolution), int(first.seed))
+        run_id = tracker.child_run(parent, cell.tag, study=STUDY, stage=schema.EVALUATE,
+                                   params={**cell.params(), schema.P_CONFIG: config},
+                                   tags={schema.T_CELL: cell.key, schema.T_GIT_COMMIT: "abc123",
+                                         schema.T_VERSIONS: json.dumps({"torch": "9.9"})})
+        if with_spec:
+            tracker.log_text(run_id, json.dumps(runs.spec), schema.SPEC_ARTIFACT)
+        curve = runs.curves[(runs.curves.encoding == cell.encoding) & (runs.curves.seed == cell.seed)
+                            & (runs.curves.train_resolution == cell.train_resolution)]
+        for epoch, acc in zip(curve.epoch, curve.val_acc):
+            tracker.log_metrics(run_id, {schema.VAL_ACC: acc}, step=int(epoch))
+        final = {schema.PARAM_COUNT: first.params, schema.IMAGES_PER_S: first.images_per_s}
+        for t, acc, loss in zip(g.test_resolution, g.test_acc, g.test_loss):
+            final.update({schema.acc_at(t): acc, schema.loss_at(t): loss})
+        tracker.log_metrics(run_id, final, step=3)
+        tracker.set_tags(run_id, {schema.T_DEVICE: "cpu"})
+        tracker.end(run_id)
+    if failed is not None:
+        run_id = tracker.child_run(parent, failed.tag, study=STUDY, stage=schema.EVALUATE, params=failed.params(),
+                                   tags={schema.T_CELL: failed.key, schema.T_GIT_COMMIT: "abc123"})
+        tracker.end(run_id, "FAILED")
+    tune = tracker.parent_run(STUDY, schema.TUNE)
+    space = {"train.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+             "train.weight_decay": {"low": 0.0, "high": 0.1, "log": False}}
+    for t in runs.tuning.itertuples(index=False):
+        run_id = tracker.child_run(tune, f"{t.encoding}_r{t.train_resolution}_t{t.trial}", study=STUDY,
+                                   stage=schema.TUNE, params={
+                                       schema.P_ENCODING: t.encoding, schema.P_TRAIN_RESOLUTION: t.train_resolution,
+                                       schema.P_CONFIG: {"tune": {"space": space},
+                                                         "train": {"lr": t[5], "weight_decay": t[6]}}},
+                                   tags={schema.T_TRIAL_NUMBER: str(t.trial)})
+        tracker.log_metrics(run_id, {schema.VAL_ACC: t.val_acc}, step=0)
+        if t.state == "pruned":
+            tracker.set_tags(run_id, {schema.T_PRUNED_AT: "0"})
+        tracker.end(run_id)
+
+
+@pytest.fixture(scope="module")
+def handmade():
+    """(runs, tables) of a small tuned study: two encodings, one training resolution, two seeds."""
+    return handmade_study(("none", "learned"), train_resolutions=(16,), tuned=True)
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory, handmade):
+    """The MLflow URI where the handmade study is logged, with its spec and one failed run."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    log_study(uri, handmade[0], failed=Cell("learned", 16, 9))
+    return uri
+
+
+def figure_ids(page: Path) -> list[str]:
+    return re.findall(r'<figure id="(\w+)"', page.read_text())
+
+
+def test_the_report_reads_back_what_was_logged(logged, handmade, tmp_path):
+    runs = handmade[0]
+    back = results_table(Tracker(logged, STUDY, create=False), STUDY)
+    keys = ["encoding", "train_resolution", "seed", "test_resolution"]
+    finished = back.results[back.results.status == "FINISHED"].reset_index(drop=True)
+    for col in ["test_acc", "test_loss", "params", "images_per_s"]:
+        assert finished[col].astype(float).tolist() == pytest.approx(
+            runs.results.sort_values(keys)[col].astype(float).tolist()), col
+    want = runs.results.sort_values(keys).reset_index(drop=True)
+    assert finished.encoding.tolist() == want.encoding.tolist()
+    assert finished[keys[1:]].astype(int).values.tolist() == want[keys[1:]].astype(int).values.tolist()
+    assert set(finished.options) == {"{}"}
+    assert sorted(back.cells) == sorted([*runs.cells, Cell("learned", 16, 9)])
+    curves = ["encoding", "train_resolution", "seed", "epoch"]
+    assert back.curves.sort_values(curves).val_acc.tolist() == pytest.approx(
+        runs.curves.sort_values(curves).val_acc.tolist())
+    tune = ["encoding", "train_resolution", "trial"]
+    got = back.tuning.sort_values(tune).reset_index(drop=True)
+    want = runs.tuning.sort_values(tune).reset_index(drop=True)
+    assert got[tune].values.tolist() == want[tune].values.tolist() and got.state.tolist() == want.state.tolist()
+    for col in ["val_acc", "train.lr", "train.weight_decay"]:
+        assert got[col].tolist() == pytest.approx(want[col].tolist()), col
+    assert back.spec == runs.spec
+    assert back.provenance["git commit"] == "abc123" and back.provenance["version of torch"] == "9.9"
+
+    page = build_report(logged, STUDY, tmp_path / "r")
+    # the study's cells come from its spec: the failed seed-9 run is not a cell of it
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| failed |" not in md.split("missing or failed")[1].split("##")[0]
+    # a tuned study with seeds has something for every registered figure: all of them, in page
+    # order, each with its file and caption
+    expected = drawable(back)
+    assert figure_ids(page) == expected and sorted(expected) == FIGURES.names()
+    text = page.read_text()
+    for name in expected:
+        cls = FIGURES.get(name)
+        assert (tmp_path / "r" / f"{name}.png").stat().st_size > 0
+        assert f"{cls.caption}" in text.replace("&#x27;", "'") and f"({name}.png)" in md
+    assert "http://" not in text and "https://" not in text
+    assert not plt.get_fignums()
+
+
+def test_without_a_spec_the_cells_are_those_of_the_runs(tmp_path, handmade):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log_study(uri, handmade[0], with_spec=False, failed=Cell("learned", 16, 9))
+    build_report(uri, STUDY, tmp_path / "r")
+    gaps = (tmp_path / "r" / "report.md").read_text().split("missing or failed")[1].split("##")[0]
+    assert gaps.count("| failed |") == 1 and "| learned | 16 | 9 | failed |" in gaps
+
+
+def test_a_figure_plugin_appears_in_the_report(logged, tmp_path):
+    plugin = tmp_path / "throwaway_report.py"
+    plugin.write_text(PLUGIN)
+    assert load_plugin(str(plugin)) == ["figure throwaway_report"]
+    page = build_report(logged, STUDY, tmp_path / "r")
+    assert figure_ids(page)[0] == "throwaway_report"  # order = 1: before the built-ins
+    assert (tmp_path / "r" / "throwaway_report.png").stat().st_size > 0
+    text = page.read_text()
+    assert "<strong>Throw-away &lt;figure&gt;.</strong> Runs per encoding &amp; seed (a test plugin)." in text
+
+
+def test_the_readme_shows_the_example_figure():
+    readme = (ROOT / "README.md").read_text()
+    assert "## Adding a report figure" in readme
+    section = readme.split("## Adding a report figure", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```python\n(.*?)```", section, re.S)
+    assert block and block.group(1) == EXAMPLE.read_text(), "README's example differs from examples/my_figure.py"
+
+
+def test_the_example_figure_runs_in_a_report(logged, tmp_path):
+    assert load_plugin(str(EXAMPLE)) == ["figure seed_spread"]
+    page = build_report(logged, STUDY, tmp_path / "r")
+    assert "seed_spread" in figure_ids(page) and (tmp_path / "r" / "seed_spread.png").stat().st_size > 0
+
+
+def test_a_broken_figure_is_named_and_the_others_stay(logged, tmp_path, monkeypatch):
+    name = FIGURES.names()[0]
+    cls = FIGURES.get(name)
+
+    def broken(self, runs, tables):
+        plt.figure()  # opened, then the figure fails
+        raise KeyError("no_such_column")
+
+    monkeypatch.setattr(cls, "draw", broken)
+    with pytest.warns(UserWarning, match=f"report figure '{name}' \\(built-in\\) could not be drawn: KeyError"):
+        page = build_report(logged, STUDY, tmp_path / "r")
+    text = page.read_text()
+    assert f'<figure id="{name}" class="failed">' in text
+    assert "Could not be drawn: KeyError: &#x27;no_such_column" in text
+    assert not (tmp_path / "r" / f"{name}.png").exists()
+    assert len(figure_ids(page)) > 1 and not plt.get_fignums()

@@ -36,8 +36,10 @@ def test_good_spec_with_preset_include_and_overrides(tmp_path):
     p = write(tmp_path, "include: [base.yaml]\n" + GOOD.replace("train: {epochs: 1, batch_size: 16, device: cpu}",
                                                              "train: {batch_size: 16, device: cpu}"))
     spec = load_spec(p, ["model.depth=3", "train.lr=0.005"])
-    assert spec.model["depth"] == 3 and spec.model["dim"] == 32  # preset tiny, then override
-    assert spec.train["epochs"] == 3 and spec.train["lr"] == 0.005  # include, then override
+    assert spec.model.depth == 3 and spec.model.dim == 32  # preset tiny, then override
+    assert spec.train.epochs == 3 and spec.train.lr == 0.005  # include, then override
+    assert spec.resolved["model"]["depth"] == 3 and spec.resolved["train"] == {"epochs": 3, "lr": 0.005,
+                                                                               "batch_size": 16, "device": "cpu"}
     assert spec.seeds == (0, 1)  # the including file wins over the include
     assert [e.label for e in spec.encodings] == ["none", "rope_axial"]
     assert spec.encodings[1].options == {"base": 50.0}
@@ -59,8 +61,12 @@ CASES = {
     "unknown encoding": (GOOD.replace("[none,", "[nnone,"), [], "unknown encoding 'nnone'"),
     "bad encoding option": (GOOD.replace("base: 50.0", "base: -2.0"), [], "'base' must be > 1"),
     "unknown dataset": (GOOD.replace("name: rendered", "name: cifar11"), [], "unknown dataset 'cifar11'"),
-    "missing dataset root": (GOOD.replace("name: rendered, task: relational",
-                                          "name: cifar10, root: /no/such/folder"), [], "does not exist"),
+    "missing dataset root": (GOOD.replace("{name: rendered, task: relational, num_train: 64, num_val: 32, num_test: 32}",
+                                          "{name: cifar10, root: /no/such/folder}"), [], "does not exist"),
+    # each dataset owns its options: the rendered task's sizes mean nothing to CIFAR
+    "option of another dataset": (GOOD.replace("name: rendered, task: relational", "name: cifar10, root: /tmp"), [],
+                                  "unknown key 'dataset.num_train'"),
+    "dataset option set that does not exist": (GOOD, ["dataset.num_trian=3"], "did you mean 'num_train'"),
     "missing include": ("include: [nope.yaml]\n" + GOOD, [], "nope.yaml not found"),
     "set key that does not exist": (GOOD, ["model.depht=3"], "did you mean 'depth'"),
     "seeds given twice": (GOOD.replace("seeds: [0, 1]", "seeds: [0, 1, 0]"), [], "0 is given twice"),

@@ -9,17 +9,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from harness.config import ViTConfig
 from harness.errors import HarnessError
-from harness.models import ViTConfig, build_model
+from harness.models import build_model
 from harness.train import (
     TrainConfig,
     TrainConfigError,
     TrainResult,
+    TrainStep,
     TrialFailed,
-    _flip_crop,
-    _param_groups,
     evaluate,
+    flip_crop,
     lr_at,
+    param_groups,
     resolve_device,
     train_model,
 )
@@ -281,6 +283,15 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(TrainConfigError, match=r"train\.device"):
             resolve_device("cuda")
+    with pytest.raises(TrainConfigError, match=r"^train\.device must be auto, cpu or cuda, got 'tpu'$"):
+        resolve_device("tpu")
+
+    class CliError(HarnessError):
+        pass
+
+    # another caller names its own option and error type (harness bench: --device, BenchError)
+    with pytest.raises(CliError, match=r"^--device must be auto, cpu or cuda, got 'tpu'$"):
+        resolve_device("tpu", option="--device", error=CliError)
 
 
 def test_batch_larger_than_the_training_set_and_wrong_resolution_are_errors():
@@ -293,7 +304,7 @@ def test_batch_larger_than_the_training_set_and_wrong_resolution_are_errors():
 # ---------------------------------------------------------------------------- AdamW groups and augmentation
 def test_weight_decay_groups_exclude_biases_norms_cls_and_pe():
     model = tiny_model("learned")
-    decay, no_decay = _param_groups(model, 0.05)
+    decay, no_decay = param_groups(model, 0.05)
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
     name = {id(p): n for n, p in model.named_parameters()}
     decayed = {name[id(p)] for p in decay["params"]}
@@ -307,7 +318,7 @@ def test_weight_decay_groups_exclude_biases_norms_cls_and_pe():
 
 def test_flip_crop_is_a_flip_and_a_shifted_window_of_the_reflect_padded_image():
     x = torch.randn(6, 2, 16, 16)
-    out = _flip_crop(x, torch.Generator().manual_seed(0))
+    out = flip_crop(x, torch.Generator().manual_seed(0))
     assert out.shape == x.shape
     for i in range(6):
         candidates = []
@@ -315,10 +326,73 @@ def test_flip_crop_is_a_flip_and_a_shifted_window_of_the_reflect_padded_image():
             padded = F.pad(img[None], (2, 2, 2, 2), mode="reflect")[0]
             candidates += [padded[:, dy : dy + 16, dx : dx + 16] for dy in range(5) for dx in range(5)]
         assert any(torch.equal(out[i], c) for c in candidates)
-    again = _flip_crop(x, torch.Generator().manual_seed(0))
+    again = flip_crop(x, torch.Generator().manual_seed(0))
     assert torch.equal(out, again)
 
 
 def test_progress_bars_run():
     res = run(cfg=recipe(epochs=1), progress=True, test_resolutions=[16])
     assert len(res.history) == 1
+
+
+# ---------------------------------------------------------------------------- the step
+def test_train_step_is_adamw_on_smoothed_cross_entropy_with_clipping():
+    """Two steps of ``TrainStep`` against the recipe written out by hand on a twin model."""
+    torch.set_num_threads(1)
+    cfg = recipe(lr=1e-2, grad_clip=0.5, label_smoothing=0.2, weight_decay=0.1)
+    ours, twin = tiny_model("learned", seed=1), tiny_model("learned", seed=1)
+    split = Squares(sizes=(32, 8, 8)).split("train", 16)
+    step = TrainStep(ours, cfg, torch.device("cpu"), None)
+
+    named = dict(twin.named_parameters())
+    decayed = [p for n, p in named.items() if n.endswith(".weight") and "norm" not in n]
+    rest = [p for n, p in named.items() if not (n.endswith(".weight") and "norm" not in n)]
+    opt = torch.optim.AdamW([{"params": decayed, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}])
+    for lr in (3e-3, 1e-2):
+        loss = step(split.images, split.labels, lr)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        want = F.cross_entropy(twin(split.images), split.labels, label_smoothing=0.2)
+        want.backward()
+        torch.nn.utils.clip_grad_norm_(twin.parameters(), 0.5)
+        opt.step()
+        opt.zero_grad()
+        torch.testing.assert_close(loss, want)
+    assert all(p.grad is None for p in ours.parameters())
+    assert [g["lr"] for g in step.optimizer.param_groups] == [1e-2, 1e-2]
+    for (name, p), q in zip(ours.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, msg=name)
+    assert not torch.equal(ours.head.weight, tiny_model("learned", seed=1).head.weight)  # it did train
+
+
+def test_train_step_augments_with_its_generator():
+    cfg = recipe(augment="flip_crop", lr=1e-2)
+    split = Squares(sizes=(16, 8, 8)).split("train", 16)
+    losses = []
+    for seed in (0, 0, 1):
+        step = TrainStep(tiny_model(seed=0), cfg, torch.device("cpu"), None, torch.Generator().manual_seed(seed))
+        losses.append(step(split.images, split.labels, 1e-2).item())
+    assert losses[0] == losses[1] and losses[0] != losses[2]
+
+
+def test_weight_decay_groups_follow_one_rule_for_a_foreign_model():
+    """timm's ViT lists only its tables in ``no_weight_decay()``: its biases and norms are 1-d and kept too."""
+
+    class TimmLike(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pos_embed = torch.nn.Parameter(torch.zeros(1, 5, 8))
+            self.fc = torch.nn.Linear(8, 8)
+            self.norm = torch.nn.LayerNorm(8)
+            self.frozen = torch.nn.Parameter(torch.zeros(8, 8), requires_grad=False)
+
+        def no_weight_decay(self):
+            return {"pos_embed", "dist_token"}  # a name it does not have: ignored
+
+    model = TimmLike()
+    decay, no_decay = param_groups(model, 0.3)
+    name = {id(p): n for n, p in model.named_parameters()}
+    assert [name[id(p)] for p in decay["params"]] == ["fc.weight"] and decay["weight_decay"] == 0.3
+    assert [name[id(p)] for p in no_decay["params"]] == ["pos_embed", "fc.bias", "norm.weight", "norm.bias"]
+    assert no_decay["weight_decay"] == 0.0
+

@@ -11,159 +11,236 @@ normalised with per-channel statistics:
 
 The validation split is a seeded, class-stratified random part of the training
 images, kept apart from the training split; the test split is never used for it.
-torchvision is imported only when a dataset is built.
+torchvision (about a second to import) is imported only when a dataset is built.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
-from harness.data import ImageDataset, Split, SplitName
-from harness.data.rendered import _int, _positive_int
+from harness.config import Invalid, option
+from harness.data.base import SPLITS, DatasetOptions, ImageDataset, Split, SplitName, register_dataset
 from harness.errors import DataError
 
-__all__ = ["CIFAR", "ImageFolderData"]
+__all__ = ["CIFAR", "CIFAR10", "CIFAR100", "ImageFolderData"]
 
-_CIFAR_STATS = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-}
 _IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 _PIXEL_BUDGET = 1 << 24  # resize at most this many pixels (per channel) at once
 
 
-class CIFAR(ImageDataset):
-    """CIFAR-10 or CIFAR-100 (`name`) from `root`, the folder that holds (or will hold)
-    cifar-10-batches-py/ or cifar-100-python/.
+@dataclass(frozen=True)
+class _FolderOptions(DatasetOptions):
+    """Options of a dataset read from a folder: its root, the validation share, the seed."""
 
-    Downloads only when `download` is true. The validation split is a seeded,
-    stratified `val_fraction` of the official training set, the training split the
-    rest; the test split is the official test set. Originals are 32 x 32, so
-    `split(which, 32)` does not resize; all splits stay in memory as uint8 and each
-    (split, resolution, device) asked for is cached as float32.
+    root: str  # a path (``~`` expanded); a path object is kept as its string
+    val_fraction: float = 0.1  # carved out of the training images, stratified
+    seed: int = 0  # of that carving
+
+    def __post_init__(self) -> None:
+        if isinstance(self.root, os.PathLike):
+            object.__setattr__(self, "root", os.fspath(self.root))
+        super().__post_init__()
+
+    @property
+    def path(self) -> Path:
+        return Path(self.root).expanduser()
+
+    def validate(self) -> None:
+        if not 0 < self.val_fraction < 1:
+            raise Invalid("val_fraction", "expected a fraction in (0, 1)")
+
+
+# ------------------------------------------------------------------------------ CIFAR
+class CIFAR(ImageDataset):
+    """CIFAR-10 or CIFAR-100 (the registered subclasses) from ``root``, the folder that holds
+    (or will hold) cifar-10-batches-py/ or cifar-100-python/.
+
+    Downloads only when ``download`` is true; checks each file against the official MD5
+    unless ``verify`` is false (a re-packed copy). The validation split is a seeded,
+    stratified ``val_fraction`` of the official training set, the training split the rest;
+    the test split is the official test set. Originals are 32 x 32, so ``split(which, 32)``
+    does not resize; all splits stay in memory as uint8 and each (split, resolution, device)
+    asked for is cached as float32.
     """
 
-    def __init__(
-        self,
-        name: str,
-        root: str | os.PathLike,
-        download: bool = False,
-        val_fraction: float = 0.1,
-        seed: int = 0,
-    ) -> None:
-        if name not in _CIFAR_STATS:
-            raise DataError(f"unknown CIFAR variant {name!r}: expected cifar10 or cifar100")
-        self.name = name
-        self.root = _path(root, f"{name} root")
+    torchvision_class: ClassVar[str]  # the torchvision class that knows the files: "CIFAR10", "CIFAR100"
+    mean: ClassVar[tuple[float, float, float]]
+    std: ClassVar[tuple[float, float, float]]
+
+    @dataclass(frozen=True)
+    class Options(_FolderOptions):
+        download: bool = False  # fetch the official files into root when they are missing
+        verify: bool = True  # check every file's MD5 against the official release
+
+        def validate(self) -> None:
+            super().validate()
+            if not self.download and not self.path.exists():
+                raise Invalid("root", "does not exist; set download: true to fetch the dataset into it")
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.root = options.path
         self.in_chans = 3
-        self.mean, self.std = _CIFAR_STATS[name]
-        _check_fraction(val_fraction, "val_fraction")
-        if not isinstance(download, bool):
-            raise DataError(f"download must be true or false, got {download!r}")
-        (train_x, train_y), (test_x, test_y), self.classes = _read_cifar(name, self.root, download)
+        (train_x, train_y), (test_x, test_y), self.classes = _read_cifar(self, options.download, options.verify)
         self.num_classes = len(self.classes)
-        train_idx, val_idx = _carve(train_y, (val_fraction,), _int(seed, "seed"))
+        train_idx, val_idx = _carve(train_y, (options.val_fraction,), options.seed)
         self._images = {"train": train_x[train_idx], "val": train_x[val_idx], "test": test_x}
         self._labels = {"train": train_y[train_idx], "val": train_y[val_idx], "test": test_y}
-        _check_nonempty(self._labels, f"{name} in {self.root}")
+        _check_nonempty(self._labels, f"{self.name} in {self.root}")
 
     def _load(self, which: SplitName, resolution: int, device: torch.device) -> Split:
         images = _resize_normalize(self._images[which], resolution, self.mean, self.std, device)
         return Split(images, self._labels[which].to(device))
 
+    @classmethod
+    def example_options(cls, folder: Path) -> dict[str, Any]:
+        """A fake copy in the official layout: 40 random training and 20 test images."""
+        tv_cls = getattr(_torchvision_cifar(), cls.torchvision_class)
+        meta = tv_cls.meta
+        label_key = "labels" if meta["key"] == "label_names" else "fine_labels"
+        num_classes = 10 if label_key == "labels" else 100
+        base = folder / tv_cls.base_folder
+        base.mkdir(parents=True)
+        rng = np.random.default_rng(0)
+        batches = [(f, 40 // len(tv_cls.train_list)) for f, _ in tv_cls.train_list] + [(tv_cls.test_list[0][0], 20)]
+        for filename, n in batches:
+            entry = {"data": rng.integers(0, 256, (n, 3 * 32 * 32), dtype=np.uint8),
+                     label_key: rng.integers(0, num_classes, n).tolist()}
+            (base / filename).write_bytes(pickle.dumps(entry))
+        (base / meta["filename"]).write_bytes(pickle.dumps({meta["key"]: [f"class{i}" for i in range(num_classes)]}))
+        return {"root": str(folder), "verify": False, "val_fraction": 0.25}
 
-def _read_cifar(name: str, root: Path, download: bool):
+
+@register_dataset("cifar10")
+class CIFAR10(CIFAR):
+    """CIFAR-10: 60000 32 x 32 colour images in 10 classes (50000 training, 10000 test)."""
+
+    torchvision_class = "CIFAR10"
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+@register_dataset("cifar100")
+class CIFAR100(CIFAR):
+    """CIFAR-100: 60000 32 x 32 colour images in 100 classes (50000 training, 10000 test)."""
+
+    torchvision_class = "CIFAR100"
+    mean, std = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+
+
+def _torchvision_cifar():
+    """torchvision's CIFAR module: the file names, checksums and URLs, the checksum and download
+    functions (looked up there on each call, so tests can stub them)."""
+    import torchvision.datasets.cifar as tv_cifar  # about a second: only when CIFAR is built
+
+    return tv_cifar
+
+
+def _read_cifar(ds: CIFAR, download: bool, verify: bool):
     """((train images, labels), (test images, labels), class names): uint8 (N, 3, 32, 32), int64 (N,)."""
-    import torchvision.datasets.cifar as tv_cifar
-
-    tv_cls = tv_cifar.CIFAR10 if name == "cifar10" else tv_cifar.CIFAR100
+    tv_cifar = _torchvision_cifar()
+    name, root, tv_cls = ds.name, ds.root, getattr(tv_cifar, ds.torchvision_class)
     folder = root / tv_cls.base_folder
-    files = [(f, md5) for f, md5 in tv_cls.train_list + tv_cls.test_list]
-    files.append((tv_cls.meta["filename"], tv_cls.meta["md5"]))
+    files = [*tv_cls.train_list, *tv_cls.test_list, (tv_cls.meta["filename"], tv_cls.meta["md5"])]
     missing = [f for f, _ in files if not (folder / f).is_file()]
     if missing and not download:
-        if not root.is_dir():
-            raise DataError(f"{name} root {root} does not exist; set download: true to fetch {name} into it")
-        raise DataError(
-            f"{name} files missing in {folder}: {', '.join(missing)}; set download: true to fetch them"
-        )
-    try:
-        train = tv_cls(str(root), train=True, download=download)
-        test = tv_cls(str(root), train=False, download=False)
-    except Exception as err:
-        if missing:  # download was asked and failed
-            raise DataError(f"could not download {name} into {root}: {type(err).__name__}: {err}") from err
-        bad = _first_unreadable(tv_cifar, folder, files)
-        what = f"file {bad} is corrupt or truncated" if bad else f"the files in {folder} could not be read"
-        raise DataError(
-            f"{name}: {what} ({type(err).__name__}: {err}); delete it and set download: true to fetch it again"
-        ) from err
-    parts = []
-    for ds in (train, test):
-        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32) uint8
-        labels = torch.as_tensor(ds.targets, dtype=torch.int64)
-        if labels.numel() and (labels.min() < 0 or labels.max() >= len(ds.classes)):
-            raise DataError(f"{name} in {folder} has labels outside 0..{len(ds.classes) - 1}")
-        parts.append((images, labels))
-    return parts[0], parts[1], list(train.classes)
-
-
-def _first_unreadable(tv_cifar, folder: Path, files: list[tuple[str, str]]) -> Path | None:
-    """The first CIFAR file that fails its checksum or does not unpickle to a batch."""
-    for filename, md5 in files:
-        path = folder / filename
-        if not tv_cifar.check_integrity(str(path), md5):  # looked up here, so tests can stub it
-            return path
+        raise DataError(f"{name} files missing in {folder}: {', '.join(missing)}; set download: true to fetch them")
+    if missing:
         try:
-            with open(path, "rb") as f:
-                entry = pickle.load(f, encoding="latin1")
-        except Exception:
-            return path
-        if not isinstance(entry, dict):
-            return path
-    return None
+            tv_cifar.download_and_extract_archive(tv_cls.url, str(root), filename=tv_cls.filename, md5=tv_cls.tgz_md5)
+        except Exception as err:
+            raise DataError(f"could not download {name} into {root}: {type(err).__name__}: {err}") from err
+    if verify:
+        for filename, md5 in files:
+            if not tv_cifar.check_integrity(str(folder / filename), md5):
+                raise _corrupt(name, folder / filename, "its MD5 checksum is not the official file's; "
+                                                        "set verify: false for a re-packed copy")
+    parts = []
+    for batch in (tv_cls.train_list, tv_cls.test_list):
+        entries = [_unpickle(name, folder / filename) for filename, _ in batch]
+        try:
+            data = np.vstack([e["data"] for e in entries]).reshape(-1, 3, 32, 32)
+            targets = [t for e in entries for t in (e["labels"] if "labels" in e else e["fine_labels"])]
+        except Exception as err:
+            raise _corrupt(name, folder / batch[0][0], f"{type(err).__name__}: {err}") from err
+        parts.append((torch.from_numpy(np.ascontiguousarray(data, dtype=np.uint8)),
+                      torch.as_tensor(targets, dtype=torch.int64)))
+    meta_path = folder / tv_cls.meta["filename"]
+    try:
+        classes = list(_unpickle(name, meta_path)[tv_cls.meta["key"]])
+    except KeyError as err:
+        raise _corrupt(name, meta_path, f"no {err} in it") from None
+    for images, labels in parts:
+        if labels.numel() and (labels.min() < 0 or labels.max() >= len(classes)):
+            raise DataError(f"{name} in {folder} has labels outside 0..{len(classes) - 1}")
+    return parts[0], parts[1], classes
 
 
+def _unpickle(name: str, path: Path) -> dict:
+    """One CIFAR file (a pickled dict, Python 2 str keys read as latin-1)."""
+    try:
+        with open(path, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+    except Exception as err:
+        raise _corrupt(name, path, f"{type(err).__name__}: {err}") from err
+    if not isinstance(entry, dict):
+        raise _corrupt(name, path, f"a {type(entry).__name__}, not a dict")
+    return entry
+
+
+def _corrupt(name: str, path: Path, why: str) -> DataError:
+    return DataError(f"{name}: file {path} is corrupt or truncated ({why}); "
+                     f"delete it and set download: true to fetch it again")
+
+
+# ------------------------------------------------------------------------------ ImageFolder
+@register_dataset("imagefolder")
 class ImageFolderData(ImageDataset):
     """A small ImageFolder tree (one subfolder of images per class), Imagenette-sized.
 
-    Layouts: if `root/train` exists, train and val come from it (val carved out,
-    seeded, stratified) and test from `root/val`, or else `root/test`, whose class
+    Layouts: if ``root/train`` exists, train and val come from it (val carved out,
+    seeded, stratified) and test from ``root/val``, or else ``root/test``, whose class
     folders must be among the training ones. Otherwise the class folders sit in
-    `root` itself and are split three ways (`val_fraction`, `test_fraction`, the rest
+    ``root`` itself and are split three ways (``val_fraction``, ``test_fraction``, the rest
     for training). Each image is centre-cropped to a square and resized (antialiased)
     to the asked resolution; every split is held in memory per resolution, so keep
-    to trees of some ten thousand images. With `image_size_cache` = S, each image is
+    to trees of some ten thousand images. With ``image_size_cache`` = S, each image is
     decoded once and kept as S x S uint8, and every resolution is resized from that
     (fast; set S at least the largest resolution); without it, each new resolution
     decodes the files again and resizes from the originals.
     """
 
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        image_size_cache: int | None = None,
-        val_fraction: float = 0.1,
-        seed: int = 0,
-        test_fraction: float = 0.1,
-    ) -> None:
-        self.root = _path(root, "ImageFolder root")
-        if not self.root.is_dir():
-            raise DataError(f"ImageFolder root {self.root} does not exist or is not a folder")
+    @dataclass(frozen=True)
+    class Options(_FolderOptions):
+        image_size_cache: int | None = option(None, gt=0)  # decode once at this side (pixels)
+        test_fraction: float = 0.1  # the test share when root holds the class folders directly
+
+        def validate(self) -> None:
+            super().validate()
+            if not self.path.is_dir():
+                raise Invalid("root", "does not exist or is not a folder")
+            if not (self.path / "train").is_dir():  # split three ways
+                if not 0 < self.test_fraction < 1:
+                    raise Invalid("test_fraction", "expected a fraction in (0, 1)")
+                if self.val_fraction + self.test_fraction >= 1:
+                    raise Invalid("test_fraction", f"val_fraction + test_fraction must be below 1 "
+                                                   f"(val_fraction is {self.val_fraction})")
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.root = options.path
         self.name = f"imagefolder-{self.root.name}"
         self.in_chans = 3
         self.mean, self.std = _IMAGENET_STATS
-        if image_size_cache is not None:
-            image_size_cache = _positive_int(image_size_cache, "image_size_cache")
-        self.image_size_cache = image_size_cache
-        _check_fraction(val_fraction, "val_fraction")
-        seed = _int(seed, "seed")
+        self.image_size_cache = options.image_size_cache
         train_dir = self.root / "train"
         if train_dir.is_dir():
             test_dir = next((self.root / d for d in ("val", "test") if (self.root / d).is_dir()), None)
@@ -174,14 +251,12 @@ class ImageFolderData(ImageDataset):
                 )
             self.classes, files, labels = _scan(train_dir)
             _, test_files, test_labels = _scan(test_dir, self.classes)
-            train_idx, val_idx = _carve(labels, (val_fraction,), seed)
+            train_idx, val_idx = _carve(labels, (options.val_fraction,), options.seed)
             parts = {"train": train_idx, "val": val_idx}
         else:
-            _check_fraction(test_fraction, "test_fraction")
-            if val_fraction + test_fraction >= 1:
-                raise DataError(f"val_fraction + test_fraction must be below 1, got {val_fraction + test_fraction}")
             self.classes, files, labels = _scan(self.root)
-            train_idx, val_idx, test_idx = _carve(labels, (val_fraction, test_fraction), seed)
+            fractions = (options.val_fraction, options.test_fraction)
+            train_idx, val_idx, test_idx = _carve(labels, fractions, options.seed)
             parts = {"train": train_idx, "val": val_idx, "test": test_idx}
             test_files, test_labels = None, None
         self.num_classes = len(self.classes)
@@ -205,6 +280,17 @@ class ImageFolderData(ImageDataset):
         images = torch.stack([_square(_read_image(p), resolution) for p in self._files[which]])
         return Split(_normalize(images, self.mean, self.std).to(device), labels)
 
+    @classmethod
+    def example_options(cls, folder: Path) -> dict[str, Any]:
+        """Three classes of five PNGs each (noise tinted red, green or blue; assorted sizes)."""
+        rng = np.random.default_rng(0)
+        for c, tint in enumerate(((120, 0, 0), (0, 120, 0), (0, 0, 120))):
+            (folder / f"class{c}").mkdir(parents=True)
+            for i in range(5):
+                pixels = rng.integers(0, 128, size=(12 + 3 * i, 20 - 2 * i, 3)) + np.array(tint)
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"class{c}" / f"{i}.png")
+        return {"root": str(folder), "val_fraction": 0.2, "test_fraction": 0.2}
+
 
 def _scan(directory: Path, classes: list[str] | None = None) -> tuple[list[str], list[Path], torch.Tensor]:
     """Class names, image paths and int64 labels of an ImageFolder directory.
@@ -212,7 +298,7 @@ def _scan(directory: Path, classes: list[str] | None = None) -> tuple[list[str],
     Without `classes`, the class folders found define the classes and each must hold
     images; with them (a test folder), the folders found must be among them.
     """
-    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset  # about a second: only when built
 
     found = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir())
     if not found:
@@ -241,8 +327,6 @@ def _scan(directory: Path, classes: list[str] | None = None) -> tuple[list[str],
 
 def _read_image(path: Path) -> torch.Tensor:
     """(3, H, W) uint8 RGB, decoded with PIL."""
-    from PIL import Image
-
     try:
         with Image.open(path) as img:
             array = np.asarray(img.convert("RGB"))
@@ -311,18 +395,8 @@ def _carve(labels: torch.Tensor, fractions: tuple[float, ...], seed: int) -> lis
     return [torch.sort(p).values for p in [rest, *parts]]
 
 
-def _check_fraction(value: object, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise DataError(f"{what} must be a number between 0 and 1 (exclusive), got {value!r}")
-
-
 def _check_nonempty(labels: dict[str, torch.Tensor], where: str) -> None:
-    for which in ("train", "val", "test"):
+    for which in SPLITS:
         if labels[which].numel() == 0:
             raise DataError(f"the {which} split of {where} would be empty: use more images or a larger fraction")
 
-
-def _path(value: object, what: str) -> Path:
-    if not isinstance(value, (str, os.PathLike)):
-        raise DataError(f"{what} must be a path, got {value!r}")
-    return Path(value).expanduser()

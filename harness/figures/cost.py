@@ -1,0 +1,35 @@
+"""Parameters and training throughput per encoding, relative to ``none`` when it ran."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import seaborn as sns
+
+from harness.figures import ReportFigure, register_figure
+
+__all__ = ["Cost"]
+
+
+@register_figure("cost")
+class Cost(ReportFigure):
+    title = "Cost"
+    caption = "Cost per encoding: parameters added and training throughput, relative to none."
+    order = 30
+
+    def draw(self, runs, tables):
+        cost = tables["cost"]
+        if cost.empty:
+            return None
+        fig, axes = plt.subplots(1, 2, figsize=(11, 0.4 * len(cost) + 2))
+        rel = cost.dropna(subset=["params_vs_none"]).empty is False
+        sns.barplot(data=cost, y="encoding", x="params_vs_none" if rel else "params", ax=axes[0], color="tab:blue")
+        axes[0].set(title="parameters added over none" if rel else "trainable parameters", xlabel="parameters",
+                    ylabel="")
+        rel = cost.dropna(subset=["throughput_vs_none"]).empty is False
+        sns.barplot(data=cost, y="encoding", x="throughput_vs_none" if rel else "images_per_s", ax=axes[1],
+                    color="tab:green")
+        axes[1].set(title="training throughput relative to none" if rel else "training throughput",
+                    xlabel="ratio to none" if rel else "images / s", ylabel="")
+        if rel:
+            axes[1].axvline(1.0, color="black", linewidth=1)
+        return fig

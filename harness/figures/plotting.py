@@ -1,0 +1,39 @@
+"""What the report's figures share: the theme, one colour per encoding, the legend, saving."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import matplotlib.pyplot as plt
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+__all__ = ["encoding_palette", "legend_outside", "save", "theme"]
+
+
+def theme() -> None:
+    """The look of every report figure (files only: no window opens)."""
+    matplotlib.use("Agg")
+    sns.set_theme(style="whitegrid", context="notebook")
+
+
+def encoding_palette(tables: dict[str, Any]) -> dict[str, Any]:
+    """One colour per encoding of the accuracy table, the same in every figure."""
+    acc = tables["accuracy"]
+    return dict(zip(sorted(acc.encoding.unique()), sns.color_palette("tab10", acc.encoding.nunique())))
+
+
+def legend_outside(ax: Axes) -> None:
+    """The encodings' legend, right of the axes."""
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), title="encoding")
+
+
+def save(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` as a PNG at ``path`` and close it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,136 @@
+"""One trial: train one model of a study's cell and track it as an MLflow child run.
+
+Everything a run records goes through the names of ``harness.schema``: its parameters
+(the cell and the resolved config), its tags, its per-epoch curves and its final metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+from typing import Any
+
+import optuna
+import torch
+
+from harness.config import StudySpec
+from harness.data import load_dataset
+from harness.models.vit import build_model
+from harness.provenance import git_commit, versions
+from harness.schema import (
+    IMAGES_PER_S,
+    P_CONFIG,
+    PARAM_COUNT,
+    RESUMED_FROM,
+    SPEC_ARTIFACT,
+    T_CELL,
+    T_DEVICE,
+    T_FAIL_REASON,
+    T_GIT_COMMIT,
+    T_PRUNED_AT,
+    T_RETRY_OF,
+    T_SPEC_DIGEST,
+    T_TRIAL_NUMBER,
+    T_VERSIONS,
+    T_WORKER,
+    TUNE,
+    U_MLFLOW_RUN,
+    VAL_ACC,
+    Cell,
+    acc_at,
+    loss_at,
+)
+from harness.tracking import Tracker
+from harness.train import TrainConfigError, TrialFailed, train_model
+
+__all__ = ["TrialError", "train_one", "worker_id"]
+
+
+class TrialError(Exception):
+    """The trial failed (diverged); its run is closed as FAILED. ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def worker_id() -> str:
+    """This worker process, as runs and trials record it: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def dataset_of(spec: StudySpec):
+    """The study's dataset (built once per process)."""
+    return load_dataset(spec.dataset.name, spec.dataset.options)
+
+
+def train_one(spec: StudySpec, cell: Cell, *, stage: str, tracker: Tracker, parent: str,
+              trial: optuna.Trial | None = None, overrides: dict[str, Any] | None = None,
+              progress: bool | None = None) -> float:
+    """Train the model of ``cell`` and track it as a child run of ``parent``; return the score
+    the stage optimises (validation accuracy for tune, test accuracy at the training resolution
+    otherwise). A diverged trial raises :class:`TrialError` after closing its run as FAILED."""
+    enc = spec.encoding(cell.encoding)
+    res = cell.train_resolution
+    data = dataset_of(spec)
+    model_cfg = spec.model_config(res, data.in_chans, data.num_classes)
+    train_cfg = spec.train_config(**(overrides or {}))
+    torch.manual_seed(cell.seed)
+    model = build_model(model_cfg, enc.name, enc.options)
+    tag = cell.tag + (f"_t{trial.number}" if stage == TUNE and trial is not None else "")
+    ckpt = spec.run_dir / "checkpoints" / stage / f"{tag}.pt"
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    resolved = {**spec.resolved, "model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg),
+                "encoding": dataclasses.asdict(enc)}
+    previous = [r.info.run_id for r in tracker.runs(spec.name, stage, cell=tag) if r.info.status != "FINISHED"]
+    tags = {T_CELL: tag, T_WORKER: worker_id(), T_SPEC_DIGEST: spec.digest(), T_GIT_COMMIT: git_commit(),
+            T_VERSIONS: json.dumps(versions())}
+    if trial is not None:
+        tags[T_TRIAL_NUMBER] = str(trial.number)
+    if previous:
+        tags[T_RETRY_OF] = previous[-1]
+    run_id = tracker.child_run(parent, tag, study=spec.name, stage=stage, tags=tags,
+                               params={**cell.params(), P_CONFIG: resolved})
+    tracker.log_text(run_id, json.dumps(resolved, indent=2, default=str), SPEC_ARTIFACT)
+    if trial is not None:
+        trial.set_user_attr(U_MLFLOW_RUN, run_id)
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        tracker.log_metrics(run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+        if stage == TUNE and trial is not None:
+            trial.report(metrics[VAL_ACC], epoch)
+            if trial.should_prune():
+                tracker.set_tags(run_id, {T_PRUNED_AT: str(epoch)})
+                raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+    try:
+        result = train_model(model, data, train_cfg, train_resolution=res,
+                             test_resolutions=() if stage == TUNE else spec.test_resolutions,
+                             seed=cell.seed, checkpoint=ckpt, on_epoch=on_epoch, progress=progress)
+    except TrialFailed as exc:
+        tracker.set_tags(run_id, {T_FAIL_REASON: exc.reason})
+        tracker.end(run_id, "FAILED")
+        raise TrialError(exc.reason) from None
+    except TrainConfigError:
+        tracker.end(run_id, "FAILED")
+        raise
+    except optuna.TrialPruned:
+        tracker.end(run_id, "FINISHED")
+        raise
+    except BaseException as exc:
+        tracker.set_tags(run_id, {T_FAIL_REASON: f"interrupted: {type(exc).__name__}"})
+        tracker.end(run_id, "KILLED")
+        raise
+    final = {PARAM_COUNT: result.params, IMAGES_PER_S: result.images_per_s, RESUMED_FROM: result.resumed_from_epoch}
+    for r, m in result.test.items():
+        final[acc_at(r)] = m["acc"]
+        final[loss_at(r)] = m["loss"]
+    tracker.log_metrics(run_id, final, step=len(result.history))
+    tracker.set_tags(run_id, {T_DEVICE: result.device})
+    tracker.end(run_id, "FINISHED")
+    ckpt.unlink(missing_ok=True)
+    if stage != TUNE and res in result.test:
+        return result.test[res]["acc"]
+    return result.history[-1][VAL_ACC]

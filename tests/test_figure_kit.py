@@ -1,0 +1,147 @@
+"""The figure conformance kit over every registered figure, the kit's power to fail, and a
+throw-away figure plugin written by the test."""
+
+from __future__ import annotations
+
+import re
+
+import matplotlib.pyplot as plt
+import pytest
+
+from harness.figures import FIGURES, ReportFigure
+from harness.figures.conformance import CHECKS, STUDIES, check_all, handmade_study
+from harness.registry import PluginError, RegistryError, load_plugin
+
+THROWAWAY = '''
+import matplotlib.pyplot as plt
+from harness.figures import ReportFigure, register_figure
+
+
+@register_figure("{name}")
+class Throwaway(ReportFigure):
+    title = "Throw-away"
+    caption = "Mean test accuracy per encoding (a test plugin)."
+
+    def draw(self, runs, tables):
+        means = tables["accuracy"].groupby("encoding")["mean"].mean()
+        fig, ax = plt.subplots(figsize=(4, 3))
+        ax.bar(means.index, means.values)
+        return fig
+'''
+
+
+def write_plugin(folder, name: str):
+    path = folder / f"{name}.py"
+    path.write_text(THROWAWAY.format(name=name))
+    return path
+
+
+@pytest.mark.parametrize("name", FIGURES.names())
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+def test_figure_conformance(check, name):
+    check(name)
+
+
+def test_the_handmade_studies_are_what_the_kit_says():
+    runs, tables = STUDIES["plain"]()
+    assert runs.results.encoding.nunique() == 3 and runs.results.seed.nunique() == 2
+    assert runs.results.train_resolution.nunique() == 2 and runs.results.test_resolution.nunique() == 4
+    assert runs.tuning.empty and not STUDIES["tuned"]()[0].tuning.empty
+    edge, edge_tables = STUDIES["one seed, no none, one at chance"]()
+    assert edge.results.seed.nunique() == 1 and "none" not in set(edge.results.encoding)
+    assert edge_tables["accuracy"]["std"].isna().all()  # one seed: no spread, no interval
+    chance = edge.results[edge.results.encoding == "alibi2d"].test_acc
+    assert (chance == 0.1).all()
+    # every expected cell has a finished run: nothing is listed as missing
+    assert tables["missing"].empty and len(runs.cells) == 3 * 2 * 2
+
+
+# --------------------------------------------------------------- the kit fails on broken figures
+class Good(ReportFigure):
+    title, caption = "Good", "A figure that follows the rules."
+
+    def draw(self, runs, tables):
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, 1])
+        return fig
+
+
+class NoCaption(Good):
+    caption = ""
+
+
+class OrderNotANumber(Good):
+    order = "first"
+
+
+class ReturnsAxes(Good):
+    def draw(self, runs, tables):
+        return super().draw(runs, tables).axes[0]
+
+
+class NeverDraws(Good):
+    def draw(self, runs, tables):
+        return None
+
+
+class LeavesOneOpen(Good):
+    def draw(self, runs, tables):
+        plt.figure()  # a scratch figure, never closed
+        return super().draw(runs, tables)
+
+
+class OverwritesAColumn(Good):
+    def draw(self, runs, tables):
+        tables["accuracy"]["mean"] = tables["accuracy"]["mean"].clip(0, 0.5)  # for its own plot
+        return super().draw(runs, tables)
+
+
+class AddsATable(Good):
+    def draw(self, runs, tables):
+        tables["mine"] = tables["accuracy"]
+        return super().draw(runs, tables)
+
+
+@pytest.mark.parametrize("bad, check, message", [
+    (NoCaption, "check_text", "caption must be a non-empty string"),
+    (OrderNotANumber, "check_text", "order must be a number"),
+    (ReturnsAxes, "check_saves_png", "returned Axes, expected a matplotlib Figure or None"),
+    (NeverDraws, "check_draws_a_full_study", "returned None on the tuned study"),
+    (LeavesOneOpen, "check_closes_figures", "left 1 matplotlib figure(s) open"),
+    (OverwritesAColumn, "check_leaves_inputs_alone", "changed tables['accuracy']"),
+    (AddsATable, "check_leaves_inputs_alone", "changed the keys of tables"),
+])
+def test_the_kit_catches_a_broken_figure(bad, check, message):
+    check_all(Good)
+    by_name = {c.__name__: c for c in CHECKS}
+    with pytest.raises(AssertionError, match=re.escape(message)):
+        by_name[check](bad)
+    assert not plt.get_fignums()
+
+
+# --------------------------------------------------------------- a figure plugin in one file
+def test_a_figure_plugin_file_is_registered_listed_and_conformant(tmp_path):
+    before = FIGURES.names()
+    path = write_plugin(tmp_path, "throwaway_kit")
+    assert load_plugin(str(path)) == ["figure throwaway_kit"]
+    assert FIGURES.names() == sorted([*before, "throwaway_kit"])
+    assert FIGURES.source("throwaway_kit") == str(path.resolve())
+    check_all("throwaway_kit")
+    # a second figure under the same name is refused, naming where the first came from
+    clash = tmp_path / "clash.py"
+    clash.write_text(THROWAWAY.format(name="throwaway_kit"))
+    with pytest.raises(PluginError, match="figure name .throwaway_kit. is already registered by .*throwaway_kit.py"):
+        load_plugin(str(clash))
+    assert "throwaway_kit" in FIGURES.names()
+
+
+def test_an_unknown_figure_name_suggests_the_nearest():
+    near = FIGURES.names()[0][:-1]
+    with pytest.raises(RegistryError, match=f"unknown figure '{near}'; did you mean '{FIGURES.names()[0]}'"):
+        FIGURES.get(near)
+
+
+def test_handmade_study_tables_are_the_reports(tmp_path):
+    runs, tables = handmade_study(("none", "learned"), train_resolutions=(16,), seeds=(0, 1, 2))
+    assert tables["comparisons"] is not None and set(tables["comparisons"].baseline) == {"learned"}
+    assert set(tables) == {"accuracy", "extrapolation", "retention", "ranking", "cost", "missing", "comparisons"}
