@@ -1,8 +1,9 @@
 """The command line: ``python -m harness COMMAND`` (or ``harness COMMAND``).
 
 Heavy imports (torch, mlflow, seaborn) happen inside the commands that need them, so
-``--help`` and ``harness encodings`` answer at once. A user error (bad spec, missing file,
-unknown encoding) prints one message and exits with status 2.
+``--help`` answers at once; the listings (``encodings``, ``datasets``, ``figures``) import
+what they list (about a second, for torch). A user error (bad spec, missing file, unknown
+encoding) prints one message and exits with status 2.
 """
 
 from __future__ import annotations
@@ -48,17 +49,38 @@ def _preset_dims(name: str):
     return ViTConfig.from_dict(load_preset("model", name)).dims
 
 
-# ------------------------------------------------------------------------------ commands
-def cmd_encodings(args: argparse.Namespace) -> int:
-    from harness.encodings import ENCODINGS
+def _listing_plugins(refs: Sequence[str]) -> dict[str, str]:
+    """Load the plugins a listing is given; a broken one is named, never hiding the others."""
     from harness.registry import load_plugin
 
     broken: dict[str, str] = {}
-    for ref in args.plugin:
+    for ref in refs:
         try:
             load_plugin(ref)
-        except HarnessError as exc:  # a broken plugin never hides the others
+        except HarnessError as exc:
             broken[ref] = str(exc)
+    return broken
+
+
+def _print_listing(header: Sequence[str], rows: list[Sequence[str]], broken: dict[str, str]) -> None:
+    """Columns padded to their width (the last one free), then the broken plugins on stderr."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    for r in [header, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    for ref, reason in broken.items():
+        print(f"broken plugin {ref}: {reason}", file=sys.stderr)
+
+
+def _first_line(obj: Any) -> str:
+    doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+    return doc[0].strip() if doc else ""
+
+
+# ------------------------------------------------------------------------------ commands
+def cmd_encodings(args: argparse.Namespace) -> int:
+    from harness.encodings import ENCODINGS
+
+    broken = _listing_plugins(args.plugin)
     dims = _preset_dims(args.preset)
     rows = []
     for name, cls in ENCODINGS.items():
@@ -78,11 +100,33 @@ def cmd_encodings(args: argparse.Namespace) -> int:
         rows.append((name, ",".join(about.hooks) or "-", policy, params, "yes" if about.relative else "-",
                      options, about.description))
     header = ("name", "hooks", "new grid", f"params ({args.preset})", "relative", "options", "description")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
-    for r in [header, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
-    for ref, reason in {**broken, **ENCODINGS.broken}.items():
-        print(f"broken plugin {ref}: {reason}", file=sys.stderr)
+    _print_listing(header, rows, {**broken, **ENCODINGS.broken})
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from harness.data import DATASETS
+
+    broken = _listing_plugins(args.plugin)
+    rows = []
+    for name, cls in DATASETS.items():
+        options = ", ".join(f.name if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                            else f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Options)) or "-"
+        rows.append((name, DATASETS.source(name), options, _first_line(cls)))
+    _print_listing(("name", "source", "options (a name alone: required)", "description"), rows,
+                   {**broken, **DATASETS.broken})
+    return 0
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    from harness.figures import FIGURES
+
+    broken = _listing_plugins(args.plugin)
+    rows = [(name, FIGURES.source(name), f"{name}.png", cls.title or _first_line(cls))
+            for name, cls in sorted(FIGURES.items(), key=lambda item: (item[1].order, item[0]))]
+    _print_listing(("name", "source", "file", "title"), rows, {**broken, **FIGURES.broken})
     return 0
 
 
@@ -117,6 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    _load_plugins(args.plugin)  # figure plugins for a report from --experiment (a spec loads its own)
     from harness.report import ReportError, build_report
 
     if args.spec:
@@ -205,6 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="load a plugin first: a .py path or module:attr (repeatable)")
     p.set_defaults(func=cmd_encodings)
 
+    p = sub.add_parser("datasets", help="list the registered datasets and their options")
+    p.add_argument("--plugin", action="append", default=[], metavar="REF",
+                   help="load a plugin first: a .py path or module:attr (repeatable)")
+    p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("figures", help="list the registered report figures")
+    p.add_argument("--plugin", action="append", default=[], metavar="REF",
+                   help="load a plugin first: a .py path or module:attr (repeatable)")
+    p.set_defaults(func=cmd_figures)
+
     p = sub.add_parser("show", help="draw figures that explain an encoding on a patch grid")
     p.add_argument("name", help="encoding name")
     p.add_argument("--grid", type=_parse_grid, default=(8, 8), metavar="ROWSxCOLS", help="patch grid (default 8x8)")
@@ -233,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", help="encoding to compare against (default: the spec's, else learned)")
     p.add_argument("--out", help="output folder (default: reports/<study>/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec value")
+    p.add_argument("--plugin", action="append", default=[], metavar="REF",
+                   help="load a plugin first (e.g. a report figure): a .py path or module:attr (repeatable)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("worker", help="join an existing study (created by `run`) and work until no cell is left")

@@ -59,23 +59,6 @@ class StudyRuns:
 
 
 # ------------------------------------------------------------------------------ reading MLflow
-def _encoding_options(params: dict[str, str]) -> str:
-    """The options of a run's encoding entry, as sorted JSON."""
-    prefix = schema.P_ENCODING_OPTIONS + "."
-    opts = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
-    if not opts and params.get(schema.P_ENCODING_OPTIONS, "{}") not in ("{}", ""):
-        return params[schema.P_ENCODING_OPTIONS]
-    return json.dumps(opts, sort_keys=True)
-
-
-def _tuned_values(params: dict[str, str]) -> dict[str, float | None]:
-    """The tune stage's search-space keys (``train.lr``) and the values a run trained with."""
-    prefix = schema.P_TUNE_SPACE + "."
-    keys = {k[len(prefix):].rsplit(".", 1)[0] for k in params if k.startswith(prefix)}
-    values = {key: params.get(f"{schema.P_CONFIG}.{key}") for key in sorted(keys)}
-    return {key: float(v) if v is not None else None for key, v in values.items()}
-
-
 def results_table(tracker: Tracker, study: str) -> StudyRuns:
     """The study's evaluate runs as tidy tables, read from MLflow."""
     rows, curves, tuning, found = [], [], [], set()
@@ -84,7 +67,7 @@ def results_table(tracker: Tracker, study: str) -> StudyRuns:
         p, m = r.data.params, r.data.metrics
         cell = Cell.from_params(p)
         found.add(cell)
-        base = {"study": study, "stage": schema.EVALUATE, "encoding": cell.encoding, "options": _encoding_options(p),
+        base = {"study": study, "stage": schema.EVALUATE, "encoding": cell.encoding, "options": schema.encoding_options(p),
                 "train_resolution": cell.train_resolution, "seed": cell.seed, "params": m.get(schema.PARAM_COUNT),
                 "images_per_s": m.get(schema.IMAGES_PER_S), "run_id": r.info.run_id, "status": r.info.status}
         tested = sorted(res for kind, res in filter(None, map(schema.parse_test_metric, m)) if kind == "acc")
@@ -103,7 +86,7 @@ def results_table(tracker: Tracker, study: str) -> StudyRuns:
                        "trial": int(tags.get(schema.T_TRIAL_NUMBER, -1)),
                        "val_acc": r.data.metrics.get(schema.VAL_ACC),
                        "state": "pruned" if schema.T_PRUNED_AT in tags else r.info.status.lower(),
-                       **_tuned_values(p)})
+                       **schema.tuned_values(p)})
     results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     if len(results):
         results["test_resolution"] = results["test_resolution"].astype("Int64")

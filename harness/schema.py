@@ -18,6 +18,7 @@ Torch-free and MLflow-free: plain strings and dataclasses.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -31,7 +32,10 @@ __all__ = [
     "TRAIN",
     "TUNE",
     "cells",
+    "encoding_options",
+    "params_under",
     "parse_test_metric",
+    "tuned_values",
 ]
 
 # ------------------------------------------------------------------------------ stages
@@ -102,6 +106,27 @@ U_WORKER = "harness.worker"  # host:pid of the worker running the trial
 U_RETRY_OF = "harness.retry_of_trial"  # the failed trial a retry follows
 U_SPEC_DIGEST = "harness.spec_digest"  # a stage study's pinned spec hash ...
 U_SPEC = "harness.spec"  # ... and the resolved spec it was pinned with
+
+def params_under(params: Mapping[str, str], prefix: str) -> dict[str, str]:
+    """The run parameters below ``prefix`` (``config.train``), keyed by the rest of their name."""
+    head = prefix + "."
+    return {k[len(head):]: v for k, v in params.items() if k.startswith(head)}
+
+
+def encoding_options(params: Mapping[str, str]) -> str:
+    """The options of a run's encoding entry, as sorted JSON."""
+    opts = params_under(params, P_ENCODING_OPTIONS)
+    if not opts and params.get(P_ENCODING_OPTIONS, "{}") not in ("{}", ""):
+        return params[P_ENCODING_OPTIONS]  # an empty mapping is logged whole
+    return json.dumps(opts, sort_keys=True)
+
+
+def tuned_values(params: Mapping[str, str]) -> dict[str, float | None]:
+    """The tune stage's search-space keys (``train.lr``) and the values a run trained with."""
+    keys = {k.rsplit(".", 1)[0] for k in params_under(params, P_TUNE_SPACE)}
+    return {k: None if params.get(f"{P_CONFIG}.{k}") is None else float(params[f"{P_CONFIG}.{k}"])
+            for k in sorted(keys)}
+
 
 #: the artifact every child run carries: the resolved spec it ran with
 SPEC_ARTIFACT = "spec.resolved.json"

@@ -35,6 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from harness.config import TrainConfig, TrainConfigError
+from harness.schema import LR, TRAIN_LOSS, VAL_ACC, VAL_LOSS
 from harness.errors import HarnessError
 
 __all__ = [
@@ -239,10 +240,10 @@ def train_model(
             v = evaluate(model, val, cfg.eval_batch_size, device, amp_dtype)
             metrics = {
                 "epoch": epoch,
-                "train/loss": torch.stack(losses).mean().item(),
-                "val/acc": v["acc"],
-                "val/loss": v["loss"],
-                "lr": lr,  # of the epoch's last step
+                TRAIN_LOSS: torch.stack(losses).mean().item(),
+                VAL_ACC: v["acc"],
+                VAL_LOSS: v["loss"],
+                LR: lr,  # of the epoch's last step
             }
             history.append(metrics)
 
@@ -267,7 +268,7 @@ def train_model(
                 }
                 _save_atomic(ck, Path(checkpoint))
 
-            epoch_bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", val_acc=f"{v['acc']:.3f}")
+            epoch_bar.set_postfix(loss=f"{metrics[TRAIN_LOSS]:.3f}", val_acc=f"{v['acc']:.3f}")
             epoch_bar.update(1)
             if on_epoch is not None:
                 on_epoch(epoch, dict(metrics))  # may raise to stop (pruning): let it propagate
