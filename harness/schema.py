@@ -26,6 +26,9 @@ from typing import Any
 
 __all__ = [
     "Cell",
+    "Size",
+    "Variant",
+    "eval_metric",
     "acc_at",
     "loss_at",
     "EVALUATE",
@@ -52,23 +55,90 @@ PARAM_COUNT = "params/count"
 IMAGES_PER_S = "train/images_per_s"
 RESUMED_FROM = "train/resumed_from_epoch"
 
-_TEST = re.compile(r"^test/(acc|loss)/r(\d+)$")
+#: the chance accuracy of the run's dataset (1 / number of classes), logged once per run
+CHANCE = "data/chance"
+
+#: policies and temperatures of an evaluation variant that does not apply
+NO_POLICY = "na"  # an encoding without a new-grid policy option (none, learned): evaluated once
+NO_TEMPERATURE = "none"
 
 
-def acc_at(resolution: int) -> str:
-    """The metric key of the test accuracy at ``resolution`` px."""
-    return f"test/acc/r{int(resolution)}"
+@dataclass(frozen=True, order=True)
+class Size:
+    """A test image size, ``rows`` x ``cols`` pixels; written ``32`` when square, else ``32x64``."""
+
+    rows: int
+    cols: int
+
+    @property
+    def label(self) -> str:
+        return str(self.rows) if self.rows == self.cols else f"{self.rows}x{self.cols}"
+
+    @property
+    def square(self) -> bool:
+        return self.rows == self.cols
+
+    @classmethod
+    def parse(cls, value: "int | str | Size") -> "Size":
+        """``32`` / ``"32"`` (square) or ``"32x64"`` (rows x cols)."""
+        if isinstance(value, Size):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return cls(value, value)
+        m = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", str(value))
+        if m is None:
+            raise ValueError(f"not an image size: {value!r} (expected an integer or ROWSxCOLS, e.g. 32x64)")
+        rows = int(m.group(1))
+        return cls(rows, int(m.group(2)) if m.group(2) else rows)
+
+    def __str__(self) -> str:
+        return self.label
 
 
-def loss_at(resolution: int) -> str:
-    """The metric key of the test loss at ``resolution`` px."""
-    return f"test/loss/r{int(resolution)}"
+@dataclass(frozen=True, order=True)
+class Variant:
+    """How a trained model is evaluated off its training grid: the regime of the resolution
+    change (``zoom``: the same scene at more pixels; ``canvas``: the training pixel scale on a
+    larger image), the encoding's new-grid policy (:data:`NO_POLICY` when it has none) and
+    the attention temperature (``none`` or ``log``)."""
+
+    regime: str = "zoom"
+    policy: str = NO_POLICY
+    temperature: str = NO_TEMPERATURE
+
+    @property
+    def label(self) -> str:
+        return f"{self.regime}/{self.policy}/{self.temperature}"
 
 
-def parse_test_metric(key: str) -> tuple[str, int] | None:
-    """``("acc" | "loss", resolution)`` of a test metric key, or None for any other key."""
+_TEST = re.compile(r"^test/(acc|loss)/(?:([a-z0-9_]+)/([a-z0-9_]+)/([a-z0-9_]+)/)?r(\d+(?:x\d+)?)$")
+
+
+def eval_metric(kind: str, variant: Variant, size: "Size | int | str") -> str:
+    """The metric key of a test accuracy (``kind="acc"``) or loss under ``variant`` at ``size``:
+    ``test/acc/<regime>/<policy>/<temperature>/r<size>``, e.g. ``test/acc/canvas/extrapolate/log/r32x64``."""
+    return f"test/{kind}/{variant.label}/r{Size.parse(size).label}"
+
+
+def acc_at(resolution: "int | str | Size", variant: Variant = Variant()) -> str:
+    """The metric key of the test accuracy at ``resolution`` under ``variant``."""
+    return eval_metric("acc", variant, resolution)
+
+
+def loss_at(resolution: "int | str | Size", variant: Variant = Variant()) -> str:
+    """The metric key of the test loss at ``resolution`` under ``variant``."""
+    return eval_metric("loss", variant, resolution)
+
+
+def parse_test_metric(key: str) -> tuple[str, Variant, Size] | None:
+    """``("acc" | "loss", variant, size)`` of a test metric key, or None for any other key.
+    Keys written before variants existed (``test/acc/r32``) read as the zoom regime under the
+    encoding's own default policy (``policy="default"``)."""
     m = _TEST.match(key)
-    return (m.group(1), int(m.group(2))) if m else None
+    if not m:
+        return None
+    variant = Variant(*m.group(2, 3, 4)) if m.group(2) else Variant("zoom", "default", NO_TEMPERATURE)
+    return m.group(1), variant, Size.parse(m.group(5))
 
 
 # ------------------------------------------------------------------------------ params and tags
