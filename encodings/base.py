@@ -14,9 +14,11 @@ An encoding overrides only the hooks it uses; the others are no-ops.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import typing
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -25,6 +27,7 @@ from torch import nn
 
 from harness.config import ConfigError, ModelDims, convert
 from harness.registry import Registry
+from harness.variants import rescale
 
 __all__ = [
     "ENCODINGS",
@@ -43,7 +46,8 @@ __all__ = [
 ]
 
 #: the new-grid policies: ``extrapolate`` (one unit per patch) and ``interpolate`` (span the training range)
-Policy = Literal["extrapolate", "interpolate"]
+#: the new-grid policies (``harness.variants.POLICIES``; a test keeps the two lists equal)
+Policy = Literal["extrapolate", "interpolate", "interpolate_eva"]
 #: The three hook points of the encoding interface, in the order a forward pass meets them.
 HOOKS = ("tokens", "qk", "attn_bias")
 
@@ -108,17 +112,6 @@ class EncodingSummary:
     relative: bool
 
 
-def rescale(index: torch.Tensor, n: int, n_train: int, policy: str) -> torch.Tensor:
-    """Positions along one axis under a new-grid policy.
-
-    ``extrapolate``: one unit per patch, the range grows with the grid. ``interpolate``: the
-    new grid spans the training range, index * (n_train - 1) / (n - 1) (ends aligned).
-    """
-    if policy == "interpolate" and n > 1 and n != n_train:
-        return index * ((n_train - 1) / (n - 1))
-    return index
-
-
 class PositionalEncoding(nn.Module):
     """Base class: every hook is a no-op. Subclasses register with ``@register_encoding(name)``.
 
@@ -181,6 +174,26 @@ class PositionalEncoding(nn.Module):
     def num_trainable(self) -> int:
         """Trainable parameters of this encoding."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    @contextlib.contextmanager
+    def policy(self, policy: str | None) -> Iterator[None]:
+        """Evaluate under new-grid ``policy`` (same weights); None: the encoding's own.
+        Only off the training grid does a policy change anything; the cached tables of the
+        other policy are dropped on the way in and out."""
+        if policy is None or policy == getattr(self.opts, "policy", None):
+            yield
+            return
+        if policy not in self.describe().policies:
+            raise EncodingConfigError(f"encoding {self.name!r} has no new-grid policy {policy!r} "
+                                      f"(its policies: {', '.join(self.describe().policies) or 'none'})")
+        own = self.opts
+        self.opts = dataclasses.replace(own, policy=policy)
+        self._tables.clear()
+        try:
+            yield
+        finally:
+            self.opts = own
+            self._tables.clear()
 
     # ------------------------------------------------------------------ tables
     def state(self, grid: PatchGrid, device: torch.device | str) -> Any:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.encodings._rotary import RotaryEncoding
-from harness.encodings.base import Policy, register_encoding
+from harness.encodings.base import Policy, register_encoding, rescale
 
 
 @register_encoding("rope1d")
@@ -26,9 +26,7 @@ class RoPE1D(RotaryEncoding):
 
     def angles(self, grid, device):
         y, x = grid.yx(device)
-        t = y * grid.cols + x
-        if self.opts.policy == "interpolate" and grid.num_patches > 1:
-            t = t * ((self.dims.train_rows * self.dims.train_cols - 1) / (grid.num_patches - 1))
+        t = rescale(y * grid.cols + x, grid.num_patches, self.dims.train_rows * self.dims.train_cols, self.opts.policy)
         d = self.dims.head_dim
         theta = self.opts.base ** (-2 * torch.arange(d // 2, device=device, dtype=torch.float32) / d)
         return (t[:, None] * theta)[None, None]  # (1, 1, N, d/2)

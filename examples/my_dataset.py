@@ -40,11 +40,12 @@ class Diagonal(ImageDataset):
             self.centres[which] = torch.stack([torch.where(above, b, a), torch.where(above, a, b)], dim=1)
             self.labels[which] = labels
 
-    def _load(self, which, resolution, device):    # rendered natively at any resolution
-        c = (torch.arange(resolution, dtype=torch.float32) + 0.5) / resolution          # pixel centres
+    def _load(self, which, size, device):          # rendered natively at any size.rows x size.cols
+        cy = (torch.arange(size.rows, dtype=torch.float32) + 0.5) / size.rows        # pixel centres
+        cx = (torch.arange(size.cols, dtype=torch.float32) + 0.5) / size.cols        # (the unit square, stretched)
         x, y = self.centres[which].T[:, :, None, None]                                  # (2, N, 1, 1)
-        d2 = (c.view(1, 1, -1) - x) ** 2 + (c.view(1, -1, 1) - y) ** 2
-        images = torch.exp(-d2 / (2 * (self.options.radius / 2) ** 2))                # (N, R, R) in [0, 1]
+        d2 = (cx.view(1, 1, -1) - x) ** 2 + (cy.view(1, -1, 1) - y) ** 2
+        images = torch.exp(-d2 / (2 * (self.options.radius / 2) ** 2))                # (N, rows, cols) in [0, 1]
         return Split(((images - 0.5) / 0.25)[:, None].to(device), self.labels[which].to(device))
 
     @classmethod

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 from harness.errors import HarnessError, did_you_mean
-from harness.schema import Cell, cells
+from harness.schema import Cell, Size, cells
 
 __all__ = [
     "Config",
@@ -388,9 +388,14 @@ class StudySpec:
     train: TrainConfig
     encodings: tuple[EncodingSpec, ...]
     train_resolutions: tuple[int, ...]
-    test_resolutions: tuple[int, ...]
+    test_resolutions: tuple[Size, ...]  # square (32) or rows x cols (32x64)
     seeds: tuple[int, ...]
     tune: TuneConfig | None = None
+    # the evaluation variants, applied to the same trained weights (harness.variants)
+    policies: tuple[str, ...] = ("extrapolate", "interpolate")  # new-grid policies of encodings that have one
+    temperatures: tuple[str, ...] = ("none",)  # attention temperature rules
+    regimes: tuple[str, ...] = ("zoom",)  # how the test images change with the size (the dataset's regimes)
+    canvas_resolutions: tuple[Size, ...] = ()  # the canvas regime's sizes (default: the test sizes >= training)
     storage: str | None = None  # Optuna storage URL (default: sqlite file under output/<name>/)
     tracking_uri: str | None = None  # MLflow tracking URI (default: sqlite file under output/<name>/)
     output: str = "runs"
@@ -429,6 +434,10 @@ class StudySpec:
     def train_config(self, **overrides: Any) -> TrainConfig:
         """The training recipe, with tuned ``overrides``."""
         return dataclasses.replace(self.train, **overrides)
+
+    def sizes(self, regime: str) -> tuple[Size, ...]:
+        """The test sizes of a regime: a canvas only grows the field of view."""
+        return self.canvas_resolutions if regime == "canvas" else self.test_resolutions
 
     def cells(self) -> list[Cell]:
         """Every cell of the evaluate stage (encoding label x train resolution x seed)."""

@@ -36,11 +36,13 @@ from harness.config import (
     convert,
     type_ok,
 )
-from harness.data import DATASETS
+from harness.data import DATASETS, check_regime
 from harness.encodings import build_encoding
 from harness.errors import HarnessError, did_you_mean, redact_url
 from harness.presets import PresetError, config_dir, list_presets, load_yaml
-from harness.registry import load_plugin
+from harness.registry import Registry, load_plugin
+from harness.schema import Size
+from harness.variants import POLICIES, TEMPERATURES
 
 __all__ = ["DatasetSpec", "EncodingSpec", "SpecError", "StudySpec", "load_spec", "redact_url"]
 
@@ -188,6 +190,23 @@ def _apply_override(raw: dict, item: str, origins: dict[str, str]) -> None:
     origins.setdefault(head, "--set")
 
 
+def _size(x: Any) -> Size:
+    size = Size.parse(x) if not isinstance(x, bool) else None
+    if size is None or size.rows <= 0 or size.cols <= 0:
+        raise ValueError(f"expected a positive size (an integer or ROWSxCOLS, e.g. 32x64), got {x!r}")
+    return size
+
+
+def _registered(registry: Registry) -> Any:
+    def parse(x: Any) -> str:
+        if not isinstance(x, str) or x not in registry:
+            known = registry.names()
+            raise ValueError(f"unknown {registry.kind} {x!r}{did_you_mean(x, known)} (known: {', '.join(known)})")
+        return x
+
+    return parse
+
+
 # ------------------------------------------------------------------------------ validation
 class _Validator:
     """Turns the merged mapping into a :class:`StudySpec`; every failure names file and key."""
@@ -224,16 +243,23 @@ class _Validator:
         plugins = self.plugins()  # first: they may register what the spec names
         dataset = self.dataset()
         train_res = self.int_list("train_resolutions", positive=True)
-        test_res = self.int_list("test_resolutions", positive=True)
+        test_res = self.items("test_resolutions", _size, "integers or ROWSxCOLS sizes")
         seeds = self.int_list("seeds", positive=False)
+        policies = self.items("policies", _registered(POLICIES), "new-grid policies", ("extrapolate", "interpolate"))
+        temperatures = self.items("temperatures", _registered(TEMPERATURES), "attention temperatures", ("none",))
+        regimes = self.regimes(dataset)
         model_raw = raw.get("model") or {}
         kernel = model_raw.get("patch_kernel", 4) if isinstance(model_raw, dict) else 4
         probe_size = kernel if isinstance(kernel, int) and not isinstance(kernel, bool) and kernel > 0 else 4
         model = self.section(ViTConfig, "model", exclude=ViTConfig.PER_TRIAL, fixed={"image_size": probe_size})
-        for key, values in (("train_resolutions", train_res), ("test_resolutions", test_res)):
-            for i, r in enumerate(values):
-                if not model.tiles_exactly(r):
-                    self.fail(f"{key}[{i}]", model.tiling_hint(r))
+        for i, r in enumerate(train_res):
+            if not model.tiles_exactly(r):
+                self.fail(f"train_resolutions[{i}]", model.tiling_hint(r))
+        for i, size in enumerate(test_res):
+            for side in dict.fromkeys((size.rows, size.cols)):
+                if not model.tiles_exactly(side):
+                    self.fail(f"test_resolutions[{i}]", model.tiling_hint(side))
+        canvas = self.canvas_sizes(regimes, train_res, test_res, model)
         model = dataclasses.replace(model, image_size=train_res[0])
         train = self.section(TrainConfig, "train")
         tune = self.section(TuneConfig, "tune") if raw.get("tune") else None
@@ -260,7 +286,10 @@ class _Validator:
             "model": {k: getattr(model, k) for k in model_raw},
             "train": {k: getattr(train, k) for k in (raw.get("train") or {})},
             "encodings": [dataclasses.asdict(e) for e in encodings],
-            "train_resolutions": list(train_res), "test_resolutions": list(test_res), "seeds": list(seeds),
+            "train_resolutions": list(train_res), "seeds": list(seeds),
+            "test_resolutions": [size.rows if size.square else size.label for size in test_res],
+            "policies": list(policies), "temperatures": list(temperatures), "regimes": list(regimes),
+            "canvas_resolutions": [size.rows if size.square else size.label for size in canvas],
             "tune": dataclasses.asdict(tune) if tune else None,
             # what is logged and shown: never a password
             "storage": redact_url(raw["storage"]) if raw.get("storage") else None,
@@ -271,6 +300,7 @@ class _Validator:
         return StudySpec(
             name=name, dataset=dataset, model=model, train=train, encodings=tuple(encodings),
             train_resolutions=train_res, test_resolutions=test_res, seeds=seeds, tune=tune,
+            policies=policies, temperatures=temperatures, regimes=regimes, canvas_resolutions=canvas,
             storage=raw.get("storage"), tracking_uri=raw.get("tracking_uri"), output=output,
             plugins=plugins, baseline=baseline, heartbeat=resolved["heartbeat"],
             max_retries=resolved["max_retries"], source=str(self.path), resolved=resolved,
@@ -306,6 +336,64 @@ class _Validator:
         except ConfigError as exc:
             self.fail(exc.key or "dataset", exc.detail)
 
+    def items(self, key: str, parse: Any, what: str, default: tuple = ()) -> tuple:
+        """A non-empty list at ``key`` (``default`` when absent), each item through ``parse``
+        (which raises ValueError saying what is wrong), none given twice."""
+        v = self.raw.get(key, list(default) or None)
+        if isinstance(v, (int, str)) and not isinstance(v, bool):
+            v = [v]
+        if not isinstance(v, list) or not v:
+            self.fail(key, f"expected a non-empty list of {what}, got {v!r}")
+        out = []
+        for i, x in enumerate(v):
+            try:
+                out.append(parse(x))
+            except ValueError as exc:
+                self.fail(f"{key}[{i}]", str(exc))
+        dupes = [x for i, x in enumerate(out) if x in out[:i]]
+        if dupes:
+            self.fail(key, f"{dupes[0]} is given twice")
+        return tuple(out)
+
+    def regimes(self, dataset: DatasetSpec) -> tuple[str, ...]:
+        """The regimes of resolution change: those the dataset has."""
+        cls = DATASETS.get(dataset.name)
+
+        def regime(x: Any) -> str:
+            try:
+                check_regime(cls, x, 1 << 16, 1)  # the regime alone: any size would do
+            except HarnessError as exc:
+                raise ValueError(str(exc)) from None
+            return x
+
+        return self.items("regimes", regime, "regimes of resolution change", ("zoom",))
+
+    def canvas_sizes(self, regimes: tuple[str, ...], train_res: tuple[int, ...], test_res: tuple[Size, ...],
+                     model: ViTConfig) -> tuple[Size, ...]:
+        """The canvas regime's sizes: ``canvas_resolutions`` (each at least the training size),
+        by default the test sizes at least as large as every training resolution."""
+        if "canvas" not in regimes:
+            if self.raw.get("canvas_resolutions") is not None:
+                self.fail("canvas_resolutions", "set, but 'canvas' is not among the study's regimes")
+            return ()
+        if self.raw.get("canvas_resolutions") is None:
+            sizes = tuple(s for s in test_res if min(s.rows, s.cols) >= max(train_res))
+            if not sizes:
+                self.fail("test_resolutions", f"the canvas regime needs a test size of at least the training "
+                          f"size ({max(train_res)} px); none is")
+            return sizes
+        sizes = self.items("canvas_resolutions", _size, "integers or ROWSxCOLS sizes")
+        for i, size in enumerate(sizes):
+            try:
+                check_regime(DATASETS.get(self.raw.get("dataset", {}).get("name", "rendered")), "canvas", size,
+                             max(train_res))
+            except HarnessError as exc:
+                self.fail(f"canvas_resolutions[{i}]", str(exc))
+            for side in dict.fromkeys((size.rows, size.cols)):
+                if not model.tiles_exactly(side):
+                    self.fail(f"canvas_resolutions[{i}]", model.tiling_hint(side))
+        return sizes
+
     def int_list(self, key: str, *, positive: bool) -> tuple[int, ...]:
         v = self.raw.get(key)
         if isinstance(v, int) and not isinstance(v, bool):
@@ -329,6 +417,9 @@ class _Validator:
         out = []
         for i, item in enumerate(value):
             key = f"encodings[{i}]"
+            if isinstance(item, dict) and isinstance(item.get("options"), dict) and "policy" in item["options"]:
+                self.fail(f"{key}.options.policy", "the new-grid policy is an evaluation axis, applied to the same "
+                          "trained weights: list it under 'policies:' instead")
             if isinstance(item, str):
                 item = {"name": item}
             if not isinstance(item, dict) or "name" not in item:

@@ -23,7 +23,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from harness.config import TrainConfig, TrainConfigError
-from harness.schema import LR, TRAIN_LOSS, VAL_ACC, VAL_LOSS
+from harness.schema import LR, NO_POLICY, TRAIN_LOSS, VAL_ACC, VAL_LOSS, Size, Variant
 from harness.errors import HarnessError
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "TrialFailed",
     "autocast",
     "evaluate",
+    "evaluate_variants",
     "flip_crop",
     "lr_at",
     "param_groups",
@@ -287,6 +288,27 @@ def train_model(
         resumed_from_epoch=start_epoch,
         device=str(device),
     )
+
+
+def evaluate_variants(
+    model: nn.Module, data: Any, cfg: TrainConfig, *, train_resolution: int,
+    sizes: Mapping[str, Sequence[Size]], variants: Sequence[Variant],
+) -> dict[tuple[Variant, Size], dict[str, float]]:
+    """Accuracy and loss of the trained ``model`` on the test split at every size of its regime
+    (``sizes[regime]``) under every evaluation variant, all on the same weights: the regime picks the test images
+    (``data.split(..., regime=, train_size=)``), the policy and temperature the model's
+    behaviour off its training grid (``model.variant``; ``NO_POLICY``: the encoding's own)."""
+    device = resolve_device(cfg.device)
+    amp_dtype = prepare_device(device)
+    out: dict[tuple[Variant, Size], dict[str, float]] = {}
+    for regime in dict.fromkeys(v.regime for v in variants):
+        for size in sizes[regime]:
+            split = data.split("test", size, device=device, regime=regime, train_size=train_resolution)
+            for v in (v for v in variants if v.regime == regime):
+                with model.variant(None if v.policy == NO_POLICY else v.policy, v.temperature):
+                    out[v, size] = evaluate(model, split, cfg.eval_batch_size, device, amp_dtype)
+            del split
+    return out
 
 
 @torch.no_grad()  # not inference_mode: the encodings cache tables that training reuses

@@ -17,6 +17,7 @@ import torch
 
 from harness.config import StudySpec
 from harness.data import load_dataset
+from harness.encodings import PositionalEncoding
 from harness.models.vit import build_model
 from harness.provenance import git_commit, versions
 from harness.schema import (
@@ -39,13 +40,16 @@ from harness.schema import (
     U_MLFLOW_RUN,
     VAL_ACC,
     Cell,
-    acc_at,
-    loss_at,
+    CHANCE,
+    NO_POLICY,
+    Size,
+    Variant,
+    eval_metric,
 )
 from harness.tracking import Tracker
-from harness.train import TrainConfigError, TrialFailed, train_model
+from harness.train import TrainConfigError, TrialFailed, evaluate_variants, train_model
 
-__all__ = ["TrialError", "train_one", "worker_id"]
+__all__ = ["TrialError", "train_one", "variants_of", "worker_id"]
 
 
 class TrialError(Exception):
@@ -106,9 +110,11 @@ def train_one(spec: StudySpec, cell: Cell, *, stage: str, tracker: Tracker, pare
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
     try:
-        result = train_model(model, data, train_cfg, train_resolution=res,
-                             test_resolutions=() if stage == TUNE else spec.test_resolutions,
-                             seed=cell.seed, checkpoint=ckpt, on_epoch=on_epoch, progress=progress)
+        result = train_model(model, data, train_cfg, train_resolution=res, test_resolutions=(), seed=cell.seed,
+                             checkpoint=ckpt, on_epoch=on_epoch, progress=progress)
+        tested = {} if stage == TUNE else evaluate_variants(
+            model, data, train_cfg, train_resolution=res, sizes={r: spec.sizes(r) for r in spec.regimes},
+            variants=variants_of(spec, type(model.pe)))
     except TrialFailed as exc:
         tracker.set_tags(run_id, {T_FAIL_REASON: exc.reason})
         tracker.end(run_id, "FAILED")
@@ -123,14 +129,23 @@ def train_one(spec: StudySpec, cell: Cell, *, stage: str, tracker: Tracker, pare
         tracker.set_tags(run_id, {T_FAIL_REASON: f"interrupted: {type(exc).__name__}"})
         tracker.end(run_id, "KILLED")
         raise
-    final = {PARAM_COUNT: result.params, IMAGES_PER_S: result.images_per_s, RESUMED_FROM: result.resumed_from_epoch}
-    for r, m in result.test.items():
-        final[acc_at(r)] = m["acc"]
-        final[loss_at(r)] = m["loss"]
+    final = {PARAM_COUNT: result.params, IMAGES_PER_S: result.images_per_s, RESUMED_FROM: result.resumed_from_epoch,
+             CHANCE: 1.0 / data.num_classes}
+    for (variant, size), m in tested.items():
+        final[eval_metric("acc", variant, size)] = m["acc"]
+        final[eval_metric("loss", variant, size)] = m["loss"]
     tracker.log_metrics(run_id, final, step=len(result.history))
     tracker.set_tags(run_id, {T_DEVICE: result.device})
     tracker.end(run_id, "FINISHED")
     ckpt.unlink(missing_ok=True)
-    if stage != TUNE and res in result.test:
-        return result.test[res]["acc"]
-    return result.history[-1][VAL_ACC]
+    at_train = [m["acc"] for (_, size), m in tested.items() if size == Size(res, res)]
+    return at_train[0] if at_train else result.history[-1][VAL_ACC]
+
+
+def variants_of(spec: StudySpec, encoding: type[PositionalEncoding]) -> list[Variant]:
+    """The study's evaluation variants of one encoding: every regime x temperature, and every
+    policy of the study the encoding has (one evaluation, ``NO_POLICY``, for an encoding with
+    no choice of policy, like ``none`` or ``learned``)."""
+    own = encoding.describe().policies
+    policies = [p for p in spec.policies if p in own] if len(own) > 1 else []
+    return [Variant(r, p, t) for r in spec.regimes for p in policies or [NO_POLICY] for t in spec.temperatures]

@@ -9,6 +9,9 @@ hooks; the model never asks which encoding it holds.
 
 from __future__ import annotations
 
+import contextlib
+import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -17,6 +20,7 @@ from torch import nn
 
 from harness.config import ModelConfigError, ViTConfig
 from harness.encodings.base import PatchGrid, PositionalEncoding, build_encoding
+from harness.variants import temperature_factor
 
 __all__ = ["ModelConfigError", "ViT", "ViTConfig", "build_model"]
 
@@ -28,14 +32,16 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x, pe: PositionalEncoding, grid: PatchGrid, state: Any, layer: int):
+    def forward(self, x, pe: PositionalEncoding, grid: PatchGrid, state: Any, layer: int, temperature: float = 1.0):
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # (B, h, T, d) each
         q, k = pe.qk(q, k, grid, state, layer)
         bias = pe.attn_bias(grid, state, layer)  # (h, T, T) or None
         if bias is not None:
             bias = bias.to(q.dtype)
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, h, T, d)
+        # the temperature scales q.k / sqrt(d), not the bias (the default scale when it is 1)
+        scale = None if temperature == 1.0 else temperature / math.sqrt(D // self.heads)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)  # (B, h, T, d)
         return self.proj(x.transpose(1, 2).reshape(B, T, D))
 
 
@@ -57,8 +63,8 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(cfg.dim)
         self.mlp = MLP(cfg.dim, int(cfg.dim * cfg.mlp_ratio))
 
-    def forward(self, x, pe, grid, state, layer):
-        x = x + self.attn(self.norm1(x), pe, grid, state, layer)
+    def forward(self, x, pe, grid, state, layer, temperature=1.0):
+        x = x + self.attn(self.norm1(x), pe, grid, state, layer, temperature)
         return x + self.mlp(self.norm2(x))
 
 
@@ -72,6 +78,8 @@ class ViT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, cfg.num_classes)
+        #: the attention temperature rule (``harness.variants.TEMPERATURES``); "none" in training
+        self.temperature = "none"
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -98,11 +106,24 @@ class ViT(nn.Module):
         x = self.stem(images).flatten(2).transpose(1, 2)  # (B, N, D)
         x = self.pe.tokens(x, grid, state)
         x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)  # (B, T, D)
+        temperature = temperature_factor(self.temperature, grid.num_patches, grid.train_rows * grid.train_cols)
         for i, block in enumerate(self.blocks):
-            x = block(x, self.pe, grid, state, i)
+            x = block(x, self.pe, grid, state, i, temperature)
         x = self.norm(x)
         x = x[:, 0] if self.cfg.pool == "cls" else x[:, 1:].mean(dim=1)
         return self.head(x)
+
+    @contextlib.contextmanager
+    def variant(self, policy: str | None = None, temperature: str = "none") -> Iterator[None]:
+        """Evaluate the same weights under a new-grid ``policy`` (None: the encoding's own) and
+        an attention ``temperature`` rule."""
+        own = self.temperature
+        self.temperature = temperature
+        try:
+            with self.pe.policy(policy):
+                yield
+        finally:
+            self.temperature = own
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names kept out of weight decay: biases, norms, cls token, the encoding's own."""

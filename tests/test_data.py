@@ -19,9 +19,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from harness.data import CIFAR, CIFAR10, CIFAR100, ImageFolderData, RenderedDataset, Split, build_dataset, load_dataset
+from harness.data import (CIFAR, CIFAR10, CIFAR100, ImageFolderData, RenderedDataset, Split, build_dataset,
+                          check_regime, load_dataset)
 from harness.data import rendered
 from harness.errors import DataError, HarnessError
+from harness.schema import Size
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -242,27 +244,28 @@ def ks_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((fa - fb).abs().max())
 
 
-@pytest.mark.parametrize("task", ["relational", "absolute"])
+@pytest.mark.parametrize("task", ["relational", "absolute", "relational8"])
 def test_nothing_but_coarse_position_depends_on_the_class(task):
     # Positions modulo half the image (hence modulo any patch pitch that divides it),
     # sizes, colours, shapes and the background: one law for every class.
-    scenes = rendered.sample_scenes(task, 8000, seed=11)
+    k = rendered.num_classes(task)
+    scenes = rendered.sample_scenes(task, 4000 * k, seed=11)  # 4000 per class: KS noise about 0.02
     centers = torch.remainder(scenes.centers, 0.5)
     features = {"size": scenes.sizes, "angle": scenes.angles, "red": scenes.colors[..., 0],
                 "blue": scenes.colors[..., 2], "x mod 1/2": centers[..., 0], "y mod 1/2": centers[..., 1],
                 "background": scenes.background[:, :1], "wave": scenes.wave_phases}  # fmt: skip
-    if task == "relational":
-        offset = scenes.centers[:, 1] - scenes.centers[:, 0]
+    if task.startswith("relational"):
+        offset = scenes.centers[:, -1] - scenes.centers[:, -2]  # B - A
         features["offset mod 1/2"] = torch.remainder(offset, 0.5)
-    else:
+    if task != "relational":
         features["distractors"] = scenes.present.sum(1, keepdim=True).float() + 0.01 * torch.rand(len(scenes), 1)
     labels = scenes.labels
     for name, values in features.items():
-        for c in range(1, 4):
+        for c in range(1, k):
             for j in range(values.shape[1]):
                 d = ks_distance(values[labels == 0, j], values[labels == c, j])
                 assert d < 0.06, f"{name} (slot {j}): class 0 vs {c}, KS distance {d:.3f}"
-        shapes = torch.stack([torch.bincount(scenes.shapes[labels == c].flatten(), minlength=4) for c in range(4)])
+        shapes = torch.stack([torch.bincount(scenes.shapes[labels == c].flatten(), minlength=4) for c in range(k)])
         shares = shapes / shapes.sum(1, keepdim=True)
         assert float((shares - 0.25).abs().max()) < 0.03
 
@@ -306,19 +309,27 @@ def test_bag_of_patches_is_at_chance_on_position_tasks_only(task):
     # bag of patches is at chance on relational and absolute (0.24 and 0.25 here) and
     # learns shape (0.61); an MLP on the whole image, which sees positions, learns
     # relational and absolute (1.0 and 0.995). Changing the relational offset from 0.5
-    # to 0.44 of the side, off the patch grid, lets this bag reach 0.93.
+    # to 0.44 of the side, off the patch grid, lets this bag reach 0.93. relational8's
+    # small objects are drawn at 32 px (an 8x8 grid, the main study's): the bag stays at
+    # chance (1/8), the MLP learns it (FLAT_MLP below).
     torch.manual_seed(0)
+    res = 32 if task == "relational8" else 16
+    classes = rendered.num_classes(task)
     train, test = rendered.sample_scenes(task, 12000, seed=21), rendered.sample_scenes(task, 4000, seed=22)
-    x, x_test = rendered.render(train, 16), rendered.render(test, 16)
-    bag = fit(BagOfPatches(48), patches(x, 4), train.labels, patches(x_test, 4))
+    x, x_test = rendered.render(train, res), rendered.render(test, res)
+    bag = fit(BagOfPatches(48, classes=classes), patches(x, 4), train.labels, patches(x_test, 4))
     bag_acc = float((bag == test.labels).float().mean())
     if task == "shape":
         assert bag_acc > 0.45, bag_acc
         return
-    assert abs(bag_acc - 0.25) < 0.035, bag_acc  # chance: 0.25 +- 0.007 (one standard deviation)
-    flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 64), nn.ReLU(), nn.Linear(64, 4))
+    chance = 1 / classes
+    assert abs(bag_acc - chance) < 0.035, bag_acc  # chance: 0.25 +- 0.007 or 0.125 +- 0.005 (one sd)
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * res * res, 64), nn.ReLU(), nn.Linear(64, classes))
     flat_acc = float((fit(flat, x, train.labels, x_test) == test.labels).float().mean())
-    assert flat_acc > 0.9, flat_acc
+    assert flat_acc > FLAT_MLP[task], flat_acc
+
+
+FLAT_MLP = {"relational": 0.9, "absolute": 0.9, "relational8": 0.75}  # relational8: 0.90 measured
 
 
 def test_rendered_errors():
@@ -333,6 +344,188 @@ def test_rendered_errors():
     with pytest.raises(DataError, match="resolution must be an integer, got 16.0"):
         rendered.render(scenes, 16.0)
     assert issubclass(DataError, HarnessError)
+
+
+# ------------------------------------------------------- relational8, zoom and canvas
+
+DIRECTIONS = {"right": (1, 0), "above right": (1, -1), "above": (0, -1), "above left": (-1, -1),
+              "left": (-1, 0), "below left": (-1, 1), "below": (0, 1), "below right": (1, 1)}  # fmt: skip
+
+
+def test_relational8_labels_from_pixels_and_geometry():
+    scenes = rendered.sample_scenes("relational8", 400, seed=2)
+    assert rendered.CLASS_NAMES["relational8"] == tuple(DIRECTIONS)
+    red, blue = red_and_blue(raw(scenes, 128))
+    d = centroid(blue) - centroid(red)  # B - A, measured in the image: about 0.5 or 0 per axis
+    step = torch.where(d.abs() > 0.25, d.sign(), torch.zeros_like(d)).long()
+    want = torch.tensor([list(DIRECTIONS).index(name) for name in
+                         [next(n for n, v in DIRECTIONS.items() if v == tuple(s)) for s in step.tolist()]])
+    assert torch.equal(want, scenes.labels)
+    # Red and blue only on the targets: every distractor is neither (hue 45 to 180 degrees).
+    rgb = scenes.colors[:, :-2]
+    assert torch.all(rgb[..., 0] - torch.maximum(rgb[..., 1], rgb[..., 2]) < 0.3)
+    assert torch.all(rgb[..., 2] - torch.maximum(rgb[..., 0], rgb[..., 1]) < 0.3)
+    assert set(scenes.present[:, :-2].sum(1).tolist()) == {2, 3, 4} and scenes.present[:, -2:].all()
+    for i in range(len(scenes)):
+        radii = torch.tensor([bounding_radius(int(scenes.shapes[i, j]), float(scenes.sizes[i, j]))
+                              for j in range(scenes.shapes.shape[1])])
+        assert float(radii.max()) <= 0.08 + 1e-6
+        lo, hi = scenes.centers[i] - radii[:, None], scenes.centers[i] + radii[:, None]
+        assert lo.min() > 0 and hi.max() < 1  # never clipped by the border
+        gap = (scenes.centers[i, -1] - scenes.centers[i, -2]).abs().max() - radii[-2:].sum()
+        assert gap > 0.25  # no patch of 1/4 the side holds pixels of both targets
+
+
+def one_clean_object(seed: int = 3, n: int = 12) -> rendered.Scenes:
+    """Shape scenes on a flat grey background with a pure red object: the red channel is its coverage."""
+    scenes = rendered.sample_scenes("shape", n, seed=seed)
+    return dataclasses.replace(scenes, background=torch.full((n, 3), 0.5), wave_amps=torch.zeros_like(scenes.wave_amps),
+                               colors=torch.tensor([1.0, 0.0, 0.0]).expand(n, 1, 3).clone())
+
+
+def coverage_moments(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coverage area in pixels and centroid (x, y) in pixels from the image's left and top edges."""
+    cov = (images[:, 0] - 0.5) / 0.5  # (n, rows, cols)
+    rows, cols = cov.shape[1:]
+    area = cov.sum((1, 2))
+    cx = (cov * (torch.arange(cols) + 0.5)).sum((1, 2)) / area
+    cy = (cov * (torch.arange(rows) + 0.5)[:, None]).sum((1, 2)) / area
+    return area, torch.stack([cx, cy], dim=1)
+
+
+@pytest.mark.parametrize("rows, cols", [(64, 64), (48, 96), (96, 40)])
+def test_zoom_stretches_the_scene_over_the_image(rows, cols):
+    # Zoom at rows x cols: the unit square stretched, so an object of area pi s^2 covers
+    # pi s^2 rows cols pixels and its centre (x, y) lands at (x cols, y rows) pixels.
+    scenes = one_clean_object()
+    area, centre = coverage_moments(raw_at(scenes, Size(rows, cols)))
+    s = scenes.sizes[:, 0].double()
+    assert torch.allclose(area.double(), math.pi * s**2 * rows * cols, rtol=0.02)
+    want = scenes.centers[:, 0] * torch.tensor([cols, rows])
+    assert torch.allclose(centre, want, atol=0.05)
+
+
+def raw_at(scenes, size, **kw) -> torch.Tensor:
+    return rendered.render(scenes, size, normalize=False, **kw)
+
+
+@pytest.mark.parametrize("rows, cols", [(64, 64), (96, 96), (80, 128), (128, 72)])
+def test_canvas_keeps_the_pixel_scale_and_centres_the_scene(rows, cols):
+    # Canvas around training images of 64 px: an object keeps its area in pixels (pi s^2 64^2)
+    # and its centre sits at ((cols - 64) / 2 + 64 x, (rows - 64) / 2 + 64 y) pixels.
+    scenes, train = one_clean_object(), 64
+    area, centre = coverage_moments(raw_at(scenes, Size(rows, cols), regime="canvas", train_size=train))
+    zoom_area, zoom_centre = coverage_moments(raw_at(scenes, train))
+    assert torch.allclose(area, zoom_area, rtol=1e-4)  # the same pixels, moved
+    s = scenes.sizes[:, 0].double()
+    assert torch.allclose(area.double(), math.pi * s**2 * train**2, rtol=0.02)
+    offset = torch.tensor([(cols - train) / 2, (rows - train) / 2])
+    assert torch.allclose(centre, offset + train * scenes.centers[:, 0], atol=0.05)
+    assert torch.allclose(centre, offset + zoom_centre, atol=1e-3)
+
+
+def test_canvas_extends_the_background_without_a_seam():
+    # Without objects, a canvas is the background's plane waves evaluated at every pixel
+    # centre of the larger image, in scene units of 1/32 of a pixel... of 32 pixels per unit:
+    # no frame, no seam. Its centre crop is the training image.
+    scenes = rendered.sample_scenes("relational8", 6, seed=4)
+    empty = dataclasses.replace(scenes, present=torch.zeros_like(scenes.present))
+    rows, cols, train = 48, 72, 32
+    got = raw_at(empty, Size(rows, cols), regime="canvas", train_size=train).double()
+    x = (torch.arange(cols, dtype=torch.float64) + 0.5 - (cols - train) / 2) / train
+    y = (torch.arange(rows, dtype=torch.float64) + 0.5 - (rows - train) / 2) / train
+    f, ph, amp = scenes.wave_freqs.double(), scenes.wave_phases.double(), scenes.wave_amps.double()
+    arg = 2 * math.pi * (f[:, :, 0, None, None] * x + f[:, :, 1, None, None] * y[:, None]) + ph[:, :, None, None]
+    want = scenes.background.double()[:, :, None, None] + torch.einsum("nwc,nwij->ncij", amp, torch.sin(arg))
+    assert torch.allclose(got, want.clamp(0, 1), atol=1e-5)
+    full = raw_at(scenes, Size(rows, cols), regime="canvas", train_size=train)
+    top, left = (rows - train) // 2, (cols - train) // 2
+    assert torch.allclose(full[..., top : top + train, left : left + train], raw_at(scenes, train), atol=1e-6)
+
+
+def test_canvas_split_labels_and_training_size():
+    ds = build_dataset("rendered", task="relational8", num_train=64, num_val=16, num_test=800, seed=1)
+    zoom = ds.split("test", 32)
+    same = ds.split("test", 32, regime="canvas", train_size=32)
+    assert torch.equal(same.images, zoom.images) and same is not zoom  # rendered through the canvas grid
+    for size in (48, Size(32, 64), (64, 40), "40x48"):
+        canvas = ds.split("test", size, regime="canvas", train_size=32)
+        assert torch.equal(canvas.labels, zoom.labels)
+        assert torch.equal(torch.bincount(canvas.labels, minlength=8), torch.full((8,), 100))  # balanced
+    assert ds.split("test", "40x48", regime="canvas", train_size=32) is ds.split("test", (40, 48), "cpu", "canvas", 32)
+    assert ds.split("test", 48, regime="canvas", train_size=32) is not ds.split("test", 48, regime="canvas",
+                                                                                  train_size=16)
+    assert ds.split("test", 48, train_size=32) is ds.split("test", 48)  # zoom ignores the training size
+
+
+def patch_means(mask: torch.Tensor, p: int) -> torch.Tensor:
+    """(n, rows, cols) masks -> (n, p * p): each image's mean patch (where in its patches the mask falls)."""
+    n, rows, cols = mask.shape
+    tiles = mask.view(n, rows // p, p, cols // p, p).permute(0, 1, 3, 2, 4).reshape(n, -1, p * p)
+    return tiles.mean(1)
+
+
+@pytest.mark.parametrize("task", ["relational", "relational8"])
+def test_canvas_bag_of_patches_statistic_is_class_free_on_even_grids(task):
+    # A position-free statistic (a function of the multiset of patches): where, inside their
+    # 4 px patches, the red and the blue pixels fall (each image's mean patch of the red and of
+    # the blue mask) and how the two line up (the circular cross-correlation of their column
+    # and of their row profiles). On canvases around an even training grid (32 px: 8 patches)
+    # no class differs from the others beyond sampling noise; around an odd one (20 px: 5
+    # patches, so a half-image offset moves B by half a patch against A) the same statistic
+    # tells the classes apart.
+    scenes = rendered.sample_scenes(task, 4800, seed=9)
+    k = rendered.num_classes(task)
+
+    def worst_z(train: int, size: Size) -> float:
+        red, blue = red_and_blue(raw_at(scenes, size, regime="canvas", train_size=train))
+        r, b = patch_means(red, 4).view(-1, 4, 4), patch_means(blue, 4).view(-1, 4, 4)
+        lined_up = [(r.sum(axis) * b.sum(axis).roll(shift, 1)).sum(1) for axis in (1, 2) for shift in range(4)]
+        stat = torch.cat([r.flatten(1), b.flatten(1), torch.stack(lined_up, 1)], dim=1).double()  # (n, 40)
+        z = []
+        for c in range(k):
+            a, b = stat[scenes.labels == c], stat[scenes.labels != c]
+            se = (a.var(0) / len(a) + b.var(0) / len(b)).sqrt().clamp_min(1e-12)
+            z.append(((a.mean(0) - b.mean(0)) / se).abs().max())
+        return float(max(z))
+
+    even = worst_z(32, Size(40, 56))
+    odd = worst_z(20, Size(28, 36))
+    assert even < 4.5, even  # 40 statistics x k classes: |z| > 4.5 has odds of about 1 in 400 under no effect
+    assert odd > 10, odd
+
+
+def test_split_sizes_regimes_and_their_errors():
+    ds = build_dataset("rendered", task="shape", num_train=8, num_val=8, num_test=8)
+    assert ds.chance == 0.25 and build_dataset("rendered", task="relational8", num_train=8, num_val=8,
+                                               num_test=8).chance == 0.125
+    for size, shape in ((12, (12, 12)), (Size(12, 20), (12, 20)), ((20, 12), (20, 12)), ("8x16", (8, 16))):
+        assert ds.split("val", size).images.shape[2:] == shape
+    assert ds.split("val", (12, 12)) is ds.split("val", 12) is ds.split("val", Size(12, 12))
+    # zoom at rows x cols renders the scene params over the stretched unit square
+    assert torch.equal(ds.split("val", (12, 20)).images, rendered.render(ds.scenes["val"], Size(12, 20)))
+    with pytest.raises(DataError, match=r"canvas 24x24 is smaller than the training images \(32 px\): "
+                                        r"canvas only grows the field of view"):
+        ds.split("test", 24, regime="canvas", train_size=32)
+    with pytest.raises(DataError, match=r"canvas 32x24 is smaller than the training images \(32 px\)"):
+        check_regime(RenderedDataset, "canvas", (32, 24), 32)
+    with pytest.raises(DataError, match=r"canvas regime of dataset 'rendered-shape' needs the training size"):
+        ds.split("test", 48, regime="canvas")
+    with pytest.raises(DataError, match=r"unknown regime 'canvs' for dataset 'rendered-shape': its regimes are "
+                                        r"zoom, canvas; did you mean 'canvas'\?"):
+        ds.split("test", 48, regime="canvs", train_size=32)
+    with pytest.raises(DataError, match=r"dataset 'cifar10' does not support the canvas regime: its regimes are "
+                                        r"zoom \(a photo shows nothing beyond its frame"):
+        check_regime(CIFAR10, "canvas", 64, 32)
+    assert check_regime(CIFAR10, "zoom", "32x64") == Size(32, 64)
+    assert check_regime(RenderedDataset, "canvas", 48, 32) == Size(48, 48)
+    for bad, why in (("32y64", "not an image size"), ((0, 8), "resolution must be a positive integer"),
+                     ((8, 8, 8), r"image size must be an integer or \(rows, cols\)"),
+                     (8.0, "resolution must be an integer")):
+        with pytest.raises(DataError, match=why):
+            ds.split("test", bad)
+    with pytest.raises(DataError, match="train_size must be a positive integer"):
+        ds.split("test", 48, regime="canvas", train_size=0)
 
 
 # ------------------------------------------------------------- the split interface
@@ -489,6 +682,12 @@ def test_cifar_splits(tmp_path, no_md5, name):
     for res in (16, 24, 48):
         want = F.interpolate(test_x / 255, size=(res, res), mode="bilinear", antialias=True, align_corners=False)
         assert torch.allclose(ds.split("test", res).images, (want - m) / s, atol=1e-5)
+    # Non-square sizes: the square originals stretched to rows x cols, likewise.
+    for size in ((16, 48), (40, 24)):
+        want = F.interpolate(test_x / 255, size=size, mode="bilinear", antialias=True, align_corners=False)
+        assert torch.allclose(ds.split("test", size).images, (want - m) / s, atol=1e-5)
+    with pytest.raises(DataError, match=rf"dataset '{name}' does not support the canvas regime"):
+        ds.split("test", 64, regime="canvas", train_size=32)
     aliased = F.interpolate(test_x.float() / 255, size=(16, 16), mode="bilinear", align_corners=False)
     assert not torch.allclose(ds.split("test", 16).images, (aliased - m) / s, atol=1e-2)
     assert ds.split("test", 16) is ds.split("test", 16)
@@ -583,14 +782,15 @@ def write_images(folder, tint, count: int, seed: int) -> None:
         Image.fromarray(pixels.astype(np.uint8)).save(folder / f"img{i:02d}.png")
 
 
-def reference(path, res: int) -> torch.Tensor:
+def reference(path, res: int | tuple[int, int]) -> torch.Tensor:
     from PIL import Image
 
     x = torch.from_numpy(np.asarray(Image.open(path).convert("RGB")).copy()).permute(2, 0, 1).float() / 255
     _, h, w = x.shape
     side = min(h, w)
     x = x[:, (h - side) // 2 : (h - side) // 2 + side, (w - side) // 2 : (w - side) // 2 + side]
-    x = F.interpolate(x[None], size=(res, res), mode="bilinear", antialias=True, align_corners=False)[0]
+    size = res if isinstance(res, tuple) else (res, res)
+    x = F.interpolate(x[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
     return (x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
 
@@ -616,13 +816,15 @@ def test_imagefolder_train_and_val_folders(tmp_path):
         assert torch.equal(is_red(split), split.labels == 0)
     assert sorted(val.labels.tolist()) == [0, 0, 1, 1]  # stratified
     files = [tmp_path / "val" / c / f"img{i:02d}.png" for c in ("cat", "dog") for i in range(2)]
-    for res in (16, 9):
+    for res in (16, 9, (9, 14), (20, 12)):  # the centre square, stretched when rows != cols
         want = torch.stack([reference(p, res) for p in files])
         assert torch.allclose(ds.split("test", res).images, want, atol=1e-5)
     # Through a decoded-once cache: the same images within the rounding of the cache.
     cached = build_dataset("imagefolder", root=tmp_path, image_size_cache=32, val_fraction=0.34, seed=0)
     diff = (cached.split("test", 16).images - test.images).abs()
     assert float(diff.mean()) < 0.1 and torch.equal(cached.split("test", 16).labels, test.labels)
+    diff = (cached.split("test", (9, 14)).images - ds.split("test", (9, 14)).images).abs()
+    assert cached.split("test", (9, 14)).images.shape == (4, 3, 9, 14) and float(diff.mean()) < 0.1
 
 
 def test_imagefolder_single_folder_split_three_ways(tmp_path):

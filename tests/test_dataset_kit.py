@@ -67,6 +67,7 @@ class Checker(ImageDataset):
 
     classes = ["2", "3", "4"]
     num_classes = 3
+    regimes = ("zoom", "canvas") if "{flaw}" == "canvas" else ("zoom",)
 
     @dataclass(frozen=True)
     class Options(DatasetOptions):
@@ -80,10 +81,11 @@ class Checker(ImageDataset):
         if "{flaw}" == "overlap":
             self.labels["test"], self.colours["test"] = self.labels["train"], self.colours["train"]
 
-    def _load(self, which, resolution, device):
-        c = (torch.arange(resolution) + 0.5) / resolution
+    def _load(self, which, size, device):
+        cols = size.rows if "{flaw}" == "square" else size.cols
+        cy, cx = ((torch.arange(n) + 0.5) / n for n in (size.rows, cols))
         squares = (self.labels[which] + 2).view(-1, 1, 1)
-        parity = ((c.view(1, 1, -1) * squares).floor() + (c.view(1, -1, 1) * squares).floor()) % 2  # (N, R, R)
+        parity = ((cx.view(1, 1, -1) * squares).floor() + (cy.view(1, -1, 1) * squares).floor()) % 2  # (N, R, C)
         a, b = self.colours[which].unbind(1)
         images = a[:, :, None, None] + parity[:, None] * (b - a)[:, :, None, None]
         labels = self.labels[which]
@@ -94,6 +96,10 @@ class Checker(ImageDataset):
         if "{flaw}" == "labels":
             labels = labels + 1
         return Split(images.to(device), labels.to(device))
+
+    def _load_canvas(self, which, size, train_size, device):  # a zoom, mirrored: not the training image
+        split = self._load(which, size, device)
+        return Split(split.images.flip(-1), split.labels)
 '''
 
 
@@ -117,6 +123,8 @@ def test_a_plugin_file_is_listed_and_passes_the_kit(tmp_path):
     ("overlap", ["check_disjoint"]),
     ("channels", ["check_splits", "check_resolutions"]),
     ("labels", ["check_splits"]),
+    ("square", ["check_resolutions"]),
+    ("canvas", ["check_regimes"]),
 ])
 def test_the_kit_catches_a_broken_dataset(tmp_path, flaw, failing):
     name = f"zz_broken_{flaw}"

@@ -81,10 +81,11 @@ class LeftRight(ImageDataset):
             self.centres[which] = torch.stack([0.1 + 0.3 * u[:, 0] + 0.5 * labels, 0.1 + 0.8 * u[:, 1]], 1)
             self.labels[which] = labels
 
-    def _load(self, which, resolution, device):
-        c = (torch.arange(resolution, dtype=torch.float32) + 0.5) / resolution
+    def _load(self, which, size, device):
+        cy = (torch.arange(size.rows, dtype=torch.float32) + 0.5) / size.rows
+        cx = (torch.arange(size.cols, dtype=torch.float32) + 0.5) / size.cols
         x, y = self.centres[which].T[:, :, None, None]
-        blob = torch.exp(-((c.view(1, 1, -1) - x) ** 2 + (c.view(1, -1, 1) - y) ** 2) / 0.005)
+        blob = torch.exp(-((cx.view(1, 1, -1) - x) ** 2 + (cy.view(1, -1, 1) - y) ** 2) / 0.005)
         return Split(blob[:, None].expand(-1, 3, -1, -1).contiguous().to(device), self.labels[which].to(device))
 '''
 

@@ -1,13 +1,17 @@
-"""Datasets behind one interface: ``ImageDataset.split(which, resolution, device)``.
+"""Datasets behind one interface: ``ImageDataset.split(which, size, device, regime, train_size)``.
 
 Every dataset gives three disjoint splits, "train", "val" (for tuning) and "test"
-(never seen by tuning), as whole tensors at any square resolution, already
-normalised and on the asked device, so training never waits for a loader. Each is a
+(never seen by tuning), as whole tensors at any size (``32`` or rows x cols), already
+normalised and on the asked device, so training never waits for a loader. A split comes in
+a regime of resolution change (``REGIMES``): ``zoom`` (every dataset: the training frame at
+more or fewer pixels) or ``canvas`` (the rendered scenes: the training pixel scale on a
+larger image); ``check_regime`` refuses what a dataset cannot give. ``chance`` is
+1 / ``num_classes``. Each is a
 registered class that owns its options (``Options``, checked once) and is built from them
 (see ``harness.data.base``):
 
 - ``rendered`` (:class:`RenderedDataset`): the embedded, procedurally rendered scenes of
-  ``harness.data.rendered``, rendered natively at each resolution (no resampling).
+  ``harness.data.rendered``, rendered natively at each size (no resampling), zoom or canvas.
 - ``cifar10``, ``cifar100`` (:class:`CIFAR10`, :class:`CIFAR100`): from a local root,
   resized with an antialiased resize.
 - ``imagefolder`` (:class:`ImageFolderData`): a small ImageFolder tree (Imagenette-sized), likewise.
@@ -22,11 +26,14 @@ from __future__ import annotations
 
 from harness.data.base import (
     DATASETS,
+    REGIMES,
     DatasetOptions,
     DatasetOptionsError,
     ImageDataset,
     Split,
     build_dataset,
+    check_regime,
+    image_size,
     load_dataset,
     register_dataset,
 )
@@ -39,6 +46,7 @@ __all__ = [
     "CIFAR10",
     "CIFAR100",
     "DATASETS",
+    "REGIMES",
     "DatasetOptions",
     "DatasetOptionsError",
     "ImageDataset",
@@ -46,6 +54,8 @@ __all__ = [
     "RenderedDataset",
     "Split",
     "build_dataset",
+    "check_regime",
+    "image_size",
     "load_dataset",
     "register_dataset",
     "rendered",

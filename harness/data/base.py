@@ -1,5 +1,21 @@
 """The dataset interface, the dataset registry, and the two ways to build a dataset by name.
 
+A split is asked for at an image size (``32``, or rows x cols: ``Size(32, 64)``, ``(32, 64)``,
+``"32x64"``) in a regime of resolution change (:data:`REGIMES`):
+
+- ``zoom`` (every dataset): the training frame at ``size`` pixels. The frame (the unit square
+  of a rendered scene, or the photo) is stretched to rows x cols, so at rows != cols the
+  pixel scale differs per axis.
+- ``canvas`` (datasets that declare it in ``regimes``): the training pixel scale on a larger
+  image. The image at the training size (``train_size``) sits in a canvas of ``size`` pixels,
+  at least ``train_size`` along each axis; what lies around it is the dataset's to define (the
+  rendered scenes extend their background). A canvas of the training size is the training
+  image.
+
+:func:`check_regime` refuses an unknown regime, one the dataset does not declare, or a
+canvas smaller than the training images, with a :class:`DataError`; :meth:`ImageDataset.split`
+calls it, and a spec can call it before anything is built.
+
 A dataset is a subclass of :class:`ImageDataset` registered under a name with
 ``@register_dataset("name")``. It owns its options: a nested frozen dataclass ``Options``
 subclassing :class:`DatasetOptions` (typed fields with defaults and bounds, and a
@@ -29,9 +45,11 @@ import torch
 from harness.config import Config, ConfigError, convert
 from harness.errors import DataError, did_you_mean
 from harness.registry import Registry
+from harness.schema import Size
 
 __all__ = [
     "DATASETS",
+    "REGIMES",
     "SPLITS",
     "DatasetOptions",
     "DatasetOptionsError",
@@ -39,6 +57,8 @@ __all__ = [
     "Split",
     "SplitName",
     "build_dataset",
+    "check_regime",
+    "image_size",
     "integer",
     "load_dataset",
     "positive_integer",
@@ -48,6 +68,9 @@ __all__ = [
 
 SplitName = Literal["train", "val", "test"]
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+#: the regimes of resolution change a dataset may declare (``ImageDataset.regimes``)
+REGIMES: tuple[str, ...] = ("zoom", "canvas")
 
 
 class DatasetOptionsError(ConfigError, DataError):
@@ -64,9 +87,9 @@ class DatasetOptions(Config):
 
 @dataclass
 class Split:
-    """One split at one resolution: whole tensors on one device."""
+    """One split at one image size: whole tensors on one device."""
 
-    images: torch.Tensor  # (N, C, R, R) float32, normalised
+    images: torch.Tensor  # (N, C, rows, cols) float32, normalised
     labels: torch.Tensor  # (N,) int64, same device
 
     def __len__(self) -> int:
@@ -74,15 +97,18 @@ class Split:
 
 
 class ImageDataset:
-    """A classification dataset with train, val and test splits at any square resolution.
+    """A classification dataset with train, val and test splits at any image size.
 
     Subclasses define ``Options`` (a frozen dataclass subclassing :class:`DatasetOptions`),
     ``__init__(self, options)``, which sets ``num_classes``, ``in_chans`` and ``classes`` (the
-    class names in label order), and ``_load(which, resolution, device)``. :meth:`split` checks
-    its arguments and caches each (split, resolution, device) it returns, so asking again is
-    free; :meth:`clear_cache` drops the cached tensors. ``example_options`` gives the
-    conformance kit a small instance (writing any files it needs into a folder).
-    ``distinct_splits``: no image appears in two splits (the kit checks it).
+    class names in label order), and ``_load(which, size, device)``: the split in the zoom
+    regime at ``size`` (a :class:`~harness.schema.Size`, ``size.rows`` x ``size.cols`` pixels).
+    A dataset that declares ``"canvas"`` in ``regimes`` also defines
+    ``_load_canvas(which, size, train_size, device)``. :meth:`split` checks its arguments and
+    caches each split it returns, so asking again is free; :meth:`clear_cache` drops the
+    cached tensors. ``example_options`` gives the conformance kit a small instance (writing any
+    files it needs into a folder). ``distinct_splits``: no image appears in two splits (the
+    kit checks it). ``regime_note``: why a regime is missing, added to the refusal.
     """
 
     name: str  # the registered name (set by the registry); an instance may refine it
@@ -91,23 +117,47 @@ class ImageDataset:
     in_chans: int = 3
     classes: list[str]
     distinct_splits: ClassVar[bool] = True
+    regimes: ClassVar[tuple[str, ...]] = ("zoom",)
+    regime_note: ClassVar[str] = ""
 
-    def split(self, which: SplitName, resolution: int, device: str | torch.device = "cpu") -> Split:
+    @property
+    def chance(self) -> float:
+        """The accuracy of guessing: 1 / ``num_classes`` (every built-in keeps its classes balanced)."""
+        return 1.0 / self.num_classes
+
+    def split(
+        self,
+        which: SplitName,
+        size: "int | Size | tuple[int, int] | str",
+        device: str | torch.device = "cpu",
+        regime: str = "zoom",
+        train_size: int | None = None,
+    ) -> Split:
+        """Split ``which`` at ``size`` (``32``, ``Size(32, 64)``, ``(32, 64)`` or ``"32x64"``) on
+        ``device``, in ``regime`` (one of :attr:`regimes`); ``train_size``, the training
+        resolution, is required by ``canvas`` (and ignored by ``zoom``)."""
         if which not in SPLITS:
             raise DataError(f"unknown split {which!r} of dataset {self.name!r}: expected one of {', '.join(SPLITS)}")
-        resolution = positive_integer(resolution, "resolution")
+        size = check_regime(self, regime, size, train_size)
         dev = torch.device(device)
+        train = None if regime == "zoom" else integer(train_size, "train_size")
         cache = self.__dict__.setdefault("_split_cache", {})
-        key = (which, resolution, str(dev))
+        key = (which, size.rows, size.cols, regime, train, str(dev))
         if key not in cache:
-            cache[key] = self._load(which, resolution, dev)
+            if regime == "zoom":
+                cache[key] = self._load(which, size, dev)
+            else:
+                cache[key] = self._load_canvas(which, size, train, dev)
         return cache[key]
 
     def clear_cache(self) -> None:
         """Forget every cached split (they can be large at high resolutions)."""
         self.__dict__.pop("_split_cache", None)
 
-    def _load(self, which: SplitName, resolution: int, device: torch.device) -> Split:
+    def _load(self, which: SplitName, size: Size, device: torch.device) -> Split:
+        raise NotImplementedError
+
+    def _load_canvas(self, which: SplitName, size: Size, train_size: int, device: torch.device) -> Split:
         raise NotImplementedError
 
     @classmethod
@@ -166,6 +216,57 @@ def load_dataset(name: str, options: DatasetOptions) -> ImageDataset:
 
 
 # ------------------------------------------------------------------------------ argument checks
+def check_regime(
+    dataset: "type[ImageDataset] | ImageDataset",
+    regime: str,
+    size: "int | Size | tuple[int, int] | str",
+    train_size: int | None = None,
+) -> Size:
+    """The image size ``size`` parsed, once ``regime`` is known to work for ``dataset`` (a
+    dataset class or instance) at that size; else a :class:`DataError` saying what is wrong:
+    an unknown regime, one the dataset does not declare, a canvas without ``train_size`` or
+    smaller than the training images along either axis."""
+    name = getattr(dataset, "name", None) or getattr(dataset, "__name__", str(dataset))
+    declared = tuple(dataset.regimes)
+    size = image_size(size)
+    if regime not in REGIMES:
+        raise DataError(f"unknown regime {regime!r} for dataset {name!r}: its regimes are "
+                        f"{', '.join(declared)}{did_you_mean(regime, REGIMES)}")
+    if regime not in declared:
+        note = f" ({dataset.regime_note})" if dataset.regime_note else ""
+        raise DataError(f"dataset {name!r} does not support the {regime} regime: its regimes are "
+                        f"{', '.join(declared)}{note}")
+    if regime == "canvas":
+        if train_size is None:
+            raise DataError(f"the canvas regime of dataset {name!r} needs the training size (train_size): "
+                            "a canvas keeps the training pixel scale")
+        train = positive_integer(train_size, "train_size")
+        if size.rows < train or size.cols < train:
+            raise DataError(f"canvas {size.rows}x{size.cols} is smaller than the training images ({train} px): "
+                            "canvas only grows the field of view (test smaller sizes in the zoom regime)")
+    return size
+
+
+def image_size(value: object) -> Size:
+    """``value`` (``32``, ``"32x64"``, ``(32, 64)`` or a :class:`Size`) as a :class:`Size` of
+    positive sides, or a :class:`DataError`."""
+    if isinstance(value, Size):
+        rows, cols = value.rows, value.cols
+    elif isinstance(value, tuple):
+        if len(value) != 2:
+            raise DataError(f"image size must be an integer or (rows, cols), got {value!r}")
+        rows, cols = value
+    elif isinstance(value, str):
+        try:
+            parsed = Size.parse(value)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+        rows, cols = parsed.rows, parsed.cols
+    else:
+        rows = cols = value
+    return Size(positive_integer(rows, "resolution"), positive_integer(cols, "resolution"))
+
+
 def integer(value: object, what: str) -> int:
     """``value`` as an int (bools refused), or a :class:`DataError` naming ``what``."""
     if isinstance(value, bool):

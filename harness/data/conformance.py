@@ -25,6 +25,7 @@ import torch
 from harness.config import convert
 from harness.data.base import (
     DATASETS,
+    REGIMES,
     SPLITS,
     DatasetOptions,
     DatasetOptionsError,
@@ -33,11 +34,15 @@ from harness.data.base import (
     load_dataset,
     required_options,
 )
+from harness.errors import DataError
+from harness.schema import Size
 
-__all__ = ["CHECKS", "RESOLUTIONS", "check_all", "example"]
+__all__ = ["CHECKS", "NON_SQUARE", "RESOLUTIONS", "check_all", "example"]
 
 #: the resolutions the kit asks for: an even and an odd side
 RESOLUTIONS = (8, 13)
+#: the non-square sizes the kit asks for, rows x cols (as a canvas, around training images of RESOLUTIONS[0])
+NON_SQUARE = (Size(8, 13), Size(13, 10))
 
 
 def example(name: str, folder: Path | str) -> DatasetOptions:
@@ -117,18 +122,75 @@ def check_splits(name: str, options: DatasetOptions) -> None:
 
 
 def check_resolutions(name: str, options: DatasetOptions) -> None:
-    """Every split at each of two resolutions (an even and an odd side): the same examples,
-    the asked size."""
+    """Every split at two square sizes (an even and an odd side) and two non-square ones,
+    given as an int, a ``Size``, a (rows, cols) tuple and a ``"RxC"`` string: the same
+    examples, the asked size, finite pixels; the chance accuracy is 1 / num_classes."""
     ds = _build(name, options)
+    assert ds.chance == 1 / ds.num_classes, f"{name}: chance = {ds.chance!r} for {ds.num_classes} classes"
+    wrote = [RESOLUTIONS[0], Size(RESOLUTIONS[1], RESOLUTIONS[1]), (NON_SQUARE[0].rows, NON_SQUARE[0].cols),
+             NON_SQUARE[1].label]
+    sizes = [Size(r, r) for r in RESOLUTIONS] + list(NON_SQUARE)
     for which in SPLITS:
-        splits = [ds.split(which, r) for r in RESOLUTIONS]
-        for r, split in zip(RESOLUTIONS, splits):
-            assert tuple(split.images.shape[1:]) == (ds.in_chans, r, r), (
-                f"{name} {which} split at {r} px: images of shape {tuple(split.images.shape)}"
+        splits = [ds.split(which, w) for w in wrote]
+        for size, split in zip(sizes, splits):
+            where = f"{name} {which} split at {size.rows}x{size.cols}"
+            assert tuple(split.images.shape[1:]) == (ds.in_chans, size.rows, size.cols), (
+                f"{where}: images of shape {tuple(split.images.shape)}, expected (N, {ds.in_chans}, "
+                f"{size.rows}, {size.cols})"
             )
-        assert torch.equal(splits[0].labels, splits[1].labels), (
-            f"{name} {which} split: the labels at {RESOLUTIONS[0]} and {RESOLUTIONS[1]} px differ"
+            assert torch.isfinite(split.images).all(), f"{where}: non-finite pixels"
+            assert torch.equal(splits[0].labels, split.labels), (
+                f"{where}: the labels differ from those at {RESOLUTIONS[0]} px"
+            )
+        assert ds.split(which, NON_SQUARE[0]) is splits[2], f"{name} {which} split: a size asked twice was built twice"
+
+
+def check_regimes(name: str, options: DatasetOptions) -> None:
+    """``regimes`` is a non-empty tuple of known regimes including ``zoom``; a regime the
+    dataset does not declare, or an unknown one, is refused with a ``DataError``. In the canvas
+    regime (when declared), around training images of ``RESOLUTIONS[0]`` px: the asked size at
+    square and non-square sizes, the same labels as the zoom regime, a canvas of the training
+    size equal to the training image, a canvas without ``train_size`` or smaller than the
+    training images refused with a ``DataError``."""
+    cls = DATASETS.get(name)
+    regimes = cls.regimes
+    assert isinstance(regimes, tuple) and regimes and "zoom" in regimes, (
+        f"{name}: regimes must be a tuple that includes 'zoom', got {regimes!r}"
+    )
+    unknown = [r for r in regimes if r not in REGIMES]
+    assert not unknown, f"{name}: unknown regimes {unknown} (known: {', '.join(REGIMES)})"
+    ds = _build(name, options)
+    train = RESOLUTIONS[0]
+    for regime in [r for r in REGIMES if r not in regimes] + ["no_such_regime"]:
+        try:
+            ds.split("test", train, regime=regime, train_size=train)
+        except DataError:
+            continue
+        raise AssertionError(f"{name}: the {regime} regime is not declared, yet split() gave images")
+    if "canvas" not in regimes:
+        return
+    assert cls._load_canvas is not ImageDataset._load_canvas, f"{name}: declares canvas but has no _load_canvas"
+    for which in SPLITS:
+        zoom = ds.split(which, train)
+        same = ds.split(which, train, regime="canvas", train_size=train)
+        where = f"{name} {which} split, canvas regime"
+        assert torch.allclose(same.images, zoom.images, atol=1e-5), (
+            f"{where}: a canvas of the training size ({train} px) differs from the training image"
         )
+        for size in (Size(RESOLUTIONS[1], RESOLUTIONS[1]), *NON_SQUARE):
+            split = ds.split(which, size, regime="canvas", train_size=train)
+            assert tuple(split.images.shape[1:]) == (ds.in_chans, size.rows, size.cols), (
+                f"{where} at {size.rows}x{size.cols}: images of shape {tuple(split.images.shape)}"
+            )
+            assert torch.isfinite(split.images).all(), f"{where} at {size.rows}x{size.cols}: non-finite pixels"
+            assert torch.equal(split.labels, zoom.labels), f"{where} at {size.rows}x{size.cols}: labels differ"
+    for bad in ({"train_size": RESOLUTIONS[1]}, {}):  # smaller than the training images; no training size
+        try:
+            ds.split("test", Size(train, RESOLUTIONS[1]), regime="canvas", **bad)
+        except DataError:
+            continue
+        raise AssertionError(f"{name}: a canvas of {train}x{RESOLUTIONS[1]} with {bad or 'no train_size'} "
+                             "was not refused")
 
 
 def check_deterministic(name: str, options: DatasetOptions) -> None:
@@ -159,6 +221,7 @@ CHECKS: list[Callable[[str, DatasetOptions], None]] = [
     check_options,
     check_splits,
     check_resolutions,
+    check_regimes,
     check_deterministic,
     check_disjoint,
 ]

@@ -1,11 +1,32 @@
 """The embedded dataset: procedurally rendered scenes whose labels depend on position.
 
 A scene is a handful of continuous parameters in normalised image coordinates
-(x to the right, y downwards, both in [0, 1]): a smooth background and one to three
-objects. `render` evaluates the scene on the pixel-centre grid of any resolution, so
+(x to the right, y downwards, both in [0, 1]): a smooth background and one to six
+objects. `render` evaluates the scene on the pixel-centre grid of any size, so
 the same scene at 16, 32 or 64 pixels shows the same picture with fewer or more
 pixels, with no resampling. Objects are signed-distance functions with a linear
 anti-aliased edge one pixel wide, so their coverage is smooth at every resolution.
+
+Two regimes of resolution change (`pixel_grid` gives the pixel centres of each), both a
+pure function of the scene parameters and the size; training images are the same in both:
+
+``zoom``
+    The scene's unit square fills the image: at R x R the same scene at more or fewer
+    pixels, so every offset in patches scales with R. At rows x cols (rows != cols) the unit
+    square is stretched to the image, x by cols and y by rows pixels: objects become
+    anisotropic and an offset in patches grows by cols / train along x and rows / train
+    along y (the edge ramp is one pixel along the coarser axis).
+``canvas``
+    The training pixel scale (``train_size`` pixels per unit along both axes) on a larger
+    image, rows and cols each at least ``train_size``: objects, offsets and background
+    frequencies keep their size in pixels and the field of view grows. The scene's unit
+    square is centred on the canvas, and the background's plane waves are evaluated over
+    the whole canvas, so nothing marks where the training frame was (objects all lie in
+    it, as they did in training). Centred rather than at a random offset: the canvas
+    keeps the image's midlines, so ``absolute`` keeps its labels (the quadrant of the scene
+    is the quadrant of the canvas), the test is deterministic, and the one thing that
+    changes is what the regime is about, more tokens at the same pixel scale, not a
+    translation of the scene. A canvas of the training size is the training image.
 
 Tasks (`TASKS`), all with exactly balanced classes:
 
@@ -27,13 +48,34 @@ Tasks (`TASKS`), all with exactly balanced classes:
     label is its shape. Sizes are drawn as the radius of the bounding disc (0.15 to
     0.22 of the side), so how much of that disc a shape fills is part of its look.
     A position-free control: a bag of patches learns it.
+``relational8`` (8 classes: right, above right, above, above left, left, below left,
+below, below right)
+    The harder relational task, with headroom: a red A and a blue B, smaller (bounding
+    disc 0.06 to 0.08 of the side: 2 to 2.6 px at 32 px, about one 4 px patch), among two
+    to four distractors of random shapes in other hues (yellow to cyan, 45 to 180 degrees),
+    drawn under A and B. The label is the direction of B from A among the eight compass
+    directions: the offset B - A is 0.5 (dx, dy) of the side with dx, dy in {-1, 0, 1},
+    not both 0, plus a jitter uniform in +-0.03 on both axes alike, so the direction is
+    never in doubt, and the targets' bounding discs are more than 1/4 of the side apart.
+    A model must find two small objects among others of the same shapes and sizes and
+    compare both of their coordinates.
+    Measured with the tests' tiny ViT (dim 32, depth 2, 4 px patches, 4096 scenes, lr 3e-3,
+    5 epochs at 32 px): none stays at 0.125-0.145 of validation accuracy (chance 0.125),
+    rope_axial reaches 0.14, 0.36, 0.88, 0.95, 0.96 by epoch; sincos2d sits at 0.49 after
+    5 epochs. The original ``relational`` task stays as it was (the same scenes, bit for bit).
 
 A model without positional information (a bag of patches) cannot beat chance on
-relational and absolute when the patch grid has an even number of patches per side
-(4 px patches at 16, 24, 32, 48, 64 px, ...). Every object centre is t + 0.5 k per
-axis, with t drawn from one law for every class and the class choosing only the half
-k of the image; for relational, the offset's jitter along and across its axis is
-drawn alike and symmetric about 0. Swapping the left and right (or top and bottom)
+relational, relational8 and absolute when the patch grid has an even number of patches
+per side (4 px patches at 16, 24, 32, 48, 64 px, ...). Every object centre is t + 0.5 k
+per axis, with t drawn from one law for every class and the class choosing only the half
+k of the image; for relational and relational8, the offset's jitter along and across its
+axis is drawn alike and symmetric about 0, and relational8's distractors take k at random.
+So the positions of all objects modulo half the side, their shapes, sizes, colours and
+the background have one law for every class, and two classes differ only by which halves
+the objects lie in: moving an object by half the side is, on an even grid, a move by a
+whole number of patches, which changes where its patch is and not what it holds (up to
+the background under it, whose law is the same everywhere: the waves' phases are uniform).
+A bag of patches sees the multiset of patches only, so it sees no class. Swapping the left and right (or top and bottom)
 halves of the image maps the scenes of one class to those of another with the same
 law, and on an even grid that swap only permutes patches, keeping where each object
 sits inside its patch; for relational, transposing the image relates the horizontal
@@ -42,7 +84,8 @@ has the same law transposed. On an odd grid the half swap shifts objects by half
 patch, and a bag of patches does beat chance (4 px patches: relational 97% at 12 px,
 63% at 20 px), so compare position-free baselines on even grids. A model that can
 reassemble the patches like a jigsaw from the continuity of the background could in
-principle still recover positions.
+principle still recover positions. The same holds in the canvas regime around an even
+training grid: the half-side shifts are ``train_size / 2`` pixels wherever the scene sits.
 
 Nuisance shared by all tasks, all resolution-independent: a grey background with a
 slight random tint plus three low-frequency plane waves (0.5 to 2 cycles per image,
@@ -74,22 +117,25 @@ from harness.data.base import (
     ImageDataset,
     Split,
     SplitName,
+    check_regime,
     integer,
     positive_integer,
     register_dataset,
 )
 from harness.errors import DataError, did_you_mean
+from harness.schema import Size
 
-__all__ = ["TASKS", "CLASS_NAMES", "MEAN", "STD", "RenderedDataset", "Scenes", "num_classes", "render",
-           "sample_scenes"]
+__all__ = ["TASKS", "CLASS_NAMES", "MEAN", "STD", "RenderedDataset", "Scenes", "num_classes", "pixel_grid",
+           "render", "sample_scenes"]
 
-Task = Literal["relational", "absolute", "shape"]
+Task = Literal["relational", "absolute", "shape", "relational8"]
 TASKS: tuple[str, ...] = typing.get_args(Task)
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {
     "relational": ("left", "right", "above", "below"),
     "absolute": ("top-left", "top-right", "bottom-left", "bottom-right"),
     "shape": ("disc", "square", "triangle", "cross"),
+    "relational8": ("right", "above right", "above", "above left", "left", "below left", "below", "below right"),
 }
 
 MEAN = 0.5  # per-channel normalisation of rendered images: (x - MEAN) / STD
@@ -115,6 +161,12 @@ _LARGE = (0.15, 0.22)  # bounding-disc radius of the object of shape
 _MARGIN = 0.03  # minimum gap between an object's bounding disc and the border (or a midline)
 _EDGE_SMALL = _SMALL[1] + _MARGIN  # nearest a small object's centre gets to the border
 _REL_JITTER = 0.03  # relational: half-width of the jitter of the offset along and across its axis
+_TINY = (0.06, 0.08)  # bounding-disc radius of the objects of relational8
+_EDGE_TINY = _TINY[1] + _MARGIN
+_DISTRACTORS = (2, 4)  # relational8: fewest and most distractors
+_DISTRACTOR_HUES = (45.0, 180.0)  # relational8: distractor hues in degrees (yellow, green, cyan)
+# relational8: the direction (dx, dy) of B from A per class, in half image sides (y down)
+_DIRECTIONS = ((1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1))
 _NUM_WAVES = 3
 _PIXEL_BUDGET = 1 << 24  # render at most this many pixels (per channel) at once
 
@@ -161,35 +213,70 @@ def sample_scenes(task: str, n: int, seed: int) -> Scenes:
 
 def render(
     scenes: Scenes,
-    resolution: int,
+    size: "int | Size | tuple[int, int] | str",
     *,
+    regime: str = "zoom",
+    train_size: int | None = None,
     device: str | torch.device = "cpu",
     chunk: int = 4096,
     normalize: bool = True,
 ) -> torch.Tensor:
-    """Render scenes natively at `resolution` x `resolution` pixels on `device`.
+    """Render scenes natively at ``size`` (``R`` for R x R, or rows x cols) on ``device``.
 
-    Returns a (n, 3, R, R) float32 tensor, normalised with `MEAN` and `STD` (raw
-    values in [0, 1] with ``normalize=False``). Scenes are rendered `chunk` at a
-    time, and never more than 2**24 pixels per channel at once, to bound memory.
+    ``regime`` ``"zoom"``: the scene's unit square on the whole image; ``"canvas"``: the scene
+    at ``train_size`` pixels per unit, centred on the larger image, its background extended
+    (see :func:`pixel_grid`). Returns a (n, 3, rows, cols) float32 tensor, normalised with
+    `MEAN` and `STD` (raw values in [0, 1] with ``normalize=False``). Scenes are rendered
+    `chunk` at a time, and never more than 2**24 pixels per channel at once, to bound memory.
     """
-    res = positive_integer(resolution, "resolution")
     chunk = positive_integer(chunk, "chunk")
     dev = torch.device(device)
+    xs, ys, scale = pixel_grid(size, regime=regime, train_size=train_size, device=dev)
+    rows, cols = ys.numel(), xs.numel()
     n = len(scenes)
-    out = torch.empty((n, 3, res, res), dtype=torch.float32, device=dev)
-    coords = (torch.arange(res, dtype=torch.float32, device=dev) + 0.5) / res  # pixel centres
-    step = max(1, min(chunk, _PIXEL_BUDGET // (res * res)))
+    out = torch.empty((n, 3, rows, cols), dtype=torch.float32, device=dev)
+    step = max(1, min(chunk, _PIXEL_BUDGET // (rows * cols)))
     for start in range(0, n, step):
         params = {
             f.name: getattr(scenes, f.name)[start : start + step].to(dev)
             for f in fields(scenes)
             if f.name not in ("task", "labels")
         }
-        out[start : start + step] = _render_chunk(coords, res, **params)
+        out[start : start + step] = _render_chunk(xs, ys, scale, **params)
     if normalize:
         out.sub_(MEAN).div_(STD)
     return out
+
+
+def pixel_grid(
+    size: "int | Size | tuple[int, int] | str",
+    *,
+    regime: str = "zoom",
+    train_size: int | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Where the pixel centres of an image of ``size`` lie in scene coordinates: ``(xs, ys,
+    pixels_per_unit)``, xs (cols,) and ys (rows,) float32, and the scale of the objects'
+    one-pixel anti-aliased edge.
+
+    - ``zoom``: the unit square stretched over rows x cols, ``xs = (j + 1/2) / cols`` and
+      ``ys = (i + 1/2) / rows``; the edge ramp is one pixel along the coarser axis
+      (``min(rows, cols)`` pixels per unit).
+    - ``canvas``: ``train_size`` pixels per unit along both axes, the unit square centred:
+      ``xs = (j + 1/2 - (cols - train_size) / 2) / train_size``, likewise ``ys``. At
+      ``size == train_size`` this is the zoom grid, value for value.
+    """
+    checked = check_regime(RenderedDataset, regime, size, train_size)
+    rows, cols = checked.rows, checked.cols
+    dev = torch.device(device)
+    if regime == "zoom":
+        xs = (torch.arange(cols, dtype=torch.float32, device=dev) + 0.5) / cols
+        ys = (torch.arange(rows, dtype=torch.float32, device=dev) + 0.5) / rows
+        return xs, ys, min(rows, cols)
+    train = integer(train_size, "train_size")
+    xs = (torch.arange(cols, dtype=torch.float32, device=dev) + (0.5 - (cols - train) / 2)) / train
+    ys = (torch.arange(rows, dtype=torch.float32, device=dev) + (0.5 - (rows - train) / 2)) / train
+    return xs, ys, train
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -226,9 +313,10 @@ def _blue(g: torch.Generator, shape) -> torch.Tensor:
     )
 
 
-def _bright(g: torch.Generator, shape) -> torch.Tensor:
-    """Bright colours of any hue: HSV with saturation 0.5 to 0.9 and value 0.85 to 1."""
-    hue = _uniform(g, (*shape, 1), 0.0, 6.0)
+def _bright(g: torch.Generator, shape, hues: tuple[float, float] = (0.0, 360.0)) -> torch.Tensor:
+    """Bright colours with a hue in ``hues`` (degrees; any by default): HSV with saturation 0.5
+    to 0.9 and value 0.85 to 1."""
+    hue = _uniform(g, (*shape, 1), hues[0] / 60, hues[1] / 60)
     saturation = _uniform(g, (*shape, 1), 0.5, 0.9)
     value = _uniform(g, (*shape, 1), 0.85, 1.0)
     k = torch.remainder(torch.tensor([5.0, 3.0, 1.0]) + hue, 6.0)
@@ -318,7 +406,37 @@ def _sample_shape(n: int, g: torch.Generator) -> Scenes:
     )
 
 
-_SAMPLERS = {"relational": _sample_relational, "absolute": _sample_absolute, "shape": _sample_shape}
+def _sample_relational8(n: int, g: torch.Generator) -> Scenes:
+    labels = _balanced_labels(g, n, len(_DIRECTIONS))
+    m = _DISTRACTORS[1]
+    objects = _objects(g, n, m + 2, _TINY)  # slots 0..m-1: distractors; m: A (red); m + 1: B (blue), on top
+    low, high = _EDGE_TINY, 1 - _EDGE_TINY  # range of centres
+    jitter = _REL_JITTER
+    d = torch.tensor(_DIRECTIONS, dtype=torch.float32)[labels]  # (n, 2), entries -1, 0, 1
+    # Every centre is t + 0.5 k per axis, t drawn from one law for every class. A: along an
+    # axis where B is offset, k puts A on the side that leaves room for B; elsewhere k is random.
+    t = _uniform(g, (n, 2), low + jitter, high - 0.5 - jitter)
+    k = torch.randint(0, 2, (n, 2), generator=g).float()
+    k = torch.where(d != 0, (d < 0).float(), k)
+    a = t + 0.5 * k
+    b = a + 0.5 * d + _uniform(g, (n, 2), -jitter, jitter)  # the same jitter law on both axes
+    distractors = _uniform(g, (n, m, 2), low, high - 0.5) + 0.5 * torch.randint(0, 2, (n, m, 2), generator=g)
+    count = torch.randint(_DISTRACTORS[0], m + 1, (n, 1), generator=g)
+    present = torch.cat([torch.arange(m) < count, torch.ones(n, 2, dtype=torch.bool)], dim=1)
+    colors = torch.cat([_bright(g, (n, m), _DISTRACTOR_HUES), _red(g, (n, 1)), _blue(g, (n, 1))], dim=1)
+    return Scenes(
+        task="relational8",
+        centers=torch.cat([distractors, a[:, None], b[:, None]], dim=1),
+        colors=colors,
+        present=present,
+        labels=labels,
+        **objects,
+        **_background(g, n),
+    )
+
+
+_SAMPLERS = {"relational": _sample_relational, "absolute": _sample_absolute, "shape": _sample_shape,
+             "relational8": _sample_relational8}
 
 
 # ---------------------------------------------------------------------------- rendering
@@ -366,8 +484,9 @@ _SDFS = (_sdf_disc, _sdf_square, _sdf_triangle, _sdf_cross)
 
 
 def _render_chunk(
-    coords: torch.Tensor,
-    res: int,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    scale: float,
     *,
     centers,
     sizes,
@@ -384,23 +503,24 @@ def _render_chunk(
     two_pi = 2 * math.pi
     # Background: base + sum_k amp_k sin(2 pi (fx x + fy y) + phase), separated as
     # sin(a + c) = sin(a) cos(c) + cos(a) sin(c) with a along x and c along y.
-    a = two_pi * wave_freqs[..., 0, None] * coords + wave_phases[..., None]  # (b, w, R) along x
-    c = two_pi * wave_freqs[..., 1, None] * coords  # (b, w, R) along y
+    a = two_pi * wave_freqs[..., 0, None] * xs + wave_phases[..., None]  # (b, w, C) along x
+    c = two_pi * wave_freqs[..., 1, None] * ys  # (b, w, R) along y
     along_y = torch.cat([torch.cos(c), torch.sin(c)], dim=1)  # (b, 2w, R)
-    along_x = torch.cat([torch.sin(a), torch.cos(a)], dim=1)  # (b, 2w, R)
+    along_x = torch.cat([torch.sin(a), torch.cos(a)], dim=1)  # (b, 2w, C)
     amps = torch.cat([wave_amps, wave_amps], dim=1).transpose(1, 2)  # (b, 3, 2w)
     weighted_y = (amps[..., None] * along_y[:, None]).transpose(-1, -2)  # (b, 3, R, 2w)
-    img = background[:, :, None, None] + weighted_y @ along_x[:, None]  # (b, 3, R, R)
+    img = background[:, :, None, None] + weighted_y @ along_x[:, None]  # (b, 3, R, C)
 
-    x = coords.view(1, 1, res)
-    y = coords.view(1, res, 1)
-    sdf = torch.empty((b, res, res), dtype=coords.dtype, device=coords.device)
+    rows, cols = ys.numel(), xs.numel()
+    x = xs.view(1, 1, cols)
+    y = ys.view(1, rows, 1)
+    sdf = torch.empty((b, rows, cols), dtype=xs.dtype, device=xs.device)
     for slot in range(centers.shape[1]):
         for shape, sdf_fn in enumerate(_SDFS):
             idx = torch.nonzero(shapes[:, slot] == shape).squeeze(1)
             if idx.numel() == 0:
                 continue
-            dx = x - centers[idx, slot, 0, None, None]  # (k, 1, R)
+            dx = x - centers[idx, slot, 0, None, None]  # (k, 1, C)
             dy = y - centers[idx, slot, 1, None, None]  # (k, R, 1)
             s = sizes[idx, slot, None, None]
             if shape == _DISC:
@@ -410,7 +530,7 @@ def _render_chunk(
                 sin = torch.sin(angles[idx, slot])[:, None, None]
                 sdf[idx] = sdf_fn(cos * dx + sin * dy, cos * dy - sin * dx, s)
         # Coverage ramps linearly from 1 to 0 over one pixel across the edge.
-        alpha = (0.5 - sdf * res).clamp_(0, 1) * present[:, slot, None, None]
+        alpha = (0.5 - sdf * scale).clamp_(0, 1) * present[:, slot, None, None]
         img += alpha[:, None] * (colors[:, slot, :, None, None] - img)
     return img.clamp_(0, 1)
 
@@ -420,12 +540,16 @@ def _render_chunk(
 
 @register_dataset("rendered")
 class RenderedDataset(ImageDataset):
-    """The embedded, procedurally rendered scenes: one task, rendered natively at any resolution.
+    """The embedded, procedurally rendered scenes: one task, rendered natively at any size, zoom or canvas.
 
     The train, val and test scenes are sampled once, from three seeds derived from
-    ``seed``, and rendered natively at whatever resolution a split is asked at.
+    ``seed``, and rendered natively at whatever size a split is asked at: in the zoom regime
+    the scene's unit square fills the image; in the canvas regime it keeps the training pixel
+    scale, centred on a larger image whose background extends the scene's (:func:`pixel_grid`).
     Images are normalised with mean 0.5 and standard deviation 0.25 per channel.
     """
+
+    regimes = ("zoom", "canvas")
 
     @dataclass(frozen=True)
     class Options(DatasetOptions):
@@ -447,9 +571,14 @@ class RenderedDataset(ImageDataset):
             which: sample_scenes(self.task, n, _derive_seed(options.seed, which)) for which, n in counts.items()
         }
 
-    def _load(self, which: SplitName, resolution: int, device: torch.device) -> Split:
+    def _load(self, which: SplitName, size: Size, device: torch.device) -> Split:
         scenes = self.scenes[which]
-        return Split(render(scenes, resolution, device=device), scenes.labels.to(device))
+        return Split(render(scenes, size, device=device), scenes.labels.to(device))
+
+    def _load_canvas(self, which: SplitName, size: Size, train_size: int, device: torch.device) -> Split:
+        scenes = self.scenes[which]
+        images = render(scenes, size, regime="canvas", train_size=train_size, device=device)
+        return Split(images, scenes.labels.to(device))
 
     @classmethod
     def example_options(cls, folder: Path) -> dict[str, Any]:

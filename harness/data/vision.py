@@ -1,9 +1,13 @@
 """Real image datasets through torchvision: CIFAR-10/100 and small ImageFolder trees.
 
-Both keep every split in memory as tensors and return, for any resolution, the
+Both keep every split in memory as tensors and return, for any size rows x cols, the
 images resized from the originals with an antialiased bilinear resize
-(``F.interpolate(mode="bilinear", antialias=True, align_corners=False)``),
-normalised with per-channel statistics:
+(``F.interpolate(mode="bilinear", antialias=True, align_corners=False)``): the zoom
+regime, the same (square) frame at more or fewer pixels, stretched when rows != cols.
+They do not support the canvas regime: a photo shows nothing beyond its frame, so a larger
+field of view at the training pixel scale would have to invent pixels (padding, zero or
+reflected, shows a border or mirrored content a model could key on, not a larger view).
+Images are normalised with per-channel statistics:
 
 - CIFAR-10: mean (0.4914, 0.4822, 0.4465), std (0.2470, 0.2435, 0.2616)
 - CIFAR-100: mean (0.5071, 0.4865, 0.4409), std (0.2673, 0.2564, 0.2762)
@@ -30,11 +34,14 @@ from PIL import Image
 from harness.config import Invalid, option
 from harness.data.base import SPLITS, DatasetOptions, ImageDataset, Split, SplitName, register_dataset
 from harness.errors import DataError
+from harness.schema import Size
 
 __all__ = ["CIFAR", "CIFAR10", "CIFAR100", "ImageFolderData"]
 
 _IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 _PIXEL_BUDGET = 1 << 24  # resize at most this many pixels (per channel) at once
+_NO_CANVAS = ("a photo shows nothing beyond its frame: a larger field of view at the training pixel scale "
+              "would have to invent pixels")
 
 
 @dataclass(frozen=True)
@@ -68,9 +75,11 @@ class CIFAR(ImageDataset):
     unless ``verify`` is false (a re-packed copy). The validation split is a seeded,
     stratified ``val_fraction`` of the official training set, the training split the rest;
     the test split is the official test set. Originals are 32 x 32, so ``split(which, 32)``
-    does not resize; all splits stay in memory as uint8 and each (split, resolution, device)
-    asked for is cached as float32.
+    does not resize; all splits stay in memory as uint8 and each (split, size, device)
+    asked for is cached as float32. Zoom regime only.
     """
+
+    regime_note: ClassVar[str] = _NO_CANVAS
 
     torchvision_class: ClassVar[str]  # the torchvision class that knows the files: "CIFAR10", "CIFAR100"
     mean: ClassVar[tuple[float, float, float]]
@@ -97,8 +106,8 @@ class CIFAR(ImageDataset):
         self._labels = {"train": train_y[train_idx], "val": train_y[val_idx], "test": test_y}
         _check_nonempty(self._labels, f"{self.name} in {self.root}")
 
-    def _load(self, which: SplitName, resolution: int, device: torch.device) -> Split:
-        images = _resize_normalize(self._images[which], resolution, self.mean, self.std, device)
+    def _load(self, which: SplitName, size: Size, device: torch.device) -> Split:
+        images = _resize_normalize(self._images[which], size, self.mean, self.std, device)
         return Split(images, self._labels[which].to(device))
 
     @classmethod
@@ -211,12 +220,14 @@ class ImageFolderData(ImageDataset):
     folders must be among the training ones. Otherwise the class folders sit in
     ``root`` itself and are split three ways (``val_fraction``, ``test_fraction``, the rest
     for training). Each image is centre-cropped to a square and resized (antialiased)
-    to the asked resolution; every split is held in memory per resolution, so keep
-    to trees of some ten thousand images. With ``image_size_cache`` = S, each image is
-    decoded once and kept as S x S uint8, and every resolution is resized from that
-    (fast; set S at least the largest resolution); without it, each new resolution
-    decodes the files again and resizes from the originals.
+    to the asked size, rows x cols (the square stretched when rows != cols); every split
+    is held in memory per size, so keep to trees of some ten thousand images. With
+    ``image_size_cache`` = S, each image is decoded once and kept as S x S uint8, and every
+    size is resized from that (fast; set S at least the largest side); without it, each new
+    size decodes the files again and resizes from the originals. Zoom regime only.
     """
+
+    regime_note: ClassVar[str] = _NO_CANVAS
 
     @dataclass(frozen=True)
     class Options(_FolderOptions):
@@ -267,17 +278,18 @@ class ImageFolderData(ImageDataset):
         _check_nonempty(self._labels, f"ImageFolder {self.root}")
         self._originals: dict[str, torch.Tensor] = {}  # split -> (N, 3, S, S) uint8 at image_size_cache
 
-    def _load(self, which: SplitName, resolution: int, device: torch.device) -> Split:
+    def _load(self, which: SplitName, size: Size, device: torch.device) -> Split:
         labels = self._labels[which].to(device)
         if self.image_size_cache is not None:
             if which not in self._originals:
-                size = self.image_size_cache
+                cached = self.image_size_cache
                 self._originals[which] = torch.stack(
-                    [_square(_read_image(p), size).mul_(255).round_().to(torch.uint8) for p in self._files[which]]
+                    [_square(_read_image(p), Size(cached, cached)).mul_(255).round_().to(torch.uint8)
+                     for p in self._files[which]]
                 )
-            images = _resize_normalize(self._originals[which], resolution, self.mean, self.std, device)
+            images = _resize_normalize(self._originals[which], size, self.mean, self.std, device)
             return Split(images, labels)
-        images = torch.stack([_square(_read_image(p), resolution) for p in self._files[which]])
+        images = torch.stack([_square(_read_image(p), size) for p in self._files[which]])
         return Split(_normalize(images, self.mean, self.std).to(device), labels)
 
     @classmethod
@@ -335,26 +347,28 @@ def _read_image(path: Path) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
-def _square(image: torch.Tensor, size: int) -> torch.Tensor:
-    """Centre-crop a (3, H, W) uint8 image to a square, resize it to size x size: float in [0, 1]."""
+def _square(image: torch.Tensor, size: Size) -> torch.Tensor:
+    """Centre-crop a (3, H, W) uint8 image to a square, resize it to rows x cols: float in [0, 1]."""
     _, h, w = image.shape
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
     x = image[None, :, top : top + side, left : left + side].float().div_(255)
-    if side != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    if (side, side) != (size.rows, size.cols):
+        x = F.interpolate(x, size=(size.rows, size.cols), mode="bilinear", antialias=True, align_corners=False)
     return x[0].clamp_(0, 1)
 
 
-def _resize_normalize(images: torch.Tensor, resolution: int, mean, std, device: torch.device) -> torch.Tensor:
-    """(N, C, H, W) uint8 -> (N, C, R, R) float32 on device, resized (antialiased) and normalised, in chunks."""
+def _resize_normalize(images: torch.Tensor, size: Size, mean, std, device: torch.device) -> torch.Tensor:
+    """(N, C, H, W) uint8 -> (N, C, rows, cols) float32 on device, resized (antialiased) and normalised,
+    in chunks."""
     n, c, h, w = images.shape
-    out = torch.empty((n, c, resolution, resolution), dtype=torch.float32, device=device)
-    step = max(1, _PIXEL_BUDGET // max(h * w, resolution * resolution))
+    rows, cols = size.rows, size.cols
+    out = torch.empty((n, c, rows, cols), dtype=torch.float32, device=device)
+    step = max(1, _PIXEL_BUDGET // max(h * w, rows * cols))
     for start in range(0, n, step):
         x = images[start : start + step].to(device).float().div_(255)
-        if (h, w) != (resolution, resolution):
-            x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+        if (h, w) != (rows, cols):
+            x = F.interpolate(x, size=(rows, cols), mode="bilinear", antialias=True, align_corners=False)
         out[start : start + step] = _normalize(x, mean, std)
     return out
 
