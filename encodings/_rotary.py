@@ -4,6 +4,11 @@ Pair layout: interleaved, pair j = channels (2j, 2j+1) of a head, turned by angl
 (x0, x1) -> (x0 cos a - x1 sin a, x0 sin a + x1 cos a), computed as one complex multiplication
 (x0 + i x1)(cos a + i sin a). Prefix tokens (cls) get angle 0: their table entries are exactly
 1 + 0i, so they pass through unchanged.
+
+Precision: the angles and the table are computed in float32, with autocast off and no TF32
+(``build``, see ``_precision``), and the rotation runs in float32 (complex64) whatever the dtype
+of q and k; the result is cast back to q's dtype. Under bf16 autocast an angle computed in bf16
+would be off by up to ~0.1 rad.
 """
 
 from __future__ import annotations

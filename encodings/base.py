@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from harness.config import ConfigError, ModelDims, convert
+from harness.encodings._precision import in_float32
 from harness.registry import Registry
 from harness.variants import rescale
 
@@ -197,14 +198,16 @@ class PositionalEncoding(nn.Module):
 
     # ------------------------------------------------------------------ tables
     def state(self, grid: PatchGrid, device: torch.device | str) -> Any:
-        """This forward's tables for ``grid``: built once per forward, cached per grid if fixed."""
+        """This forward's tables for ``grid``: built once per forward, cached per grid if fixed.
+        ``build`` runs with autocast off and full-precision float32 matmuls (``in_float32``), so
+        tables are float32 under bf16 autocast and TF32 too (a bf16 angle is ~0.1 rad off)."""
         if not self.fixed_tables:
-            return self.build(grid, torch.device(device))
+            return in_float32(device, self.build, grid, torch.device(device))
         key = (grid.rows, grid.cols, grid.num_prefix, grid.offset, str(device))
         hit = self._tables.get(key)
         if hit is None:
             with torch.no_grad():
-                hit = self.build(grid, torch.device(device))
+                hit = in_float32(device, self.build, grid, torch.device(device))
             self._tables[key] = hit
             if len(self._tables) > self.cache_size:
                 self._tables.popitem(last=False)

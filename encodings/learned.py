@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.encodings._precision import add_table
 from harness.encodings.base import PositionalEncoding, register_encoding
 
 
@@ -46,7 +47,7 @@ class LearnedAbsolute(PositionalEncoding):
         return t.permute(0, 2, 3, 1).reshape(1, grid.num_patches, d.dim)
 
     def tokens(self, x, grid, state):
-        return x + state.to(x.dtype)
+        return add_table(x, state)
 
     def no_weight_decay(self):
         return {"table"}

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.encodings._precision import add_table
 from harness.encodings.base import Policy, PositionalEncoding, register_encoding, rescale
 
 
@@ -36,4 +37,4 @@ class SinCos2D(PositionalEncoding):
         return torch.cat([ox.sin(), ox.cos(), oy.sin(), oy.cos()], dim=1)
 
     def tokens(self, x, grid, state):
-        return x + state.to(x.dtype)
+        return add_table(x, state)

@@ -12,6 +12,7 @@ A plugin's own test suite can run it too::
 Each check takes an encoding name and raises ``AssertionError`` on failure. Besides what
 every encoding must do, the kit tests what an encoding declares: ``relative = True`` (the
 logits depend on position offsets only) and ``fixed_tables = True`` (tables cached per grid).
+Every encoding must also keep its tables in float32 under bf16 autocast (``check_float32_under_autocast``).
 The model is tiny (16 px training images, 4x4 patches: a 4x4 training grid).
 """
 
@@ -30,7 +31,8 @@ from harness.encodings.base import HOOKS, PatchGrid, PositionalEncoding, build_e
 from harness.errors import HarnessError
 from harness.models.vit import build_model
 
-__all__ = ["CHECKS", "TINY", "assert_relative", "check_all", "input_sizes"]
+__all__ = ["BF16_UNIT", "CHECKS", "TINY", "assert_float32_under_autocast", "assert_relative", "check_all",
+           "input_sizes", "tables_of"]
 
 #: the tiny model of the kit: 4x4 training grid, 2 layers, 4 heads of dim 8
 TINY = ViTConfig(image_size=16, in_chans=3, num_classes=5, dim=32, depth=2, heads=4, mlp_ratio=2.0,
@@ -223,6 +225,109 @@ def check_relative(name: str) -> None:
         assert_relative(build_encoding(name, TINY.dims, options))
 
 
+# ------------------------------------------------------------------------------ bf16 autocast
+#: the unit roundoff of bfloat16 (8 significant bits): rounding to bf16 moves a value by at most
+#: this fraction of itself
+BF16_UNIT = 2.0 ** -8
+
+
+def tables_of(state: Any) -> list[torch.Tensor]:
+    """The floating-point tensors of an encoding's ``state`` (a tensor, or tuples, lists, dicts
+    and dataclasses of them), in a fixed order."""
+    if isinstance(state, torch.Tensor):
+        return [state] if state.is_floating_point() or state.is_complex() else []
+    if isinstance(state, (tuple, list)):
+        return [t for item in state for t in tables_of(item)]
+    if isinstance(state, dict):
+        return [t for key in sorted(state, key=str) for t in tables_of(state[key])]
+    if dataclasses.is_dataclass(state) and not isinstance(state, type):
+        return [t for f in dataclasses.fields(state) for t in tables_of(getattr(state, f.name))]
+    return []
+
+
+def _hooks_at(pe: PositionalEncoding, grid: PatchGrid, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor):
+    """The state, the tokens hook's output and, per layer, (q, k, bias) after the hooks."""
+    state = pe.state(grid, "cpu")
+    tokens = pe.tokens(x, grid, state)
+    layers = []
+    for layer in range(pe.dims.depth):
+        q2, k2 = pe.qk(q, k, grid, state, layer)
+        layers.append((q2, k2, pe.attn_bias(grid, state, layer)))
+    return state, tokens, layers
+
+
+def assert_float32_under_autocast(make: Callable[[], PositionalEncoding], grids=None) -> None:
+    """Build two encodings with ``make()`` (the same weights), run one under CPU bf16 autocast
+    (which reproduces the CUDA path) and the other in float32, on bf16-representable inputs, and
+    check, on grids of several shapes (the training grid, a smaller non-square one and a larger
+    one, where angles and distances grow):
+
+    - the tables (``state``): the dtypes of the float32 build, never a 16-bit float, and equal to
+      it within float32 tolerance: autocast computes and caches no table in bf16;
+    - the hooks keep the dtype of the activations (bf16 in, bf16 out);
+    - every attention logit q_i.k_j / sqrt(d) + bias is within one bf16 rounding of the rotated
+      q and k of the float32 value: |delta| <= (2u + u^2) sum_c |q_ic k_jc| / sqrt(d) (u = 2^-8,
+      q and k the float32 ones after the hook), plus 1e-5; an angle computed in bf16 (off by
+      ~u * angle) breaks it;
+    - every token is within 2u (|x| + |t|) + 1e-6 of the float32 x + t (t: the table added).
+    """
+    pe, ref = make(), make()
+    d = pe.dims
+    u = BF16_UNIT
+    gen = torch.Generator().manual_seed(0)
+    grids = grids or [(d.train_rows, d.train_cols), (max(d.train_rows - 1, 1), d.train_cols + 1),
+                      (2 * d.train_rows + 1, 3 * d.train_cols)]
+    for rows, cols in grids:
+        grid = PatchGrid(rows, cols, d.train_rows, d.train_cols)
+        where = f"{pe.name} {dataclasses.asdict(pe.opts)} on a {rows}x{cols} grid under bf16 autocast"
+        x = torch.randn(2, grid.num_patches, d.dim, generator=gen).bfloat16()
+        q = torch.randn(2, d.heads, grid.num_tokens, d.head_dim, generator=gen).bfloat16()
+        k = torch.randn(2, d.heads, grid.num_tokens, d.head_dim, generator=gen).bfloat16()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            state, tokens, layers = _hooks_at(pe, grid, x, q, k)
+        ref_state, ref_tokens, ref_layers = _hooks_at(ref, grid, x.float(), q.float(), k.float())
+        tables, ref_tables = tables_of(state), tables_of(ref_state)
+        assert len(tables) == len(ref_tables), f"{where}: {len(tables)} tables, {len(ref_tables)} in float32"
+        for i, (t, r) in enumerate(zip(tables, ref_tables)):
+            assert t.dtype == r.dtype and t.dtype not in (torch.bfloat16, torch.float16), (
+                f"{where}: table {i} is {t.dtype} under autocast, {r.dtype} without (position tables must be "
+                f"float32 or wider: build them with autocast off)"
+            )
+            torch.testing.assert_close(t.detach(), r.detach(), msg=lambda m: (
+                f"{where}: table {i} differs from its float32 build (computed in bf16?); {m}"))
+        assert tokens.dtype == x.dtype, f"{where}: the tokens hook turned {x.dtype} tokens into {tokens.dtype}"
+        added = (ref_tokens - x.float()).double()
+        tol = 2 * u * (x.double().abs() + added.abs()) + 1e-6
+        excess = ((tokens.double() - ref_tokens.double()).abs() - tol).max().item()
+        assert excess <= 0, f"{where}: a token is {excess:.3g} beyond one bf16 rounding of its float32 value"
+        for layer, ((q2, k2, bias), (rq, rk, rbias)) in enumerate(zip(layers, ref_layers)):
+            assert q2.dtype == q.dtype and k2.dtype == k.dtype, (
+                f"{where}: layer {layer}: the qk hook turned {q.dtype} q/k into {q2.dtype}/{k2.dtype}"
+            )
+            scale = 1 / math.sqrt(d.head_dim)
+            logits = q2.double() @ k2.double().transpose(-1, -2) * scale
+            ref_logits = rq.double() @ rk.double().transpose(-1, -2) * scale
+            if rbias is not None:
+                logits, ref_logits = logits + bias.double(), ref_logits + rbias.double()
+            tol = (2 * u + u * u) * (rq.double().abs() @ rk.double().abs().transpose(-1, -2)) * scale + 1e-5
+            excess = ((logits - ref_logits).abs() - tol).max().item()
+            assert excess <= 0, (
+                f"{where}: layer {layer}: an attention logit is {excess:.3g} beyond one bf16 rounding of "
+                f"q and k from its float32 value (a table or the rotation computed in bf16?)"
+            )
+
+
+def check_float32_under_autocast(name: str) -> None:
+    """Under CPU bf16 autocast, for every policy: tables as in float32 (float32, equal within
+    float32 tolerance), logits and tokens within one bf16 rounding of float32
+    (:func:`assert_float32_under_autocast`)."""
+    for options in _policies(name):
+        def make(options=options):
+            torch.manual_seed(7)
+            return build_encoding(name, TINY.dims, options)
+        assert_float32_under_autocast(make)
+
+
 CHECKS: list[Callable[[str], None]] = [
     check_metadata,
     check_forward_backward,
@@ -230,6 +335,7 @@ CHECKS: list[Callable[[str], None]] = [
     check_cls_untouched,
     check_fixed_tables_cached,
     check_relative,
+    check_float32_under_autocast,
 ]
 
 

@@ -68,7 +68,7 @@ def test_listing_shows_the_builtins_with_live_metadata():
     assert rows["learned"][3] == "512"  # 16 positions x 32
     assert rows["rope_mixed"][3] == "64"  # 2 layers x 4 heads x 4 pairs x 2
     assert rows["liere"][3] == "448"  # 2 x 2 layers x 4 heads x 1 block x 28 entries
-    assert rows["rope_golden"][2] == "interpolate (or extrapolate)"
+    assert rows["rope_golden"][2] == "interpolate (or extrapolate, interpolate_eva)"
     assert rows["learned"][2] == "interpolate" and rows["none"][1:3] == ["-", "-"]
     assert rows["alibi2d"][1] == "attn_bias" and rows["rope1d"][1] == "qk" and rows["sincos2d"][1] == "tokens"
     # declared properties and option defaults, a computed one included (2 * math.pi)
@@ -279,7 +279,7 @@ def test_a_new_encoding_file_is_listed_and_passes_the_whole_kit(tmp_path):
     assert r.returncode == 0 and not r.stderr, r.stderr
     assert listed(r.stdout) == sorted(BUILTINS + ["horizontal_decay"])
     row = next(line for line in r.stdout.splitlines() if line.startswith("horizontal_decay "))
-    assert re.split(r"\s{2,}", row)[1:6] == ["attn_bias", "extrapolate (or interpolate)", "0", "yes", "rate=0.5"]
+    assert re.split(r"\s{2,}", row)[1:6] == ["attn_bias", "extrapolate (or interpolate, interpolate_eva)", "0", "yes", "rate=0.5"]
     assert load_plugin(str(path)) == ["encoding horizontal_decay"]
     check_all("horizontal_decay")
 

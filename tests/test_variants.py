@@ -39,8 +39,8 @@ def test_log_temperature():
     assert TEMPERATURES.names() == ["log", "none"]
 
 
-@pytest.mark.parametrize("name", [n for n in ENCODINGS.names() if len(ENCODINGS.get(n).describe().policies) > 1])
-@pytest.mark.parametrize("policy", ["extrapolate", "interpolate", "interpolate_eva"])
+@pytest.mark.parametrize("name, policy", [(n, p) for n, cls in ENCODINGS.items() if len(cls.describe().policies) > 1
+                                          for p in cls.describe().policies])
 def test_a_policy_on_trained_weights_equals_the_encoding_built_with_it(name, policy):
     torch.manual_seed(0)
     model = build_model(CFG, name)
