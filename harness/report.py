@@ -1,10 +1,11 @@
 """``harness report``: a study's answer, built from its MLflow runs and nothing else.
 
-Writes ``reports/<study>/``: ``results.csv`` (one row per run and test resolution), the
-summary tables (``report.md``), one PNG per report figure, and ``report.html``, one
-self-contained page (figures embedded) with the spec, provenance, tables, figures and the
-list of the study's cells that are missing or failed. MLflow is read through the names of
-:mod:`harness.schema`; the statistics are pure functions of the table
+Writes ``reports/<study>/``: ``results.csv`` (one row per run, regime, test size, policy and
+temperature), ``comparisons.csv`` (every paired comparison), the summary tables
+(``report.md``), one PNG per report figure, and ``report.html``, one self-contained page
+(figures embedded) with the headline, the pivot tables, the spec, provenance, figures and
+the list of the study's cells that are missing or failed. MLflow is read through the names
+of :mod:`harness.schema`; the statistics are pure functions of the table
 (:mod:`harness.report_stats`); the figures are the registered :data:`harness.figures.FIGURES`.
 """
 
@@ -16,7 +17,7 @@ import json
 import math
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,15 +30,21 @@ from harness import report_stats as st
 from harness import schema
 from harness.errors import HarnessError
 from harness.figures import FIGURES
-from harness.figures.plotting import save, theme
+from harness.figures.plotting import save, size_order, theme
 from harness.schema import Cell
 from harness.tracking import Tracker
 
-__all__ = ["CURVE_COLUMNS", "RESULT_COLUMNS", "ReportError", "StudyRuns", "build_report", "results_table", "summary_tables"]
+__all__ = ["CURVE_COLUMNS", "RESULT_COLUMNS", "TABLES", "ReportError", "StudyRuns", "build_report", "results_table",
+           "summary_tables", "tidy_results"]
 
-#: the columns of the tidy results table, one row per run and test resolution
-RESULT_COLUMNS = ["study", "stage", "encoding", "options", "train_resolution", "test_resolution", "seed", "test_acc",
-                  "test_loss", "params", "images_per_s", "run_id", "status"]
+#: the columns of the tidy results table (``results.csv``), one row per run, regime, test
+#: size, policy and temperature; ``test_resolution`` is the size's label (``32``, ``32x64``)
+RESULT_COLUMNS = ["study", "stage", "encoding", "options", "variant", "policy", "temperature", "regime",
+                  "train_resolution", "test_resolution", "test_rows", "test_cols", "seed", "test_acc", "test_loss",
+                  "retention", "chance", "final_val_acc", "trained", "params", "images_per_s", "device", "run_id",
+                  "status"]
+#: what a reader supplies per row; the rest follows (:func:`harness.report_stats.derive`)
+_DERIVED = ("variant", "trained", "retention")
 CURVE_COLUMNS = ["encoding", "train_resolution", "seed", "epoch", "val_acc"]
 
 
@@ -58,7 +65,39 @@ class StudyRuns:
     cells: list[Cell] = field(default_factory=list)
 
 
+def tidy_results(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """The tidy results table of rows holding every column of :data:`RESULT_COLUMNS` but the
+    derived ones (variant, trained, retention), sorted by encoding, train resolution, seed,
+    regime, test size, policy and temperature. ``test_resolution`` is the size's label;
+    ``test_rows`` / ``test_cols`` are filled from it when absent."""
+    raw = [c for c in RESULT_COLUMNS if c not in _DERIVED]
+    df = pd.DataFrame([dict(r) for r in rows], columns=raw)
+    sizes = [schema.Size.parse(s) if isinstance(s, (int, str)) and not pd.isna(s) else None
+             for s in df["test_resolution"]]
+    df["test_resolution"] = [s.label if s else None for s in sizes]
+    for col, attr in (("test_rows", "rows"), ("test_cols", "cols")):
+        df[col] = pd.array([getattr(s, attr) if s else None for s in sizes], dtype="Int64")
+    for col in ("test_acc", "test_loss", "chance", "final_val_acc"):
+        df[col] = df[col].astype(float)
+    df = st.derive(df)[RESULT_COLUMNS]
+    if len(df):
+        df = df.sort_values(["encoding", "train_resolution", "seed", "run_id", "regime", "test_rows", "test_cols",
+                             "policy", "temperature"], na_position="first").reset_index(drop=True)
+    return df
+
+
 # ------------------------------------------------------------------------------ reading MLflow
+def _tested(metrics: Mapping[str, float]) -> dict[tuple[schema.Variant, schema.Size], dict[str, float]]:
+    """The run's test metrics by (variant, size): {"acc": ..., "loss": ...} (keys old and new)."""
+    out: dict[tuple[schema.Variant, schema.Size], dict[str, float]] = {}
+    for key, value in metrics.items():
+        parsed = schema.parse_test_metric(key)
+        if parsed:
+            kind, variant, size = parsed
+            out.setdefault((variant, size), {})[kind] = value
+    return {k: v for k, v in sorted(out.items()) if "acc" in v}
+
+
 def results_table(tracker: Tracker, study: str) -> StudyRuns:
     """The study's evaluate runs as tidy tables, read from MLflow."""
     rows, curves, tuning, found = [], [], [], set()
@@ -69,13 +108,16 @@ def results_table(tracker: Tracker, study: str) -> StudyRuns:
         found.add(cell)
         base = {"study": study, "stage": schema.EVALUATE, "encoding": cell.encoding, "options": schema.encoding_options(p),
                 "train_resolution": cell.train_resolution, "seed": cell.seed, "params": m.get(schema.PARAM_COUNT),
-                "images_per_s": m.get(schema.IMAGES_PER_S), "run_id": r.info.run_id, "status": r.info.status}
-        tested = sorted(res for kind, res in filter(None, map(schema.parse_test_metric, m)) if kind == "acc")
+                "images_per_s": m.get(schema.IMAGES_PER_S), "chance": m.get(schema.CHANCE, math.nan),
+                "final_val_acc": m.get(schema.VAL_ACC, math.nan), "device": r.data.tags.get(schema.T_DEVICE),
+                "run_id": r.info.run_id, "status": r.info.status}
+        tested = _tested(m)
         if not tested:
-            rows.append({**base, "test_resolution": None, "test_acc": math.nan, "test_loss": math.nan})
-        for t in tested:
-            rows.append({**base, "test_resolution": t, "test_acc": m[schema.acc_at(t)],
-                         "test_loss": m.get(schema.loss_at(t), math.nan)})
+            rows.append({**base, "test_acc": math.nan, "test_loss": math.nan})
+        for (variant, size), values in tested.items():
+            rows.append({**base, "regime": variant.regime, "policy": variant.policy,
+                         "temperature": variant.temperature, "test_resolution": size.label, "test_acc": values["acc"],
+                         "test_loss": values.get("loss", math.nan)})
         if r.info.status == "FINISHED":
             for h in tracker.client.get_metric_history(r.info.run_id, schema.VAL_ACC):
                 curves.append({"encoding": cell.encoding, "train_resolution": cell.train_resolution,
@@ -87,11 +129,7 @@ def results_table(tracker: Tracker, study: str) -> StudyRuns:
                        "val_acc": r.data.metrics.get(schema.VAL_ACC),
                        "state": "pruned" if schema.T_PRUNED_AT in tags else r.info.status.lower(),
                        **schema.tuned_values(p)})
-    results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    if len(results):
-        results["test_resolution"] = results["test_resolution"].astype("Int64")
-        results = results.sort_values(["encoding", "train_resolution", "seed", "test_resolution"]).reset_index(drop=True)
-    return StudyRuns(results, pd.DataFrame(curves, columns=CURVE_COLUMNS), pd.DataFrame(tuning),
+    return StudyRuns(tidy_results(rows), pd.DataFrame(curves, columns=CURVE_COLUMNS), pd.DataFrame(tuning),
                      _logged_spec(tracker, runs), _provenance(runs), sorted(found))
 
 
@@ -122,29 +160,37 @@ def _provenance(runs: list) -> dict:
 
 
 # ------------------------------------------------------------------------------ the report
+#: the report's tables (``tables`` of the figures), in the order :func:`summary_tables` builds them
+TABLES = ("accuracy", "retention", "extrapolation", "ranking", "headline", "comparisons", "untrained", "cost",
+          "missing")
+
+
 def summary_tables(results: pd.DataFrame, expected: Sequence[Cell], baseline: str | None = None
                    ) -> tuple[dict[str, Any], str | None]:
     """The report's tables of a results table, and the baseline they compare against.
 
     ``expected``: the study's cells (for the table of missing cells); ``baseline``: the
-    encoding to compare with (default: ``learned`` when the study has it). When the baseline
-    has no finished run, ``comparisons`` is None and the returned baseline says why.
+    encoding the encoding comparisons pair with (default: ``learned`` when the study has
+    it). The policy and temperature comparisons are there with or without a baseline; when
+    the baseline has no finished run that trained, the returned baseline says why.
     """
     baseline = st.default_baseline(dict.fromkeys(c.encoding for c in expected), baseline)
     tables: dict[str, Any] = {
         "accuracy": st.accuracy_summary(results),
-        "extrapolation": st.extrapolation_scores(results),
         "retention": st.retention(results),
+        "extrapolation": st.extrapolation_scores(results),
         "ranking": st.ranking(results),
+        "headline": st.headline(results),
+        "comparisons": None,
+        "untrained": st.untrained_runs(results),
         "cost": st.cost_table(results),
         "missing": st.missing_cells(results, expected),
-        "comparisons": None,
     }
-    if baseline:
-        try:
-            tables["comparisons"] = st.paired_comparisons(results, baseline)
-        except ValueError as exc:  # the baseline has no finished run yet: say so in the report
-            baseline = f"{baseline} (no comparison: {exc})"
+    try:
+        tables["comparisons"] = st.paired_comparisons(results, baseline)
+    except ValueError as exc:  # the baseline has no run that trained: the other comparisons stand
+        tables["comparisons"] = st.paired_comparisons(results, None)
+        baseline = f"{baseline} (no comparison with it: {exc})"
     return tables, baseline
 
 
@@ -170,29 +216,46 @@ def build_report(tracking_uri: str, experiment: str, out_dir: str | Path, *, bas
     except OSError as exc:
         raise ReportError(f"report folder {out}: cannot be created ({exc.strerror})") from None
     df.to_csv(out / "results.csv", index=False)
+    tables["comparisons"].to_csv(out / "comparisons.csv", index=False)
     figures = _draw_figures(data, tables, out)
-    headline = _headline(df)
-    (out / "report.md").write_text(_markdown(experiment, headline, tables, baseline, figures), encoding="utf-8")
+    headline = headline_lines(tables["headline"], tables["untrained"])
+    sections = _sections(tables, baseline)
+    (out / "report.md").write_text(_markdown(experiment, headline, sections, figures), encoding="utf-8")
     page = out / "report.html"
-    page.write_text(_html(experiment, headline, tables, baseline, figures, spec, data.provenance), encoding="utf-8")
+    page.write_text(_html(experiment, headline, sections, figures, spec, data.provenance), encoding="utf-8")
     return page
 
 
-def _headline(df: pd.DataFrame) -> list[str]:
-    """Which encoding extrapolates best, above and below the training resolution, with the 95%
-    interval over seeds of each seed's mean accuracy on that side (``accuracy_summary``)."""
+def headline_lines(head: pd.DataFrame, untrained: pd.DataFrame) -> list[str]:
+    """The answer in sentences (Markdown): per regime and training resolution, the best variant
+    above and below it with its interval, its margin over the runner-up and whether the lead
+    is significant after Holm; then the runs that did not train, and how intervals are made."""
     lines = []
-    for side, sel in (("above", df.test_resolution > df.train_resolution),
-                      ("below", df.test_resolution < df.train_resolution)):
-        # one pseudo test resolution per side: a seed's rows on that side are averaged first
-        summary = st.accuracy_summary(df[sel.fillna(False)].assign(test_resolution=-1))
-        if summary.empty:
-            continue
-        best = summary.loc[summary["mean"].idxmax()]
-        n, half = int(best.n_seeds), best.ci_high - best["mean"]
-        ci = f" ± {half:.3f} (95% interval over {n} seeds)" if n > 1 else f" ({n} seed: no interval)"
-        lines.append(f"Best {side} the training resolution ({best.train_resolution} px): **{best.encoding}**, "
-                     f"mean test accuracy {best['mean']:.3f}{ci}.")
+    for h in head.itertuples(index=False):
+        where = f"{h.side} the training resolution ({h.train_resolution} px)"
+        ci = (f" [{h.ci_low:.3f}, {h.ci_high:.3f}] ({h.n_seeds} seeds)" if h.n_seeds > 1
+              else f" ({h.n_seeds} seed: no interval)")
+        line = (f"**{h.regime.capitalize()}** regime, {where}: best **{h.best}**, "
+                f"mean test accuracy {h.best_mean:.3f}{ci}")
+        if pd.isna(h.runner_up):
+            line += "; no other variant to compare with."
+        else:
+            if h.note == st.TOO_FEW:
+                verdict = f"not tested (only {h.n_pairs} paired seeds; a test needs {st.MIN_PAIRS})"
+            elif h.note:
+                verdict = f"not tested ({h.note})"
+            else:
+                verdict = (f"{'' if h.significant else 'not '}significant after Holm (paired t-test over "
+                           f"{h.n_pairs} seeds, Holm-adjusted p = {h.p_holm:.3g})")
+            line += f"; ahead of {h.runner_up} ({h.runner_up_mean:.3f}) by {h.margin:.3f}: {verdict}."
+        lines.append(line)
+    if head.empty:
+        lines.append("No run that trained was tested off its training resolution: nothing to rank.")
+    if len(untrained):
+        names = ", ".join(f"{u.encoding} seed {u.seed}" for u in untrained.itertuples(index=False))
+        lines.append(f"{len(untrained)} run(s) did not train (final validation accuracy within "
+                     f"{st.CHANCE_MARGIN} of chance) and are left out of every mean: {names}.")
+    lines.append(f"Intervals: {st.INTERVAL_METHOD}.")
     return lines
 
 
@@ -229,16 +292,90 @@ def _draw_figures(data: StudyRuns, tables: dict[str, Any], out: Path) -> list[_D
     return drawn
 
 
-# ------------------------------------------------------------------------------ text
-TITLES = {
-    "accuracy": "Test accuracy per encoding and test resolution (mean and 95% interval over seeds)",
-    "extrapolation": "Extrapolation: mean accuracy above / at / below the training resolution",
-    "retention": "Retention: accuracy relative to the training resolution",
-    "comparisons": "Paired comparisons against the baseline (by seed; Holm-corrected)",
-    "ranking": "Ranking of encodings per test resolution",
-    "cost": "Cost: parameters and training throughput, relative to none",
-    "missing": "Cells of the study that are missing or failed",
-}
+# ------------------------------------------------------------------------------ tables as text
+@dataclass(frozen=True)
+class _Section:
+    """A table of the page: its anchor, title, a note under the title, and the table (or a message)."""
+
+    key: str
+    title: str
+    note: str
+    table: pd.DataFrame | None
+    message: str = "(none)"
+
+
+def _pivot(frame: pd.DataFrame, cell) -> pd.DataFrame:
+    """Rows: variant; columns: test size (in size order); cells: ``cell(row)`` (a string)."""
+    out = frame.assign(_text=[cell(r) for r in frame.itertuples(index=False)])
+    piv = out.pivot(index="variant", columns="test_resolution", values="_text")[size_order(frame)]
+    piv = piv.fillna("").reset_index()
+    piv.columns.name = None
+    return piv.rename(columns={"variant": "encoding variant", **{c: f"{c} px" for c in piv.columns[1:]}})
+
+
+def _accuracy_cell(best: dict) -> Any:
+    def cell(r) -> str:
+        if r.n_seeds == 0:
+            return f"did not train ({r.n_untrained} run{'s' if r.n_untrained != 1 else ''})"
+        text = f"{r.mean:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]" if r.n_seeds > 1 else f"{r.mean:.3f} (1 seed)"
+        if r.n_untrained:
+            text += f" ({r.n_seeds}/{r.n_seeds + r.n_untrained} trained)"
+        return f"**{text}**" if round(r.mean, 12) == best.get(r.test_resolution) else text
+    return cell
+
+
+def _retention_cell(r) -> str:
+    if r.n_seeds == 0 or math.isnan(r.retention):
+        return "–"
+    return f"{r.retention:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]" if r.n_seeds > 1 else f"{r.retention:.2f} (1 seed)"
+
+
+def _by_regime(frame: pd.DataFrame):
+    for (regime, train), g in frame.groupby(["regime", "train_resolution"], sort=True):
+        yield f"{regime} regime, trained at {train} px", regime, g
+
+
+def _sections(tables: dict[str, Any], baseline: str | None) -> list[_Section]:
+    """Every table of the report, in page order."""
+    acc, ret = tables["accuracy"], tables["retention"]
+    out = []
+    for i, (name, regime, g) in enumerate(_by_regime(acc)):
+        trained = g.loc[g["n_seeds"] > 0]
+        best = trained.groupby("test_resolution")["mean"].max().round(12).to_dict()
+        out.append(_Section("accuracy" if i == 0 else f"accuracy-{regime}-{g.train_resolution.iloc[0]}",
+                            f"Test accuracy per encoding variant: {name}",
+                            f"Mean test accuracy [{st.INTERVAL_METHOD}]; the best per column in bold. A variant is "
+                            "(encoding, new-grid policy, attention temperature), evaluated on the same trained "
+                            "weights.",
+                            _pivot(g, _accuracy_cell(best))))
+    for name, regime, g in _by_regime(ret):
+        out.append(_Section(f"retention-{regime}-{g.train_resolution.iloc[0]}", f"Retention: {name}",
+                            "Chance-normalised retention of each run, (acc − chance) / (acc at the training size − "
+                            f"chance), mean over seeds [{st.INTERVAL_METHOD}]. 1: as good as at the training size; "
+                            f"0: chance. – : undefined (the runs did not train or were within {st.CHANCE_MARGIN} of "
+                            "chance at the training size).", _pivot(g, _retention_cell)))
+    out.append(_Section("extrapolation", "Extrapolation: mean accuracy below / at / above the training resolution",
+                        "Mean over the test sizes on each side of each size's mean over seeds (runs that trained).",
+                        tables["extrapolation"]))
+    comp = tables["comparisons"]
+    tested = comp.loc[comp["p_value"].notna()].sort_values(["p_holm", "kind"], kind="stable")
+    about = (f"policy vs policy and temperature vs none: paired by run (the same weights); encoding variant vs "
+             f"{baseline or 'a baseline (none in this study: set baseline: in the spec, or --baseline)'}: paired by "
+             f"seed. Two-sided paired t-tests, Holm-corrected over all {len(comp)} comparisons; "
+             f"{len(comp) - len(tested)} could not be tested (too few pairs: fewer than {st.MIN_PAIRS}, or no "
+             "variance). "
+             "Below: the tested ones, most significant first; every comparison is in comparisons.csv.")
+    out.append(_Section("comparisons", "Paired comparisons (Holm-corrected)", about, tested))
+    out.append(_Section("untrained", "Runs that did not train",
+                        f"Final validation accuracy within {st.CHANCE_MARGIN} of chance: flagged, and left out of "
+                        "every mean, interval, retention and comparison.", tables["untrained"]))
+    devices = ", ".join(sorted({d for v in tables["cost"].get("device", []) for d in str(v).split(", ")})) or "unknown"
+    out.append(_Section("cost", "Cost: parameters, and training throughput measured during the study "
+                        f"(device: {devices})",
+                        "Throughput as measured while the study trained, alongside whatever else the machine ran: "
+                        "not a benchmark (`harness bench` is one).", tables["cost"]))
+    out.append(_Section("missing", "Cells of the study that are missing or failed", "", tables["missing"]))
+    return out
 
 
 def _fmt(v) -> str:
@@ -259,22 +396,11 @@ def _md_table(df) -> str:
     return "\n".join(lines) + "\n"
 
 
-NO_BASELINE = "No baseline encoding in this study (set `baseline:` in the spec, or --baseline)."
-
-
-def _sections(tables: dict, baseline: str | None):
-    """(key, title, table or None) for every table of the report, in order."""
-    for key, title in TITLES.items():
-        if key == "comparisons" and baseline:
-            title += f" {baseline}"
-        yield key, title, tables.get(key)
-
-
-def _markdown(study: str, headline: list[str], tables: dict, baseline: str | None, figures: list[_Drawn]) -> str:
+def _markdown(study: str, headline: list[str], sections: list[_Section], figures: list[_Drawn]) -> str:
     parts = [f"# Report: {study}\n", *[f"{h}\n" for h in headline]]
-    for key, title, df in _sections(tables, baseline):
-        body = NO_BASELINE + "\n" if key == "comparisons" and df is None else _md_table(df)
-        parts.append(f"## {title}\n\n{body}")
+    for s in sections:
+        note = f"{s.note}\n\n" if s.note else ""
+        parts.append(f"## {s.title}\n\n{note}{_md_table(s.table)}")
     parts.append("## Figures\n")
     for f in figures:
         picture = f"could not be drawn: {f.error}" if f.error else f"![{f.title}]({f.path.name})"
@@ -282,11 +408,16 @@ def _markdown(study: str, headline: list[str], tables: dict, baseline: str | Non
     return "\n".join(parts)
 
 
+def _bold(text: str) -> str:
+    """Escaped HTML of text with Markdown's **bold**."""
+    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text))
+
+
 def _html_table(df, cls: str = "") -> str:
     if df is None or not len(df):
         return "<p>(none)</p>"
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{_bold(_fmt(v))}</td>" for v in row) + "</tr>"
                    for row in df.itertuples(index=False))
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
@@ -302,17 +433,12 @@ def _html_figure(f: _Drawn) -> str:
             f"<figcaption>{text}</figcaption></figure>")
 
 
-def _html(study: str, headline: list[str], tables: dict, baseline: str | None, figures: list[_Drawn],
-          spec: dict, provenance: dict) -> str:
-    def md_bold(text: str) -> str:
-        return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text))
-
+def _html(study: str, headline: list[str], sections: list[_Section], figures: list[_Drawn], spec: dict,
+          provenance: dict) -> str:
     imgs = "".join(map(_html_figure, figures))
-    sections = []
-    for key, title, df in _sections(tables, baseline):
-        body = (f"<p>{html.escape(NO_BASELINE)}</p>" if key == "comparisons" and df is None
-                else _html_table(df, "main" if key == "accuracy" else ""))
-        sections.append(f'<h2 id="{key}">{html.escape(title)}</h2>{body}')
+    body = "".join(f'<h2 id="{s.key}">{html.escape(s.title)}</h2>' + (f'<p class="note">{html.escape(s.note)}</p>'
+                                                                       if s.note else "")
+                   + _html_table(s.table, "main" if s.key == "accuracy" else "") for s in sections)
     prov = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in provenance.items())
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Report: {html.escape(study)}</title>
@@ -321,15 +447,17 @@ body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px;
 table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.85em; }}
 th, td {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
 th {{ background: #f3f3f3; }}
+td:first-child {{ text-align: left; }}
+p.note {{ font-size: 0.85em; color: #555; max-width: 60em; }}
 figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 100%; }}
 figure.failed {{ color: #a33; }}
 .headline {{ background: #eef6ee; padding: 0.8em 1em; border-left: 4px solid #4a4; }}
 pre {{ background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.8em; }}
 </style></head><body>
 <h1>Report: {html.escape(study)}</h1>
-<div class="headline">{"".join(f"<p>{md_bold(h)}</p>" for h in headline)}</div>
+<div class="headline">{"".join(f"<p>{_bold(h)}</p>" for h in headline)}</div>
+{body}
 <h2>Figures</h2>{imgs}
-{"".join(sections)}
 <h2>Provenance</h2><table>{prov}</table>
 <h2>Study spec (resolved)</h2><pre>{html.escape(json.dumps(spec, indent=2, default=str))}</pre>
 </body></html>

@@ -11,6 +11,7 @@ import pytest
 from harness.figures import FIGURES, ReportFigure
 from harness.figures.conformance import CHECKS, STUDIES, check_all, handmade_study
 from harness.registry import PluginError, RegistryError, load_plugin
+from harness.report import TABLES, summary_tables
 
 THROWAWAY = '''
 import matplotlib.pyplot as plt
@@ -44,14 +45,25 @@ def test_figure_conformance(check, name):
 
 def test_the_handmade_studies_are_what_the_kit_says():
     runs, tables = STUDIES["plain"]()
-    assert runs.results.encoding.nunique() == 3 and runs.results.seed.nunique() == 2
-    assert runs.results.train_resolution.nunique() == 2 and runs.results.test_resolution.nunique() == 4
-    assert runs.tuning.empty and not STUDIES["tuned"]()[0].tuning.empty
+    res = runs.results
+    assert res.encoding.nunique() == 3 and res.seed.nunique() == 2
+    assert res.train_resolution.nunique() == 2 and res.test_resolution.nunique() == 5
+    assert "24x48" in set(res.test_resolution)
+    assert set(res.regime) == {"zoom", "canvas"} and set(res.temperature) == {"none", "log"}
+    assert set(res.policy) == {"na", "extrapolate", "interpolate"}
+    assert set(res[res.encoding == "rope_axial"].policy) == {"extrapolate", "interpolate"}
+    # the canvas regime only grows the image: no size smaller than the training size
+    canvas = res[res.regime == "canvas"]
+    assert (canvas[["test_rows", "test_cols"]].min(axis=1) >= canvas.train_resolution).all()
+    assert res.trained.all() and runs.tuning.empty and not STUDIES["tuned"]()[0].tuning.empty
     edge, edge_tables = STUDIES["one seed, no none, one at chance"]()
     assert edge.results.seed.nunique() == 1 and "none" not in set(edge.results.encoding)
     assert edge_tables["accuracy"]["std"].isna().all()  # one seed: no spread, no interval
-    chance = edge.results[edge.results.encoding == "alibi2d"].test_acc
-    assert (chance == 0.1).all()
+    chance = edge.results[edge.results.encoding == "alibi2d"]
+    assert (chance.test_acc == 0.1).all() and not chance.trained.any() and chance.retention.isna().all()
+    assert set(edge_tables["untrained"].encoding) == {"alibi2d"}
+    simple, _ = STUDIES["one regime, policy and temperature"]()
+    assert simple.results.groupby("run_id").size().eq(2).all() and simple.results.seed.nunique() == 3
     # every expected cell has a finished run: nothing is listed as missing
     assert tables["missing"].empty and len(runs.cells) == 3 * 2 * 2
 
@@ -143,5 +155,9 @@ def test_an_unknown_figure_name_suggests_the_nearest():
 
 def test_handmade_study_tables_are_the_reports(tmp_path):
     runs, tables = handmade_study(("none", "learned"), train_resolutions=(16,), seeds=(0, 1, 2))
-    assert tables["comparisons"] is not None and set(tables["comparisons"].baseline) == {"learned"}
-    assert set(tables) == {"accuracy", "extrapolation", "retention", "ranking", "cost", "missing", "comparisons"}
+    assert set(tables) == set(TABLES)
+    assert set(tables["comparisons"].kind) == {"encoding", "temperature"}  # no encoding with two policies
+    assert set(tables["comparisons"].query("kind == 'encoding'").b) == {"learned (no policy, temp none)",
+                                                                          "learned (no policy, temp log)"}
+    for key, table in tables.items():
+        assert table.equals(summary_tables(runs.results, runs.cells, "learned")[0][key]), key

@@ -99,6 +99,8 @@ def test_mlflow_server_with_postgres_backend_and_report(tmp_path):
         import pandas as pd
 
         df = pd.read_csv(tmp_path / "report" / "results.csv")
-        assert len(df) == 2 * 2 * 3 and (df.status == "FINISHED").all()
+        # 2 seeds x 3 sizes x (none: one variant; rope_axial: the two default policies)
+        assert len(df) == 2 * 3 * (1 + 2) and (df.status == "FINISHED").all()
+        assert set(df.policy) == {"na", "extrapolate", "interpolate"} and set(df.regime) == {"zoom"}
         html = (tmp_path / "report" / "report.html").read_text()
         assert "secret" not in html

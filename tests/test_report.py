@@ -21,7 +21,7 @@ from harness import schema
 from harness.figures import FIGURES
 from harness.figures.conformance import handmade_study
 from harness.registry import load_plugin
-from harness.report import StudyRuns, build_report, results_table, summary_tables
+from harness.report import RESULT_COLUMNS, StudyRuns, build_report, results_table, summary_tables
 from harness.schema import Cell
 from harness.tracking import Tracker
 
@@ -81,8 +81,11 @@ def test_report_of_the_smoke_study(tmp_path):
     assert len(drawn) >= 4
     assert {p.stem for p in folder.glob("*.png")} == set(drawn)
     df = pd.read_csv(folder / "results.csv")
-    assert len(df) == 6 * 3  # runs x test resolutions
-    assert sorted(df.test_resolution.unique()) == [8, 16, 24]
+    # one row per run, regime, policy, temperature and test size: every variant of every run at every size
+    assert df.run_id.nunique() == 6 and len(df) % 3 == 0
+    per_variant = df.groupby(["run_id", "regime", "policy", "temperature"]).test_resolution.apply(sorted)
+    assert all(sizes == [8, 16, 24] for sizes in per_variant)
+    assert {"chance", "trained", "retention", "final_val_acc", "variant"} <= set(df.columns)
     assert set(df.encoding) == {"none", "rope_axial", "alibi2d"} and (df.status == "FINISHED").all()
 
     page = folder / "report.html"
@@ -113,8 +116,10 @@ def test_report_of_the_smoke_study(tmp_path):
     r = harness(tmp_path, "report", str(SMOKE), "--set", f"output={tmp_path / 'runs'}", "--set",
                 f"plugins=[{EXAMPLE}]", "--out", str(tmp_path / "plugin"))
     assert r.returncode == 0, r.stderr[-3000:]
-    assert {p.stem for p in (tmp_path / "plugin").glob("*.png")} == {*drawn, "seed_spread"}
-    assert '<figure id="seed_spread">' in (tmp_path / "plugin" / "report.html").read_text()
+    # the example draws when some cell has two seeds that trained (the smoke recipe may train none)
+    spread = bool((df[df.trained].groupby(["regime", "variant", "test_resolution"]).seed.nunique() > 1).any())
+    assert {p.stem for p in (tmp_path / "plugin").glob("*.png")} == {*drawn, *["seed_spread"] * int(spread)}
+    assert ('<figure id="seed_spread">' in (tmp_path / "plugin" / "report.html").read_text()) == spread
 
 
 def test_no_finished_runs_is_a_clear_error(tmp_path):
@@ -162,8 +167,10 @@ def drawable(runs: StudyRuns, *, builtin_only: bool = False) -> list[str]:
     return names
 
 
-def log_study(uri: str, runs: StudyRuns, *, with_spec: bool = True, failed: Cell | None = None) -> None:
-    """Log a handmade study to MLflow the way a study does, through the schema's names."""
+def log_study(uri: str, runs: StudyRuns, *, with_spec: bool = True, failed: Cell | None = None,
+              old_keys: bool = False) -> None:
+    """Log a handmade study to MLflow the way a study does, through the schema's names (with
+    ``old_keys``, test metrics as runs logged them before evaluation variants existed)."""
     tracker = Tracker(uri, STUDY)
     parent = tracker.parent_run(STUDY, schema.EVALUATE)
     config = {"encoding": {"options": {}}, "train": {"lr": 0.001}}
@@ -180,11 +187,18 @@ def log_study(uri: str, runs: StudyRuns, *, with_spec: bool = True, failed: Cell
                             & (runs.curves.train_resolution == cell.train_resolution)]
         for epoch, acc in zip(curve.epoch, curve.val_acc):
             tracker.log_metrics(run_id, {schema.VAL_ACC: acc}, step=int(epoch))
-        final = {schema.PARAM_COUNT: first.params, schema.IMAGES_PER_S: first.images_per_s}
-        for t, acc, loss in zip(g.test_resolution, g.test_acc, g.test_loss):
-            final.update({schema.acc_at(t): acc, schema.loss_at(t): loss})
+        final = {schema.PARAM_COUNT: first.params, schema.IMAGES_PER_S: first.images_per_s,
+                 schema.CHANCE: first.chance}
+        for r in g.itertuples(index=False):
+            variant = schema.Variant(r.regime, r.policy, r.temperature)
+            if old_keys:  # as runs logged before variants existed: test/acc/r32
+                final.update({f"test/acc/r{r.test_resolution}": r.test_acc,
+                              f"test/loss/r{r.test_resolution}": r.test_loss})
+            else:
+                final.update({schema.eval_metric("acc", variant, r.test_resolution): r.test_acc,
+                              schema.eval_metric("loss", variant, r.test_resolution): r.test_loss})
         tracker.log_metrics(run_id, final, step=3)
-        tracker.set_tags(run_id, {schema.T_DEVICE: "cpu"})
+        tracker.set_tags(run_id, {schema.T_DEVICE: first.device})
         tracker.end(run_id)
     if failed is not None:
         run_id = tracker.child_run(parent, failed.tag, study=STUDY, stage=schema.EVALUATE, params=failed.params(),
@@ -208,8 +222,11 @@ def log_study(uri: str, runs: StudyRuns, *, with_spec: bool = True, failed: Cell
 
 @pytest.fixture(scope="module")
 def handmade():
-    """(runs, tables) of a small tuned study: two encodings, one training resolution, two seeds."""
-    return handmade_study(("none", "learned"), train_resolutions=(16,), tuned=True)
+    """(runs, tables) of a small tuned study: three encodings (two without a policy option), one
+    training resolution, three seeds, two regimes, two policies, two temperatures, five test
+    sizes (one not square); ``none`` is at chance: its runs did not train."""
+    return handmade_study(("none", "learned", "rope_axial"), train_resolutions=(16,), seeds=(0, 1, 2), tuned=True,
+                          at_chance=("none",))
 
 
 @pytest.fixture(scope="module")
@@ -227,15 +244,27 @@ def figure_ids(page: Path) -> list[str]:
 def test_the_report_reads_back_what_was_logged(logged, handmade, tmp_path):
     runs = handmade[0]
     back = results_table(Tracker(logged, STUDY, create=False), STUDY)
-    keys = ["encoding", "train_resolution", "seed", "test_resolution"]
-    finished = back.results[back.results.status == "FINISHED"].reset_index(drop=True)
-    for col in ["test_acc", "test_loss", "params", "images_per_s"]:
-        assert finished[col].astype(float).tolist() == pytest.approx(
-            runs.results.sort_values(keys)[col].astype(float).tolist()), col
+    assert list(back.results.columns) == RESULT_COLUMNS
+    keys = ["encoding", "train_resolution", "seed", "regime", "test_rows", "test_cols", "policy", "temperature"]
+    finished = back.results[back.results.status == "FINISHED"].sort_values(keys).reset_index(drop=True)
     want = runs.results.sort_values(keys).reset_index(drop=True)
-    assert finished.encoding.tolist() == want.encoding.tolist()
-    assert finished[keys[1:]].astype(int).values.tolist() == want[keys[1:]].astype(int).values.tolist()
+    assert len(finished) == len(want) and finished.run_id.nunique() == 9
+    for col in ["test_acc", "test_loss", "params", "images_per_s", "chance", "final_val_acc", "retention"]:
+        assert finished[col].astype(float).tolist() == pytest.approx(want[col].astype(float).tolist(),
+                                                                     nan_ok=True), col
+    for col in ["encoding", "variant", "regime", "policy", "temperature", "test_resolution", "trained", "device"]:
+        assert finished[col].tolist() == want[col].tolist(), col
+    assert finished[keys[1:3]].astype(int).values.tolist() == want[keys[1:3]].astype(int).values.tolist()
     assert set(finished.options) == {"{}"}
+    # what was logged: several regimes, policies (na for an encoding without the option), temperatures, a
+    # non-square size; chance from the data; the runs at chance flagged, with no retention (not 1.0)
+    assert set(finished.regime) == {"zoom", "canvas"} and set(finished.temperature) == {"none", "log"}
+    assert set(finished.policy) == {"na", "extrapolate", "interpolate"} and "24x48" in set(finished.test_resolution)
+    assert (finished.chance == 0.1).all()
+    untrained = finished[~finished.trained]
+    assert set(untrained.encoding) == {"none"} and untrained.seed.nunique() == 3
+    assert untrained.retention.isna().all()
+    assert (finished[finished.trained & (finished.test_resolution == "16")].retention == 1.0).all()
     assert sorted(back.cells) == sorted([*runs.cells, Cell("learned", 16, 9)])
     curves = ["encoding", "train_resolution", "seed", "epoch"]
     assert back.curves.sort_values(curves).val_acc.tolist() == pytest.approx(
@@ -272,6 +301,52 @@ def test_without_a_spec_the_cells_are_those_of_the_runs(tmp_path, handmade):
     build_report(uri, STUDY, tmp_path / "r")
     gaps = (tmp_path / "r" / "report.md").read_text().split("missing or failed")[1].split("##")[0]
     assert gaps.count("| failed |") == 1 and "| learned | 16 | 9 | failed |" in gaps
+
+
+def test_the_report_reads_honestly(logged, tmp_path):
+    build_report(logged, STUDY, tmp_path / "r")
+    out = tmp_path / "r"
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    csv = pd.read_csv(out / "results.csv")
+    # the runs at chance: flagged, their retention empty (not 1.0), listed, and in no mean
+    none = csv[csv.encoding == "none"]
+    assert (~none.trained).all() and none.retention.isna().all()
+    assert csv[csv.trained].retention.notna().any()
+    assert set(csv.columns) >= {"regime", "test_resolution", "policy", "temperature", "chance"}
+    untrained = md.split("## Runs that did not train")[1].split("\n## ")[0]
+    assert untrained.count("| none | 16 |") == 3
+    for regime in ("zoom", "canvas"):
+        title = f"## Test accuracy per encoding variant: {regime} regime, trained at 16 px"
+        pivot = md.split(title)[1].split("\n## ")[0]
+        assert "| encoding variant | " in pivot and "24x48 px" in pivot and "**" in pivot
+        assert "none (no policy, temp none) | did not train (3 runs)" in pivot
+        assert "95% percentile bootstrap over seeds" in pivot
+        retention = md.split(f"## Retention: {regime} regime, trained at 16 px")[1].split("\n## ")[0]
+        assert re.search(r"\| none \(no policy, temp none\) \| – \| – \|", retention)
+    # the headline names variants (encoding, policy, temperature) with the margin and the verdict
+    head = md.split("## ")[0]
+    assert re.search(r"\*\*Zoom\*\* regime, above the training resolution \(16 px\): best \*\*rope_axial "
+                     r"\((interpolate|extrapolate), temp (log|none)\)\*\*", head)
+    assert "ahead of" in head and "Holm" in head and "3 run(s) did not train" in head
+    assert "95% percentile bootstrap over seeds" in head
+    assert '<table class="main">' in page and "<td><strong>" in page
+    assert "measured during the study (device: cpu)" in md and "not a benchmark" in md
+    comparisons = pd.read_csv(out / "comparisons.csv")
+    assert set(comparisons.kind) == {"policy", "temperature", "encoding"}
+    assert set(comparisons[comparisons.kind == "encoding"].b) == {"learned (no policy, temp none)",
+                                                                  "learned (no policy, temp log)"}
+
+
+def test_runs_logged_before_variants_read_as_the_default_policy(tmp_path):
+    runs, _ = handmade_study(("learned", "rope_axial"), train_resolutions=(16,), seeds=(0, 1, 2), regimes=("zoom",),
+                             policies=("interpolate",), temperatures=("none",), test_resolutions=(8, 16, 24))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log_study(uri, runs, old_keys=True)
+    back = results_table(Tracker(uri, STUDY, create=False), STUDY).results
+    assert len(back) == len(runs.results) and set(back.regime) == {"zoom"} and set(back.policy) == {"default"}
+    assert "rope_axial (default policy, temp none)" in set(back.variant)
+    page = build_report(uri, STUDY, tmp_path / "r")
+    assert "rope_axial (default policy, temp none)" in page.read_text()
 
 
 def test_a_figure_plugin_appears_in_the_report(logged, tmp_path):

@@ -10,27 +10,32 @@ import pytest
 
 from harness import report_stats as rs
 
-COLUMNS = ["study", "stage", "encoding", "options", "train_resolution", "test_resolution", "seed",
-           "test_acc", "test_loss", "params", "images_per_s", "run_id", "status"]
+COLUMNS = ["study", "stage", "encoding", "options", "policy", "temperature", "regime", "train_resolution",
+           "test_resolution", "test_rows", "test_cols", "seed", "test_acc", "test_loss", "chance", "final_val_acc",
+           "params", "images_per_s", "device", "run_id", "status"]
 
-# Student t quantiles from printed tables.
-T975_DF2 = 4.302652729749464
 T975_DF3 = 3.182446305284263
 T975_DF10 = 2.228138851986274
 
 
-def row(encoding, train, test, seed, acc, status="FINISHED", run_id=None, params=1000, ips=100.0):
-    """One tidy row; the run id defaults to one run per (encoding, train, seed, status)."""
+def row(encoding, train, test, seed, acc, status="FINISHED", run_id=None, params=1000, ips=100.0, *, regime="zoom",
+        policy="na", temperature="none", chance=0.1, val=0.9, device="cpu"):
+    """One tidy row; ``test`` an int (square) or (rows, cols); the run id defaults to one run per
+    (encoding, train, seed, status)."""
     if run_id is None:
         run_id = f"{encoding}-{train}-{seed}-{status}"
-    return {"study": "s", "stage": "evaluate", "encoding": encoding, "options": "{}",
-            "train_resolution": train, "test_resolution": test, "seed": seed, "test_acc": acc,
-            "test_loss": 1.0 - acc, "params": params, "images_per_s": ips, "run_id": run_id,
-            "status": status}
+    rows, cols = (test, test) if isinstance(test, int) else test
+    label = str(rows) if rows == cols else f"{rows}x{cols}"
+    return {"study": "s", "stage": "evaluate", "encoding": encoding, "options": "{}", "policy": policy,
+            "temperature": temperature, "regime": regime, "train_resolution": train, "test_resolution": label,
+            "test_rows": rows, "test_cols": cols, "seed": seed, "test_acc": acc, "test_loss": 1.0 - acc,
+            "chance": chance, "final_val_acc": val, "params": params, "images_per_s": ips, "device": device,
+            "run_id": run_id, "status": status}
 
 
 def table(rows) -> pd.DataFrame:
-    return pd.DataFrame(list(rows), columns=COLUMNS)
+    """A hand-made results table, with the derived columns (variant, trained, retention)."""
+    return rs.derive(pd.DataFrame(list(rows), columns=COLUMNS))
 
 
 def one(df: pd.DataFrame, **where) -> pd.Series:
@@ -40,6 +45,10 @@ def one(df: pd.DataFrame, **where) -> pd.Series:
         mask &= (df[k] == v).to_numpy()
     assert mask.sum() == 1, (where, df)
     return df.loc[mask].iloc[0]
+
+
+def label(encoding, policy="na", temperature="none"):
+    return rs.variant_label(encoding, policy, temperature)
 
 
 @pytest.fixture(params=["scipy", "plain"])
@@ -65,59 +74,197 @@ def test_plain_t_distribution_matches_closed_forms_and_tables():
     assert rs._t_two_sided_p(math.inf, 4) == 0.0
 
 
-def test_t_quantile(t_backend):
-    # df = 2: t_q = (2q - 1) * sqrt(2 / (1 - (2q - 1)^2))
-    assert rs._t_quantile(0.975, 2) == pytest.approx(0.95 * math.sqrt(2 / (1 - 0.95**2)), rel=1e-10)
-    assert rs._t_quantile(0.975, 2) == pytest.approx(T975_DF2, rel=1e-10)
-    assert rs._t_quantile(0.975, 3) == pytest.approx(T975_DF3, rel=1e-10)
-    assert rs._t_quantile(0.975, 10) == pytest.approx(T975_DF10, rel=1e-10)
-    assert rs._t_quantile(0.975, 1) == pytest.approx(math.tan(math.pi * 0.475), rel=1e-10)
+
+
+# ------------------------------------------------------------------ variants, sides, "did not train"
+
+
+def test_a_variant_is_named_with_its_policy_and_temperature():
+    assert rs.variant_label("rope_axial", "interpolate", "log") == "rope_axial (interpolate, temp log)"
+    assert rs.variant_label("learned", "na", "none") == "learned (no policy, temp none)"
+    # an old run's encoding default is named as such, never as the bare encoding
+    assert rs.variant_label("rope_golden", "default", "none") == "rope_golden (default policy, temp none)"
+
+
+@pytest.mark.parametrize("rows, cols, train, want", [
+    (32, 32, 32, "at"), (48, 48, 32, "above"), (32, 64, 32, "above"), (16, 16, 32, "below"),
+    (16, 32, 32, "below"), (16, 64, 32, "mixed"),
+])
+def test_side_of_a_test_size(rows, cols, train, want):
+    assert rs.side(rows, cols, train) == want
+
+
+def test_trained_is_more_than_the_margin_above_chance():
+    val = pd.Series([0.15, 0.1501, 0.10, 0.05, 0.30, 0.9, math.nan])
+    chance = pd.Series([0.10, 0.10, 0.10, 0.10, 0.25, math.nan, 0.1])
+    # 0.15 is exactly 0.05 above chance: not more, so it did not train; unknowns are not flagged
+    assert rs.trained(val, chance).tolist() == [False, True, False, False, False, True, True]
+
+
+def test_derive_adds_variant_trained_and_retention_and_leaves_the_input():
+    raw = pd.DataFrame([row("rope", 32, 32, 0, 0.9, policy="interpolate", temperature="log")], columns=COLUMNS)
+    before = raw.copy()
+    out = rs.derive(raw)
+    assert out["variant"].tolist() == ["rope (interpolate, temp log)"]
+    assert out["trained"].tolist() == [True] and out["retention"].tolist() == [1.0]
+    pd.testing.assert_frame_equal(raw, before)
+
+
+# ------------------------------------------------------------------ chance-normalised retention
+
+
+def test_retention_is_chance_normalised_per_run_and_variant():
+    df = table([
+        # chance 0.1: at the training size 0.9 (extrapolate) and 0.7 (interpolate), same run
+        row("rope", 32, 32, 0, 0.9, policy="extrapolate"), row("rope", 32, 48, 0, 0.5, policy="extrapolate"),
+        row("rope", 32, 32, 0, 0.7, policy="interpolate"), row("rope", 32, 48, 0, 0.7, policy="interpolate"),
+        row("rope", 32, (32, 64), 0, 0.05, policy="extrapolate"),          # below chance: negative
+        # four classes: chance 0.25 comes from the data, not from a constant
+        row("four", 32, 32, 0, 0.75, chance=0.25), row("four", 32, 48, 0, 0.5, chance=0.25),
+    ])
+    ret = df.set_index(["encoding", "policy", "test_resolution"])["retention"]
+    assert ret["rope", "extrapolate", "48"] == pytest.approx((0.5 - 0.1) / (0.9 - 0.1))       # 0.5
+    assert ret["rope", "interpolate", "48"] == pytest.approx(1.0)                            # its own at-train
+    assert ret["rope", "extrapolate", "32x64"] == pytest.approx((0.05 - 0.1) / 0.8)          # -0.0625
+    assert ret["rope", "extrapolate", "32"] == pytest.approx(1.0)
+    assert ret["four", "na", "48"] == pytest.approx((0.5 - 0.25) / (0.75 - 0.25))            # 0.5, not 0.5/0.75
+
+
+def test_retention_is_undefined_for_a_run_at_chance_never_one():
+    df = table([
+        # did not train (final validation accuracy 0.12, chance 0.1): at chance everywhere
+        row("none", 32, 32, 0, 0.1, val=0.12), row("none", 32, 48, 0, 0.1, val=0.12),
+        # trained, but within 0.05 of chance at the training size under this variant
+        row("alibi", 32, 32, 0, 0.14, val=0.8), row("alibi", 32, 48, 0, 0.13, val=0.8),
+        # the training size never tested, and chance unknown
+        row("rope", 32, 48, 0, 0.6), row("mlp", 32, 32, 0, 0.9, chance=math.nan),
+        row("mlp", 32, 48, 0, 0.6, chance=math.nan),
+    ])
+    assert df["retention"].isna().all()
+    assert df.loc[df.encoding == "none", "trained"].tolist() == [False, False]
+    out = rs.retention(df)
+    r = one(out, encoding="none", test_resolution="48")
+    assert math.isnan(r["retention"]) and r["n_seeds"] == 0 and r["n_undefined"] == 1
+
+
+def test_retention_summary_is_the_mean_of_each_runs_retention():
+    df = table([
+        row("rope", 32, 32, 0, 0.9), row("rope", 32, 48, 0, 0.5),    # 0.5
+        row("rope", 32, 32, 1, 0.5), row("rope", 32, 48, 1, 0.5),    # 1.0
+        row("rope", 32, 32, 2, 0.1, val=0.1), row("rope", 32, 48, 2, 0.1, val=0.1),   # did not train
+    ])
+    out = rs.retention(df)
+    assert list(out.columns) == ["regime", "variant", "encoding", "policy", "temperature", "train_resolution",
+                                 "test_resolution", "test_rows", "test_cols", "n_seeds", "retention", "ci_low",
+                                 "ci_high", "n_undefined"]
+    r = one(out, test_resolution="48")
+    # the mean of the runs' own ratios (0.5 + 1.0) / 2, not the ratio of means (0.5 - 0.1) / (0.7 - 0.1)
+    assert r["retention"] == pytest.approx(0.75) and r["n_seeds"] == 2 and r["n_undefined"] == 1
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx(rs.bootstrap_interval([0.5, 1.0]))
+
+
+# ------------------------------------------------------------------ bootstrap intervals
+
+
+def test_bootstrap_interval_known_answers():
+    assert rs.bootstrap_interval([0.7, 0.7, 0.7]) == (0.7, 0.7)
+    # two seeds at 0 and 1: resampled means 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4, so the
+    # 2.5% and 97.5% quantiles are the extremes
+    assert rs.bootstrap_interval([0.0, 1.0]) == (0.0, 1.0)
+    lo, hi = rs.bootstrap_interval([0.9])
+    assert math.isnan(lo) and math.isnan(hi)
+    assert all(math.isnan(v) for v in rs.bootstrap_interval([]))
+    assert rs.bootstrap_interval([0.2, math.nan, 0.2]) == (0.2, 0.2)        # NaN left out
+
+
+def test_bootstrap_interval_approaches_the_normal_interval():
+    # 400 Bernoulli(0.5) values: mean 0.5, the bootstrap interval ~ mean -/+ 1.96 * sd / sqrt(n)
+    x = [0.0, 1.0] * 200
+    half = 1.959964 * np.std(x) / math.sqrt(len(x))
+    lo, hi = rs.bootstrap_interval(x, resamples=20000)
+    assert lo == pytest.approx(0.5 - half, abs=0.006) and hi == pytest.approx(0.5 + half, abs=0.006)
+
+
+def test_bootstrap_interval_stays_in_range_and_is_reproducible():
+    rng = np.random.default_rng(7)
+    for n in (2, 3, 4, 5):
+        for _ in range(20):
+            x = rng.choice([0.0, 0.02, 0.5, 0.97, 1.0], size=n)
+            lo, hi = rs.bootstrap_interval(x)
+            assert x.min() <= lo <= hi <= x.max() and 0.0 <= lo and hi <= 1.0
+    x = [0.55, 0.7, 0.95, 0.6]
+    assert rs.bootstrap_interval(x, seed=3) == rs.bootstrap_interval(x, seed=3)
+    assert rs.bootstrap_interval(x) == rs.bootstrap_interval(x, seed=rs.BOOTSTRAP_SEED,
+                                                             resamples=rs.BOOTSTRAP_RESAMPLES)
+    assert {rs.bootstrap_interval(x, seed=s) for s in range(5)} != {rs.bootstrap_interval(x)}
+    with pytest.raises(ValueError, match="level"):
+        rs.bootstrap_interval(x, level=1.5)
+
+
+def test_bootstrap_interval_is_the_percentiles_of_resampled_means():
+    # the definition, written out: the same generator, draws, means and quantiles
+    x = np.array([0.6, 0.8, 0.9, 0.65])
+    rng = np.random.default_rng(11)
+    means = [x[rng.integers(0, 4, size=4)].mean() for _ in range(500)]
+    want = np.quantile(means, [0.025, 0.975])
+    assert rs.bootstrap_interval(x, resamples=500, seed=11) == pytest.approx(tuple(want), abs=1e-12)
 
 
 # ------------------------------------------------------------------ accuracy_summary
 
 
-def test_accuracy_summary_mean_std_and_interval(t_backend):
+def test_accuracy_summary_mean_std_interval_and_did_not_train():
     df = table([
         row("rope", 32, 48, 0, 0.5), row("rope", 32, 48, 1, 0.6), row("rope", 32, 48, 2, 0.7),
-        row("rope", 32, 32, 0, 0.9),                        # one seed
-        row("rope", 32, 48, 3, 0.0, status="FAILED"),       # does not count
+        row("rope", 32, 48, 5, 0.1, val=0.11),                 # did not train: flagged, not averaged in
+        row("rope", 32, 32, 0, 0.9),                           # one seed
+        row("rope", 32, 48, 3, 0.0, status="FAILED"),          # does not count
         row("rope", 32, 48, 4, 0.0, status="RUNNING"),
     ])
     out = rs.accuracy_summary(df)
-    assert list(out.columns) == ["encoding", "train_resolution", "test_resolution", "n_seeds", "mean", "std",
-                                 "ci_low", "ci_high"]
-    r = one(out, test_resolution=48)
-    assert r["n_seeds"] == 3
-    assert r["mean"] == pytest.approx(0.6)
-    assert r["std"] == pytest.approx(0.1)
-    half = T975_DF2 * 0.1 / math.sqrt(3)          # 0.2484138...
-    assert half == pytest.approx(0.2484138, abs=1e-7)
-    assert r["ci_low"] == pytest.approx(0.6 - half)
-    assert r["ci_high"] == pytest.approx(0.6 + half)
-
-    r = one(out, test_resolution=32)
+    assert list(out.columns) == ["regime", "variant", "encoding", "policy", "temperature", "train_resolution",
+                                 "test_resolution", "test_rows", "test_cols", "n_seeds", "mean", "std", "ci_low",
+                                 "ci_high", "n_untrained"]
+    r = one(out, test_resolution="48")
+    assert r["n_seeds"] == 3 and r["n_untrained"] == 1
+    assert r["mean"] == pytest.approx(0.6) and r["std"] == pytest.approx(0.1)
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx(rs.bootstrap_interval([0.5, 0.6, 0.7]))
+    assert 0.5 <= r["ci_low"] < 0.6 < r["ci_high"] <= 0.7
+    r = one(out, test_resolution="32")
     assert r["n_seeds"] == 1 and r["mean"] == pytest.approx(0.9)
     assert math.isnan(r["std"]) and math.isnan(r["ci_low"]) and math.isnan(r["ci_high"])
 
 
-def test_accuracy_summary_two_seeds_and_repeated_runs():
-    # seeds 0 and 1; seed 1 ran twice (0.6 and 0.8 -> 0.7): values 0.5, 0.7
-    df = table([
-        row("none", 16, 16, 0, 0.5),
-        row("none", 16, 16, 1, 0.6, run_id="a"), row("none", 16, 16, 1, 0.8, run_id="b"),
-    ])
+def test_a_cell_where_no_run_trained_has_no_mean():
+    df = table([row("none", 32, 48, s, 0.1, val=0.1) for s in range(3)])
     r = rs.accuracy_summary(df).iloc[0]
-    assert r["n_seeds"] == 2
-    assert r["mean"] == pytest.approx(0.6)
-    assert r["std"] == pytest.approx(math.sqrt(0.02))          # sqrt(((-0.1)^2 + 0.1^2) / 1)
-    half = 12.706204736174698 * math.sqrt(0.02) / math.sqrt(2)  # t_{0.975, 1}
-    assert r["ci_high"] - r["mean"] == pytest.approx(half)
+    assert r["n_seeds"] == 0 and r["n_untrained"] == 3 and math.isnan(r["mean"])
+    assert rs.ranking(df).empty and rs.extrapolation_scores(df).empty
+    u = rs.untrained_runs(df)
+    assert list(u.columns) == ["encoding", "train_resolution", "seed", "final_val_acc", "chance", "mean_test_acc",
+                               "run_id"]
+    assert u.seed.tolist() == [0, 1, 2] and u.mean_test_acc.tolist() == pytest.approx([0.1] * 3)
 
 
-def test_accuracy_summary_of_nothing_finished_is_empty():
-    out = rs.accuracy_summary(table([row("rope", 32, 32, 0, 0.5, status="FAILED")]))
-    assert out.empty and "ci_low" in out.columns
+def test_accuracy_summary_per_variant_and_repeated_runs():
+    df = table([
+        row("rope", 16, 24, 0, 0.5, regime="zoom", policy="interpolate"),
+        row("rope", 16, 24, 0, 0.3, regime="canvas", policy="interpolate"),
+        row("rope", 16, 24, 0, 0.4, regime="zoom", policy="interpolate", temperature="log"),
+        row("rope", 16, 24, 1, 0.6, run_id="a", policy="interpolate"),
+        row("rope", 16, 24, 1, 0.8, run_id="b", policy="interpolate"),     # seed 1 twice: 0.7
+    ])
+    out = rs.accuracy_summary(df)
+    assert len(out) == 3
+    r = one(out, regime="zoom", temperature="none")
+    assert r["variant"] == "rope (interpolate, temp none)" and r["n_seeds"] == 2 and r["mean"] == pytest.approx(0.6)
+    assert one(out, regime="canvas")["mean"] == pytest.approx(0.3)
+    assert one(out, temperature="log")["mean"] == pytest.approx(0.4)
+
+
+def test_sizes_sort_by_rows_then_cols():
+    df = table([row("rope", 32, t, 0, 0.5) for t in [(32, 64), 64, 8, 32, 16]])
+    assert rs.accuracy_summary(df)["test_resolution"].tolist() == ["8", "16", "32", "32x64", "64"]
 
 
 def test_missing_column_is_named():
@@ -126,61 +273,45 @@ def test_missing_column_is_named():
         rs.accuracy_summary(df)
 
 
-# ------------------------------------------------------------------ retention
-
-
-def test_retention_ratio_of_means():
-    df = table([
-        row("rope", 32, 32, 0, 0.8), row("rope", 32, 32, 1, 0.6),     # mean at train 0.7
-        row("rope", 32, 48, 0, 0.4), row("rope", 32, 48, 1, 0.6),     # mean 0.5
-        row("rope", 32, 16, 0, 0.7), row("rope", 32, 16, 1, 0.7),     # mean 0.7
-        row("learned", 32, 48, 0, 0.5),                               # 32 never tested
-        row("learned", 32, 32, 0, 0.0, status="FAILED"),
-    ])
-    out = rs.retention(df)
-    assert list(out.columns) == ["encoding", "train_resolution", "test_resolution", "mean", "mean_at_train",
-                                 "retention"]
-    # ratio of means 0.5 / 0.7, not the mean of per-seed ratios (0.5 + 1.0) / 2 = 0.75
-    assert one(out, encoding="rope", test_resolution=48)["retention"] == pytest.approx(5 / 7)
-    assert one(out, encoding="rope", test_resolution=16)["retention"] == pytest.approx(1.0)
-    assert one(out, encoding="rope", test_resolution=32)["retention"] == pytest.approx(1.0)
-    r = one(out, encoding="learned", test_resolution=48)
-    assert r["mean"] == pytest.approx(0.5)
-    assert math.isnan(r["mean_at_train"]) and math.isnan(r["retention"])
-
-
-def test_retention_is_per_train_resolution():
-    df = table([
-        row("rope", 32, 32, 0, 0.8), row("rope", 32, 64, 0, 0.4),
-        row("rope", 64, 64, 0, 0.9), row("rope", 64, 32, 0, 0.3),
-    ])
-    out = rs.retention(df)
-    assert one(out, train_resolution=32, test_resolution=64)["retention"] == pytest.approx(0.5)
-    assert one(out, train_resolution=64, test_resolution=32)["retention"] == pytest.approx(1 / 3)
-
-
-# ------------------------------------------------------------------ extrapolation_scores
+# ------------------------------------------------------------------ extrapolation_scores, ranking
 
 
 def test_extrapolation_scores_below_at_above():
     df = table([
         row("rope", 32, 16, 0, 0.5), row("rope", 32, 24, 0, 0.7), row("rope", 32, 32, 0, 0.9),
         row("rope", 32, 48, 0, 0.6), row("rope", 32, 48, 1, 0.8),     # 48: mean 0.7
-        row("rope", 32, 64, 0, 0.2),                                  # 64: 0.2
+        row("rope", 32, (32, 64), 0, 0.2),                            # above: no side shorter
+        row("rope", 32, (16, 64), 0, 0.99),                           # mixed: in neither
         row("none", 16, 16, 0, 0.4), row("none", 16, 32, 0, 0.3),
-        row("none", 64, 32, 0, 0.35),
     ])
     out = rs.extrapolation_scores(df)
-    assert list(out.columns) == ["encoding", "train_resolution", "below", "at", "above", "n_below", "n_above"]
-    r = one(out, encoding="rope", train_resolution=32)
-    assert r["below"] == pytest.approx(0.6)        # (0.5 + 0.7) / 2
-    assert r["at"] == pytest.approx(0.9)
-    assert r["above"] == pytest.approx(0.45)       # (0.7 + 0.2) / 2: each test resolution weighs the same
+    assert list(out.columns) == ["regime", "variant", "encoding", "policy", "temperature", "train_resolution",
+                                 "below", "at", "above", "n_below", "n_above"]
+    r = one(out, encoding="rope")
+    assert r["below"] == pytest.approx(0.6) and r["at"] == pytest.approx(0.9)
+    assert r["above"] == pytest.approx(0.45)       # (0.7 + 0.2) / 2: each size weighs the same
     assert (r["n_below"], r["n_above"]) == (2, 2)
-    r = one(out, encoding="none", train_resolution=16)
+    r = one(out, encoding="none")
     assert math.isnan(r["below"]) and r["at"] == pytest.approx(0.4) and r["above"] == pytest.approx(0.3)
-    r = one(out, encoding="none", train_resolution=64)
-    assert r["below"] == pytest.approx(0.35) and math.isnan(r["at"]) and math.isnan(r["above"])
+
+
+def test_ranking_ties_get_the_minimum_rank():
+    df = table([
+        row("a", 32, 32, 0, 0.8), row("b", 32, 32, 0, 0.7), row("b", 32, 32, 1, 0.9),  # b: 0.8
+        row("c", 32, 32, 0, 0.6), row("d", 32, 32, 0, 0.9),
+        # at 48: (0.1 + 0.2) / 2 and 0.15 differ in the last bit only: a tie
+        row("a", 32, 48, 0, 0.1), row("a", 32, 48, 1, 0.2), row("b", 32, 48, 0, 0.15),
+        row("c", 32, 48, 0, 0.05), row("c", 32, 48, 1, 0.99, status="FAILED"),
+        row("a", 32, 48, 0, 0.5, regime="canvas"),                                     # its own ranking
+    ])
+    out = rs.ranking(df)
+    assert list(out.columns) == ["regime", "train_resolution", "test_resolution", "variant", "mean", "rank"]
+    at32 = out.loc[(out["test_resolution"] == "32") & (out["regime"] == "zoom")]
+    assert list(at32["variant"]) == [label("d"), label("a"), label("b"), label("c")]
+    assert list(at32["rank"]) == [1, 2, 2, 4]
+    at48 = out.loc[(out["test_resolution"] == "48") & (out["regime"] == "zoom")]
+    assert dict(zip(at48["variant"], at48["rank"])) == {label("a"): 1, label("b"): 1, label("c"): 3}
+    assert one(out, regime="canvas")["rank"] == 1
 
 
 # ------------------------------------------------------------------ holm
@@ -200,54 +331,81 @@ def test_holm_monotone_capped_and_nan():
         rs.holm([1.5])
 
 
-# ------------------------------------------------------------------ paired_comparisons
+
+
+# ------------------------------------------------------------------ paired comparisons
 
 # diffs [0.1, 0.2, 0.3]: mean 0.2, sd 0.1, t = 0.2 / (0.1 / sqrt 3) = sqrt 12, df 2
 P_A = 1 - math.sqrt(12) / math.sqrt(14)        # 0.0741799...
 # diffs [0.1, 0.1, 0.4]: mean 0.2, sd sqrt(0.03), t = 2, df 2
 P_B = 1 - 2 / math.sqrt(6)                     # 0.1835034...
+COMPARISON_COLUMNS = ["kind", "regime", "train_resolution", "test_resolution", "a", "b", "paired_by", "n_pairs",
+                      "mean_diff", "p_value", "p_holm", "note"]
 
 
-def test_paired_t_test_by_hand(t_backend):
+def test_policy_and_temperature_are_paired_by_run(t_backend):
     df = table([
-        *(row("learned", 32, 48, s, 0.5) for s in range(3)),
-        *(row("rope", 32, 48, s, a) for s, a in enumerate([0.6, 0.7, 0.8])),
+        # three runs; each evaluated under two policies and two temperatures, at 32 (train) and 48
+        *(row("rope", 32, t, s, base + d, run_id=f"r{s}", policy=pol, temperature=temp)
+          for s, base in enumerate([0.5, 0.6, 0.7]) for t in (32, 48)
+          for pol, d in (("extrapolate", 0.0), ("interpolate", [0.1, 0.2, 0.3][s] * (t == 48)))
+          for temp in ("none", "log")),
+    ])
+    # the log temperature changes nothing here: its differences have no variance
+    out = rs.paired_comparisons(df)
+    assert list(out.columns) == COMPARISON_COLUMNS
+    assert set(out["test_resolution"]) == {"48"}               # off the training grid only
+    pol = out.loc[out["kind"] == "policy"]
+    assert len(pol) == 2 and set(pol["paired_by"]) == {"run"}
+    r = one(pol, a=label("rope", "extrapolate", "none"))
+    assert r["b"] == label("rope", "interpolate", "none") and r["n_pairs"] == 3
+    assert r["mean_diff"] == pytest.approx(-0.2) and r["p_value"] == pytest.approx(P_A, rel=1e-9)
+    temp = out.loc[out["kind"] == "temperature"]
+    assert len(temp) == 2 and set(temp["b"]) == {label("rope", "extrapolate", "none"),
+                                                   label("rope", "interpolate", "none")}
+    assert (temp["note"] == rs.NO_VARIANCE).all() and temp["p_value"].isna().all()
+    # a family of two tests (the two policy rows): Holm doubles the smaller p
+    assert pol["p_holm"].tolist() == pytest.approx([min(1, 2 * P_A)] * 2)
+
+
+def test_encodings_are_paired_by_seed_against_the_baseline_variant(t_backend):
+    df = table([
+        *(row("learned", 32, 48, s, 0.5) for s in range(3)),                           # policy na
+        *(row("rope", 32, 48, s, a, policy="interpolate") for s, a in enumerate([0.6, 0.7, 0.8])),
+        *(row("rope", 32, 48, s, a, policy="extrapolate") for s, a in enumerate([0.6, 0.6, 0.9])),
+        *(row("alibi", 32, 48, s, 0.6) for s in range(2)),                             # 2 pairs
+        row("alibi", 32, 48, 2, 0.1, val=0.1),                                         # did not train
     ])
     out = rs.paired_comparisons(df, "learned")
-    assert list(out.columns) == ["encoding", "baseline", "train_resolution", "test_resolution", "n_pairs",
-                                 "mean_diff", "p_value", "p_holm", "note"]
-    r = one(out, encoding="rope")
-    assert P_A == pytest.approx(0.07418, abs=1e-5)
-    assert r["baseline"] == "learned" and r["n_pairs"] == 3
-    assert r["mean_diff"] == pytest.approx(0.2)
-    assert r["p_value"] == pytest.approx(P_A, rel=1e-9)
-    assert r["p_holm"] == pytest.approx(P_A, rel=1e-9)   # a family of one
-    assert r["note"] == ""
-    assert len(out) == 1                                  # the baseline is not compared with itself
+    enc = out.loc[out["kind"] == "encoding"]
+    assert set(enc["b"]) == {label("learned")} and set(enc["paired_by"]) == {"seed"}
+    a = one(enc, a=label("rope", "interpolate"))
+    b = one(enc, a=label("rope", "extrapolate"))
+    assert a["p_value"] == pytest.approx(P_A, rel=1e-9) and b["p_value"] == pytest.approx(P_B, rel=1e-9)
+    n = one(enc, a=label("alibi"))
+    assert n["n_pairs"] == 2 and n["note"] == rs.TOO_FEW and math.isnan(n["p_holm"])
+    # one family over everything: the policy test of rope (diffs 0, -0.1, 0.1) joins it
+    pol = one(out, kind="policy")
+    assert pol["p_value"] == pytest.approx(1.0)
+    ps = [a["p_value"], b["p_value"], pol["p_value"]]
+    assert [a["p_holm"], b["p_holm"], pol["p_holm"]] == pytest.approx(rs.holm(ps))
+    assert a["p_holm"] == pytest.approx(3 * P_A, rel=1e-9)
 
 
-def test_paired_holm_across_all_comparisons(t_backend):
+def test_the_baseline_variant_matches_policy_and_temperature():
     df = table([
-        *(row("learned", 32, t, s, 0.5) for t in (32, 48) for s in range(3)),
-        *(row("rope", 32, 48, s, a) for s, a in enumerate([0.6, 0.7, 0.8])),    # p = P_A
-        *(row("alibi", 32, 32, s, a) for s, a in enumerate([0.6, 0.6, 0.9])),   # p = P_B
-        *(row("none", 32, 48, s, a) for s, a in enumerate([0.1, 0.2])),         # 2 pairs: not in the family
+        *(row("sincos", 32, 48, s, 0.5 + 0.1 * (pol == "interpolate"), policy=pol) for s in range(3)
+          for pol in ("extrapolate", "interpolate")),
+        *(row("rope", 32, 48, s, 0.7, policy=pol) for s in range(3) for pol in ("extrapolate", "interpolate")),
+        *(row("learned", 32, 48, s, 0.7) for s in range(3)),
     ])
-    out = rs.paired_comparisons(df, "learned")
-    a, b = one(out, encoding="rope"), one(out, encoding="alibi")
-    assert a["p_value"] == pytest.approx(P_A, rel=1e-9)
-    assert b["p_value"] == pytest.approx(P_B, rel=1e-9)
-    # Holm, m = 2: 2 * P_A = 0.14836 first, then max(0.14836, P_B) = P_B
-    assert a["p_holm"] == pytest.approx(2 * P_A, rel=1e-9)
-    assert b["p_holm"] == pytest.approx(P_B, rel=1e-9)
-    n = one(out, encoding="none")
-    assert n["n_pairs"] == 2 and n["mean_diff"] == pytest.approx(-0.35)
-    assert math.isnan(n["p_value"]) and math.isnan(n["p_holm"])
-    assert n["note"] == "too few seeds (n pairs < min_pairs)"
-    # with min_pairs = 2 the two pairs form a test and join the family (m = 3)
-    out2 = rs.paired_comparisons(df, "learned", min_pairs=2)
-    assert not math.isnan(one(out2, encoding="none")["p_value"])
-    assert one(out2, encoding="rope")["p_holm"] == pytest.approx(min(1.0, 3 * P_A), rel=1e-9)
+    enc = rs.paired_comparisons(df, "sincos").query("kind == 'encoding'")
+    assert one(enc, a=label("rope", "interpolate"))["b"] == label("sincos", "interpolate")
+    assert one(enc, a=label("rope", "interpolate"))["mean_diff"] == pytest.approx(0.1)
+    assert one(enc, a=label("rope", "extrapolate"))["mean_diff"] == pytest.approx(0.2)
+    # learned has no policy, the baseline two: nothing to pair it with
+    r = one(enc, a=label("learned"))
+    assert r["n_pairs"] == 0 and r["note"] == rs.TOO_FEW
 
 
 def test_pairing_by_common_seeds_and_row_order():
@@ -258,64 +416,29 @@ def test_pairing_by_common_seeds_and_row_order():
     ])
     out = rs.paired_comparisons(df, "learned")
     r = out.iloc[0]
-    assert r["n_pairs"] == 3
-    assert r["mean_diff"] == pytest.approx(0.2)
+    assert r["n_pairs"] == 3 and r["mean_diff"] == pytest.approx(0.2)
     assert r["p_value"] == pytest.approx(P_A, rel=1e-9)
     for seed in range(5):
         shuffled = df.sample(frac=1.0, random_state=seed).reset_index(drop=True)
         pd.testing.assert_frame_equal(rs.paired_comparisons(shuffled, "learned"), out)
 
 
-def test_nan_accuracy_is_left_out():
-    df = table([
-        *(row("learned", 32, 48, s, 0.5) for s in range(4)),
-        *(row("rope", 32, 48, s, a) for s, a in enumerate([0.6, 0.7, 0.8])),
-        row("rope", 32, 48, 3, math.nan),
-    ])
-    r = rs.paired_comparisons(df, "learned").iloc[0]
-    assert r["n_pairs"] == 3 and r["p_value"] == pytest.approx(P_A, rel=1e-9)
-    r = rs.accuracy_summary(df.loc[df["encoding"] == "rope"]).iloc[0]
-    assert r["n_seeds"] == 3 and r["mean"] == pytest.approx(0.7)
-
-
-def test_paired_cells_without_baseline_and_too_few():
-    df = table([
-        *(row("learned", 32, 32, s, 0.5) for s in range(3)),
-        *(row("rope", 32, 32, s, 0.6) for s in range(2)),
-        *(row("rope", 32, 64, s, 0.6) for s in range(3)),      # the baseline was not tested at 64
-    ])
-    out = rs.paired_comparisons(df, "learned")
-    r = one(out, test_resolution=32)
-    assert r["n_pairs"] == 2 and r["note"] == "too few seeds (n pairs < min_pairs)"
-    assert math.isnan(r["p_value"]) and math.isnan(r["p_holm"])
-    r = one(out, test_resolution=64)
-    assert r["n_pairs"] == 0 and math.isnan(r["mean_diff"]) and r["note"] == "too few seeds (n pairs < min_pairs)"
-
-
-def test_paired_zero_variance(t_backend):
+def test_paired_zero_variance_and_errors(t_backend):
     df = table([
         *(row("learned", 32, 32, s, a) for s, a in enumerate([0.5, 0.6, 0.7])),
         *(row("rope", 32, 32, s, a) for s, a in enumerate([0.6, 0.7, 0.8])),   # diffs 0.1 up to rounding
-        *(row("none", 32, 32, s, a) for s, a in enumerate([0.5, 0.6, 0.7])),   # diffs 0
         *(row("alibi", 32, 32, s, a) for s, a in enumerate([0.6, 0.7, 0.9])),  # a real test
     ])
     out = rs.paired_comparisons(df, "learned")
-    for enc, diff in (("rope", 0.1), ("none", 0.0)):
-        r = one(out, encoding=enc)
-        assert r["mean_diff"] == pytest.approx(diff, abs=1e-12)
-        assert math.isnan(r["p_value"]) and math.isnan(r["p_holm"])
-        assert r["note"] == "no variance in the differences"
-    r = one(out, encoding="alibi")     # diffs [0.1, 0.1, 0.2]: t = (0.4/3) / (sqrt(1/300) / sqrt 3) = 4, df 2
-    assert r["p_value"] == pytest.approx(1 - 4 / math.sqrt(18), rel=1e-9)
-    assert r["p_holm"] == pytest.approx(r["p_value"])   # the only member of the family
-
-
-def test_paired_missing_baseline_raises():
-    df = table([row("rope", 32, 32, 0, 0.5), row("learned", 32, 32, 0, 0.5, status="FAILED")])
-    with pytest.raises(ValueError, match=r"learned.*rope"):
-        rs.paired_comparisons(df, "learned")
+    r = one(out, a=label("rope"))
+    assert r["mean_diff"] == pytest.approx(0.1) and math.isnan(r["p_value"]) and r["note"] == rs.NO_VARIANCE
+    r = one(out, a=label("alibi"))     # diffs [0.1, 0.1, 0.2]: t = 4, df 2
+    assert r["p_value"] == pytest.approx(1 - 4 / math.sqrt(18), rel=1e-9) and r["p_holm"] == r["p_value"]
+    with pytest.raises(ValueError, match=r"mlp.*alibi"):
+        rs.paired_comparisons(df, "mlp")
     with pytest.raises(ValueError, match="min_pairs"):
         rs.paired_comparisons(df, "rope", min_pairs=1)
+    assert rs.paired_comparisons(df).empty                  # no policies, no temperatures, no baseline
 
 
 def test_default_baseline():
@@ -325,44 +448,69 @@ def test_default_baseline():
     assert rs.default_baseline([]) is None
 
 
-# ------------------------------------------------------------------ ranking
+# ------------------------------------------------------------------ headline
 
 
-def test_ranking_ties_get_the_minimum_rank():
+def test_headline_names_the_best_variant_its_margin_and_significance(t_backend):
+    above = {("rope", "interpolate"): [0.9, 0.91, 0.92], ("rope", "extrapolate"): [0.7, 0.7, 0.7],
+             ("learned", "na"): [0.3, 0.4, 0.5]}
     df = table([
-        row("a", 32, 32, 0, 0.8), row("b", 32, 32, 0, 0.7), row("b", 32, 32, 1, 0.9),  # b: 0.8
-        row("c", 32, 32, 0, 0.6), row("d", 32, 32, 0, 0.9),
-        # at 48: (0.1 + 0.2) / 2 and 0.15 differ in the last bit only: a tie
-        row("a", 32, 48, 0, 0.1), row("a", 32, 48, 1, 0.2), row("b", 32, 48, 0, 0.15),
-        row("c", 32, 48, 0, 0.05), row("c", 32, 48, 1, 0.99, status="FAILED"),
+        *(row(e, 32, 48, s, a, policy=p) for (e, p), accs in above.items() for s, a in enumerate(accs)),
+        # below: the two rope variants tie in every seed but one, the leader by 0.1, 0.1, 0.4
+        *(row("rope", 32, 16, s, a, policy="extrapolate") for s, a in enumerate([0.6, 0.6, 0.9])),
+        *(row("rope", 32, 16, s, 0.5, policy="interpolate") for s in range(3)),
+        *(row("none", 32, 16, s, 0.99, val=0.1) for s in range(3)),               # did not train
+        row("rope", 32, (16, 64), 0, 1.0, policy="interpolate"),                  # mixed: on neither side
     ])
-    out = rs.ranking(df)
-    assert list(out.columns) == ["train_resolution", "test_resolution", "encoding", "mean", "rank"]
-    at32 = out.loc[out["test_resolution"] == 32]
-    assert list(at32["encoding"]) == ["d", "a", "b", "c"]
-    assert list(at32["rank"]) == [1, 2, 2, 4]
-    at48 = out.loc[out["test_resolution"] == 48]
-    assert dict(zip(at48["encoding"], at48["rank"])) == {"a": 1, "b": 1, "c": 3}
+    out = rs.headline(df)
+    assert list(out.columns) == ["regime", "train_resolution", "side", "best", "best_mean", "ci_low", "ci_high",
+                                 "n_seeds", "runner_up", "runner_up_mean", "margin", "n_pairs", "p_value", "p_holm",
+                                 "significant", "note"]
+    a, b = one(out, side="above"), one(out, side="below")
+    assert a["best"] == label("rope", "interpolate") and a["runner_up"] == label("rope", "extrapolate")
+    assert a["best_mean"] == pytest.approx(0.91) and a["margin"] == pytest.approx(0.21)
+    assert (a["ci_low"], a["ci_high"]) == pytest.approx(rs.bootstrap_interval([0.9, 0.91, 0.92]))
+    # diffs 0.2, 0.21, 0.22: t = 0.21 / (0.01 / sqrt 3), df 2
+    t = 0.21 / (0.01 / math.sqrt(3))
+    p_above = 1 - t / math.sqrt(t * t + 2)
+    assert a["p_value"] == pytest.approx(p_above, rel=1e-6)
+    assert b["best"] == label("rope", "extrapolate") and b["margin"] == pytest.approx(0.2)
+    assert b["p_value"] == pytest.approx(P_B, rel=1e-9)
+    # Holm over the two headline tests
+    assert a["p_holm"] == pytest.approx(2 * p_above, rel=1e-6) and b["p_holm"] == pytest.approx(P_B, rel=1e-9)
+    assert a["significant"] and not b["significant"]
+    assert label("none") not in set(out["best"]) | set(out["runner_up"])    # it did not train
+
+
+def test_headline_without_a_runner_up_or_enough_seeds():
+    df = table([row("rope", 32, 48, s, 0.8, policy="interpolate") for s in range(2)]
+               + [row("sincos", 32, 48, s, 0.7, policy="interpolate") for s in range(2)]
+               + [row("rope", 32, 16, 0, 0.8, policy="interpolate")])
+    out = rs.headline(df)
+    a, b = one(out, side="above"), one(out, side="below")
+    assert a["note"] == rs.TOO_FEW and a["n_pairs"] == 2 and not a["significant"]
+    assert pd.isna(b["runner_up"]) and b["note"] == "no runner-up" and math.isnan(b["margin"])
 
 
 # ------------------------------------------------------------------ cost_table
 
 
-def test_cost_relative_to_none():
+def test_cost_relative_to_none_measured_on_its_device():
     df = table([
         # none: run n0 has three rows, n1 one row: the mean is over runs, (90 + 110) / 2
         *(row("none", 32, t, 0, 0.3, run_id="n0", params=1000, ips=90.0) for t in (16, 32, 48)),
-        row("none", 32, 32, 1, 0.3, run_id="n1", params=1000, ips=110.0),
+        row("none", 32, 32, 1, 0.3, run_id="n1", params=1000, ips=110.0, device="cuda:0"),
         row("learned", 32, 32, 0, 0.5, run_id="l0", params=1256, ips=80.0),
         row("learned", 32, 48, 0, 0.5, run_id="l0", params=1256, ips=80.0),
         row("learned", 32, 32, 1, 0.5, run_id="l1", params=1256, ips=1e6, status="FAILED"),
     ])
     out = rs.cost_table(df)
-    assert list(out.columns) == ["encoding", "params", "params_vs_none", "images_per_s", "throughput_vs_none"]
+    assert list(out.columns) == ["encoding", "params", "params_vs_none", "images_per_s", "throughput_vs_none",
+                                 "device"]
     n, l = one(out, encoding="none"), one(out, encoding="learned")
-    assert n["params"] == 1000 and n["params_vs_none"] == 0
+    assert n["params"] == 1000 and n["params_vs_none"] == 0 and n["device"] == "cpu, cuda:0"
     assert n["images_per_s"] == pytest.approx(100.0) and n["throughput_vs_none"] == pytest.approx(1.0)
-    assert l["params"] == 1256 and l["params_vs_none"] == 256
+    assert l["params"] == 1256 and l["params_vs_none"] == 256 and l["device"] == "cpu"
     assert l["images_per_s"] == pytest.approx(80.0) and l["throughput_vs_none"] == pytest.approx(0.8)
 
     out = rs.cost_table(df.loc[df["encoding"] != "none"])
@@ -376,17 +524,12 @@ def test_cost_per_train_resolution():
         row("learned", 32, 32, 0, 0.5, params=1064, ips=50.0),
         row("learned", 64, 64, 0, 0.5, params=1256, ips=20.0),
     ])
-    out = rs.cost_table(df)
-    r = one(out, encoding="learned")
+    r = one(rs.cost_table(df), encoding="learned")
     assert r["params"] == 1064                   # the first value: smallest train resolution
     assert r["images_per_s"] == pytest.approx(35.0) and r["throughput_vs_none"] == pytest.approx(35.0 / 62.5)
     out = rs.cost_table(df, per_train_resolution=True)
-    assert list(out.columns) == ["encoding", "train_resolution", "params", "params_vs_none", "images_per_s",
-                                 "throughput_vs_none"]
     r = one(out, encoding="learned", train_resolution=64)
     assert r["params_vs_none"] == 256 and r["throughput_vs_none"] == pytest.approx(0.8)
-    r = one(out, encoding="learned", train_resolution=32)
-    assert r["params_vs_none"] == 64 and r["throughput_vs_none"] == pytest.approx(0.5)
 
 
 # ------------------------------------------------------------------ missing_cells
@@ -423,9 +566,11 @@ def test_missing_cells_states():
 
 def test_unfinished_rows_change_no_statistic():
     good = table([
-        *(row(e, 32, t, s, 0.4 + 0.1 * s + (0.05 if e == "rope" else 0) - 0.01 * (t == 48) * s * s,
-              params=1000 + 64 * (e == "learned"), ips=100.0 - 10 * (e == "rope"))
-          for e in ("none", "learned", "rope") for t in (32, 48) for s in range(3)),
+        row(e, 32, t, s, 0.4 + 0.1 * s + (0.05 if e == "rope" else 0) - 0.01 * (t == 48) * s * s + 0.02 * (p == "b"),
+            params=1000 + 64 * (e == "learned"), ips=100.0 - 10 * (e == "rope"), policy=p if e == "rope" else "na",
+            run_id=f"{e}{s}")
+        for e in ("none", "learned", "rope") for t in (32, 48) for s in range(3) for p in ("a", "b")
+        if e == "rope" or p == "a"
     ])
     bad = table([
         row(e, 32, t, s, 0.0, status=st, params=1, ips=1e9)
@@ -433,6 +578,6 @@ def test_unfinished_rows_change_no_statistic():
         for st in ("FAILED", "KILLED", "RUNNING")
     ])
     both = pd.concat([bad, good], ignore_index=True)
-    for f in (rs.accuracy_summary, rs.retention, rs.extrapolation_scores, rs.ranking, rs.cost_table,
-              lambda d: rs.paired_comparisons(d, "learned")):
+    for f in (rs.accuracy_summary, rs.retention, rs.extrapolation_scores, rs.ranking, rs.cost_table, rs.headline,
+              rs.untrained_runs, lambda d: rs.paired_comparisons(d, "learned")):
         pd.testing.assert_frame_equal(f(both), f(good))

@@ -28,12 +28,13 @@ class ReportFigure:
     """One figure of the report.
 
     ``draw`` receives the study's runs as read from MLflow (:class:`harness.report.StudyRuns`:
-    ``results``, the tidy table of one row per run and test resolution; ``curves``, the
-    validation accuracy per epoch; ``tuning``, one row per tuning trial; ``cells``, ``spec``,
-    ``provenance``) and the report's summary tables (``tables``: ``accuracy``,
-    ``extrapolation``, ``retention``, ``ranking``, ``cost``, ``missing``, and ``comparisons``,
-    None without a baseline; see :mod:`harness.report_stats`). It must not change them, and
-    it must close any figure it opens but does not return.
+    ``results``, the tidy table of one row per run, regime, test size, policy and
+    temperature; ``curves``, the validation accuracy per epoch; ``tuning``, one row per tuning
+    trial; ``cells``, ``spec``, ``provenance``) and the report's summary tables (``tables``,
+    :data:`harness.report.TABLES`: ``accuracy``, ``retention``, ``extrapolation``, ``ranking``,
+    ``headline``, ``comparisons``, ``untrained``, ``cost``, ``missing``; see
+    :mod:`harness.report_stats`). It must not change them, and it must close any figure it
+    opens but does not return.
     """
 
     #: set by the registry: the figure's name, and the stem of its file (``<name>.png``)

@@ -1,39 +1,78 @@
-"""Test accuracy against test resolution, one panel per training resolution."""
+"""Test accuracy against test size: small multiples, one panel per regime (and training
+resolution) and policy, one line per encoding (temperature as the line style), every seed's
+run as a point."""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-import seaborn as sns
+import numpy as np
+from matplotlib.lines import Line2D
 
 from harness.figures import ReportFigure, register_figure
-from harness.figures.plotting import encoding_palette, legend_outside
+from harness.figures.plotting import encoding_palette, size_order
+from harness.report_stats import INTERVAL_METHOD
+from harness.schema import NO_POLICY
 
 __all__ = ["AccuracyVsResolution"]
+
+_DASHES = {"none": "-", "log": "--"}
 
 
 @register_figure("accuracy_vs_resolution")
 class AccuracyVsResolution(ReportFigure):
-    title = "Accuracy against test resolution"
-    caption = "Test accuracy against test resolution, one line per encoding; dashed: the training resolution."
+    title = "Accuracy against test size"
+    caption = ("Test accuracy against test size: one row of panels per regime (and training resolution), one "
+               "column per new-grid policy; encodings without a policy (policy na) are drawn in every column. "
+               "Line: mean over the seeds that trained, bars: its interval "
+               f"({INTERVAL_METHOD}); dots: each seed's run; crosses: runs that did not train (not in the mean); "
+               "line style: attention temperature; dotted grey: chance; dashed: the training size.")
     order = 10
 
     def draw(self, runs, tables):
         acc = tables["accuracy"]
         if acc.empty:
             return None
+        res = runs.results.dropna(subset=["test_acc", "regime"])
+        res = res.loc[res["status"] == "FINISHED"]
         palette = encoding_palette(tables)
-        train_res = sorted(acc.train_resolution.unique())
-        fig, axes = plt.subplots(1, len(train_res), figsize=(7 * len(train_res), 4.8), squeeze=False)
-        for ax, tr in zip(axes[0], train_res):
-            part = acc[acc.train_resolution == tr].sort_values("test_resolution")
-            sns.lineplot(data=part, x="test_resolution", y="mean", hue="encoding", palette=palette, marker="o", ax=ax)
-            for enc, g in part.groupby("encoding"):
-                # the interval, drawn within the possible range of an accuracy
-                ax.fill_between(g.test_resolution.astype(float), g.ci_low.astype(float).clip(0, 1),
-                                g.ci_high.astype(float).clip(0, 1), color=palette[enc], alpha=0.12, linewidth=0)
-            ax.axvline(tr, color="black", linestyle="--", linewidth=1)
-            ax.text(tr, 1.02, f" trained at {tr} px", fontsize=8, va="bottom")
-            ax.set(xlabel="test resolution (px)", ylabel="test accuracy", ylim=(0, 1.05),
-                   title="accuracy vs test resolution (bands: 95% interval over seeds, clipped to [0, 1])")
-            legend_outside(ax)
+        panels = acc[["regime", "train_resolution"]].drop_duplicates().sort_values(["regime", "train_resolution"])
+        policies = sorted(set(acc["policy"]) - {NO_POLICY}) or [NO_POLICY]
+        temps = sorted(set(acc["temperature"]), key=lambda t: (t != "none", t))
+        fig, axes = plt.subplots(len(panels), len(policies), figsize=(5.2 * len(policies) + 2.5, 3.6 * len(panels)),
+                                 squeeze=False, sharey=True)
+        width = 0.5 / max(1, acc["variant"].nunique() // max(1, len(policies)))
+        for (regime, train), row in zip(panels.itertuples(index=False), axes):
+            part = acc.loc[(acc["regime"] == regime) & (acc["train_resolution"] == train)]
+            sizes = size_order(part)
+            pos = {s: i for i, s in enumerate(sizes)}
+            pts = res.loc[(res["regime"] == regime) & (res["train_resolution"] == train)]
+            for pol, ax in zip(policies, row):
+                shown = part.loc[part["policy"].isin([pol, NO_POLICY])]
+                for k, ((enc, p, temp), g) in enumerate(shown.groupby(["encoding", "policy", "temperature"])):
+                    g = g.loc[g["n_seeds"] > 0].sort_values(["test_rows", "test_cols"])
+                    dx = (k - len(shown.groupby(["encoding", "policy", "temperature"])) / 2) * width / 4
+                    x = np.array([pos[s] for s in g["test_resolution"]], dtype=float) + dx
+                    style = _DASHES.get(temp, ":")
+                    ax.errorbar(x, g["mean"], yerr=[g["mean"] - g["ci_low"].fillna(g["mean"]),
+                                                    g["ci_high"].fillna(g["mean"]) - g["mean"]],
+                                color=palette[enc], linestyle=style, marker="o", markersize=4, capsize=2, linewidth=1.4)
+                    seeds = pts.loc[(pts["encoding"] == enc) & (pts["policy"] == p) & (pts["temperature"] == temp)]
+                    for ok, marker in ((True, "."), (False, "x")):
+                        s = seeds.loc[seeds["trained"] == ok]
+                        ax.scatter([pos[v] + dx for v in s["test_resolution"]], s["test_acc"], color=palette[enc],
+                                   marker=marker, s=14 if ok else 22, alpha=0.6, linewidths=1, zorder=3)
+                chance = pts["chance"].dropna()
+                if len(chance):
+                    ax.axhline(float(chance.iloc[0]), color="grey", linestyle=":", linewidth=1)
+                if str(train) in pos:
+                    ax.axvline(pos[str(train)], color="black", linestyle="--", linewidth=0.8)
+                ax.set_xticks(range(len(sizes)), [f"{s}" for s in sizes])
+                ax.set(ylim=(0, 1.03), xlabel="test size (px)", ylabel="test accuracy",
+                       title=f"{regime}, trained at {train} px, policy {pol}")
+        handles = [Line2D([], [], color=c, marker="o", label=e) for e, c in palette.items()]
+        handles += [Line2D([], [], color="black", linestyle=_DASHES.get(t, ":"), label=f"temperature {t}")
+                    for t in temps]
+        handles += [Line2D([], [], color="black", marker="x", linestyle="", label="did not train")]
+        # on the top-right panel, right of it: the saved figure makes room for it
+        axes[0][-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
         return fig

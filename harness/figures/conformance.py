@@ -12,12 +12,16 @@ A plugin's own test suite can run it too::
 Each check takes a figure's name (or its class, registered or not) and raises
 ``AssertionError`` on failure. The figure is drawn
 on handmade studies (:data:`STUDIES`): a plain one (three encodings, two training
-resolutions, two seeds, four test resolutions), the same with a tune stage, and an edge
-case (one seed, no ``none`` encoding, an encoding at chance everywhere).
+resolutions, two seeds, five test sizes (one not square), two regimes, two policies, two
+temperatures), the same with a tune stage, an edge case (one seed, no ``none`` encoding, an
+encoding at chance everywhere: its runs did not train), and one regime, policy and
+temperature with three seeds.
 """
 
 from __future__ import annotations
 
+import copy
+import itertools
 import math
 import tempfile
 from collections.abc import Callable
@@ -30,8 +34,8 @@ from matplotlib.figure import Figure
 
 from harness.figures import FIGURES, ReportFigure
 from harness.figures.plotting import save, theme
-from harness.report import CURVE_COLUMNS, RESULT_COLUMNS, StudyRuns, summary_tables
-from harness.schema import Cell
+from harness.report import CURVE_COLUMNS, StudyRuns, summary_tables, tidy_results
+from harness.schema import NO_POLICY, Cell, Size
 
 __all__ = ["CHECKS", "STUDIES", "check_all", "handmade_study"]
 
@@ -40,42 +44,59 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def handmade_study(encodings: tuple[str, ...] = ("none", "learned", "rope_axial"), *,
                    train_resolutions: tuple[int, ...] = (16, 24), seeds: tuple[int, ...] = (0, 1),
-                   test_resolutions: tuple[int, ...] = (8, 16, 24, 32), tuned: bool = False,
-                   at_chance: tuple[str, ...] = ()) -> tuple[StudyRuns, dict[str, Any]]:
+                   test_resolutions: tuple[int | str, ...] = (8, 16, 24, 32, "24x48"), tuned: bool = False,
+                   at_chance: tuple[str, ...] = (), regimes: tuple[str, ...] = ("zoom", "canvas"),
+                   policies: tuple[str, ...] = ("extrapolate", "interpolate"),
+                   temperatures: tuple[str, ...] = ("none", "log"), chance: float = 0.1,
+                   ) -> tuple[StudyRuns, dict[str, Any]]:
     """A small study built in code, as the report would read it from MLflow, with its tables.
 
-    Accuracies fall off away from the training resolution, a little less for each further
-    encoding, and vary by seed; an encoding in ``at_chance`` scores 0.1 everywhere.
+    Every run is evaluated under every regime x policy x temperature (``none`` and
+    ``learned`` have no policy: evaluated once, policy ``na``) at every test size (the canvas
+    regime: sizes no smaller than the training size). Accuracies fall off away from the
+    training size, a little less for each further encoding, better under ``interpolate`` in
+    the zoom regime and under ``extrapolate`` on a canvas, and vary by seed; an encoding in
+    ``at_chance`` scores ``chance`` everywhere and its runs did not train.
     """
     rows, curves, tuning = [], [], []
     for e, enc in enumerate(encodings):
+        own = (NO_POLICY,) if enc in ("none", "learned") else policies
         for train in train_resolutions:
             for seed in seeds:
                 run_id = f"{enc}-r{train}-s{seed}"
-                for test in test_resolutions:
-                    acc = 0.1 if enc in at_chance else \
-                        max(0.1, 0.9 - (0.3 - 0.08 * e) * abs(math.log2(test / train)) - 0.03 * seed)
-                    rows.append({"study": "handmade", "stage": "evaluate", "encoding": enc, "options": "{}",
-                                 "train_resolution": train, "test_resolution": test, "seed": seed,
-                                 "test_acc": acc, "test_loss": 2.3 * (1 - acc), "params": 10_000 + 256 * e,
-                                 "images_per_s": 1000.0 - 50 * e + seed, "run_id": run_id, "status": "FINISHED"})
-                for epoch in range(3):
+                val = [chance if enc in at_chance else 0.3 + 0.2 * epoch - 0.02 * seed for epoch in range(3)]
+                base = {"study": "handmade", "stage": "evaluate", "encoding": enc, "options": "{}",
+                        "train_resolution": train, "seed": seed, "chance": chance, "final_val_acc": val[-1],
+                        "params": 10_000 + 256 * e, "images_per_s": 1000.0 - 50 * e + seed, "device": "cpu",
+                        "run_id": run_id, "status": "FINISHED"}
+                for regime, policy, temp, test in itertools.product(regimes, own, temperatures, test_resolutions):
+                    size = Size.parse(test)
+                    if regime == "canvas" and min(size.rows, size.cols) < train:
+                        continue
+                    off = abs(math.log2(size.rows * size.cols / train ** 2)) / 2
+                    fit = 0.05 if (regime, policy) in (("zoom", "interpolate"), ("canvas", "extrapolate")) else 0.0
+                    acc = chance if enc in at_chance else min(1.0, max(
+                        chance, 0.9 - (0.3 - 0.08 * e) * off - 0.03 * seed + fit * (off > 0)
+                        + 0.01 * (temp != "none") * (off > 0) * (1 + seed)))
+                    rows.append({**base, "regime": regime, "policy": policy, "temperature": temp,
+                                 "test_resolution": size.label, "test_acc": acc, "test_loss": 2.3 * (1 - acc)})
+                for epoch, v in enumerate(val):
                     curves.append({"encoding": enc, "train_resolution": train, "seed": seed, "epoch": epoch,
-                                   "val_acc": 0.1 if enc in at_chance else 0.3 + 0.2 * epoch - 0.02 * seed})
+                                   "val_acc": v})
             for trial in range(6) if tuned else ():
                 lr, wd = 1e-4 * 2 ** trial, 0.01 * (1 + trial % 3)
                 tuning.append({"encoding": enc, "train_resolution": train, "trial": trial,
                                "val_acc": 0.5 + 0.05 * trial - 0.02 * e - 2 * wd,
                                "state": "pruned" if trial == 5 else "finished", "train.lr": lr,
                                "train.weight_decay": wd})
-    results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    results["test_resolution"] = results["test_resolution"].astype("Int64")
+    results = tidy_results(rows)
     cells = sorted({Cell(r["encoding"], r["train_resolution"], r["seed"]) for r in rows})
     spec = {"name": "handmade", "encodings": [{"name": e, "label": e} for e in encodings],
             "train_resolutions": list(train_resolutions), "test_resolutions": list(test_resolutions),
-            "seeds": list(seeds)}
+            "seeds": list(seeds), "regimes": list(regimes), "policies": list(policies),
+            "temperatures": list(temperatures)}
     runs = StudyRuns(results, pd.DataFrame(curves, columns=CURVE_COLUMNS), pd.DataFrame(tuning), spec,
-                     {"git commit": "handmade"}, cells)
+                     {"git commit": "handmade", "devices": "cpu"}, cells)
     tables, _ = summary_tables(results, cells, "learned" if "learned" in encodings else None)
     return runs, tables
 
@@ -87,7 +108,21 @@ STUDIES: dict[str, Callable[[], tuple[StudyRuns, dict[str, Any]]]] = {
     "one seed, no none, one at chance": lambda: handmade_study(("learned", "alibi2d", "sincos2d"),
                                                                train_resolutions=(16,), seeds=(3,),
                                                                at_chance=("alibi2d",)),
+    "one regime, policy and temperature": lambda: handmade_study(("rope_axial", "sincos2d"), seeds=(0, 1, 2),
+                                                                 regimes=("zoom",), policies=("interpolate",),
+                                                                 temperatures=("none",), test_resolutions=(8, 16)),
 }
+
+
+_BUILT: dict[str, tuple[StudyRuns, dict[str, Any]]] = {}
+
+
+def _study(name: str) -> tuple[StudyRuns, dict[str, Any]]:
+    """A fresh copy of a handmade study (each is built once: a figure that changes its copy
+    changes no other check's)."""
+    if name not in _BUILT:
+        _BUILT[name] = STUDIES[name]()
+    return copy.deepcopy(_BUILT[name])
 
 
 FigureRef = str | type[ReportFigure]
@@ -103,7 +138,7 @@ def _resolve(figure: FigureRef) -> tuple[str, type[ReportFigure]]:
 def _draw(figure: FigureRef, study: str) -> tuple[Figure | None, StudyRuns, dict[str, Any]]:
     name, cls = _resolve(figure)
     theme()
-    runs, tables = STUDIES[study]()
+    runs, tables = _study(study)
     before = set(plt.get_fignums())
     fig = cls().draw(runs, tables)
     if not (fig is None or isinstance(fig, Figure)):
@@ -169,7 +204,7 @@ def check_leaves_inputs_alone(figure: FigureRef) -> None:
     name, cls = _resolve(figure)
     for study in STUDIES:
         theme()
-        runs, tables = STUDIES[study]()
+        runs, tables = _study(study)
         frames = {"results": runs.results, "curves": runs.curves, "tuning": runs.tuning,
                   **{f"tables[{k!r}]": v for k, v in tables.items() if v is not None}}
         copies, keys = {k: v.copy(deep=True) for k, v in frames.items()}, set(tables)

@@ -1,4 +1,4 @@
-"""Parameters and training throughput per encoding, relative to ``none`` when it ran."""
+"""Parameters and the training throughput measured during the study, per encoding."""
 
 from __future__ import annotations
 
@@ -13,13 +13,16 @@ __all__ = ["Cost"]
 @register_figure("cost")
 class Cost(ReportFigure):
     title = "Cost"
-    caption = "Cost per encoding: parameters added and training throughput, relative to none."
     order = 30
+    caption = ("Cost per encoding: parameters added over none, and the training throughput measured during the "
+               "study on its device, relative to none when it ran. Measured while the study trained, not a "
+               "benchmark: `harness bench` is one.")
 
     def draw(self, runs, tables):
         cost = tables["cost"]
         if cost.empty:
             return None
+        devices = sorted({d for v in cost["device"] for d in str(v).split(", ")})
         fig, axes = plt.subplots(1, 2, figsize=(11, 0.4 * len(cost) + 2))
         rel = cost.dropna(subset=["params_vs_none"]).empty is False
         sns.barplot(data=cost, y="encoding", x="params_vs_none" if rel else "params", ax=axes[0], color="tab:blue")
@@ -28,7 +31,8 @@ class Cost(ReportFigure):
         rel = cost.dropna(subset=["throughput_vs_none"]).empty is False
         sns.barplot(data=cost, y="encoding", x="throughput_vs_none" if rel else "images_per_s", ax=axes[1],
                     color="tab:green")
-        axes[1].set(title="training throughput relative to none" if rel else "training throughput",
+        axes[1].set(title=f"training throughput measured during the study\n(device: {', '.join(devices)}; "
+                          "not a benchmark)",
                     xlabel="ratio to none" if rel else "images / s", ylabel="")
         if rel:
             axes[1].axvline(1.0, color="black", linewidth=1)
