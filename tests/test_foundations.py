@@ -14,7 +14,17 @@ import pytest
 from harness.config import Config, ConfigError, Invalid, TrainConfig, ViTConfig, check, convert, option
 from harness.errors import did_you_mean, redact_url
 from harness.registry import PluginError, Registry, RegistryError
-from harness.schema import Cell, acc_at, cells, encoding_options, loss_at, parse_test_metric, tuned_values
+from harness.schema import (
+    Cell,
+    Size,
+    Variant,
+    acc_at,
+    cells,
+    encoding_options,
+    loss_at,
+    parse_test_metric,
+    tuned_values,
+)
 
 
 # ------------------------------------------------------------------------------ the registry
@@ -202,9 +212,17 @@ def test_cell_key_and_tag_round_trip(cell):
 
 
 def test_metric_keys_and_cells_of_a_spec():
-    assert acc_at(32) == "test/acc/r32" and loss_at(8) == "test/loss/r8"
-    assert parse_test_metric("test/acc/r32") == ("acc", 32) and parse_test_metric("test/loss/r8") == ("loss", 8)
+    canvas = Variant("canvas", "interpolate_eva", "log")
+    assert acc_at(32) == "test/acc/zoom/na/none/r32" and loss_at("8x16", canvas) == "test/loss/canvas/interpolate_eva/log/r8x16"
+    assert parse_test_metric(loss_at("8x16", canvas)) == ("loss", canvas, Size(8, 16))
+    assert parse_test_metric(acc_at(Size(24, 24))) == ("acc", Variant(), Size(24, 24))
+    # keys written before variants existed: the zoom regime under the encoding's own default policy
+    assert parse_test_metric("test/acc/r32") == ("acc", Variant("zoom", "default", "none"), Size(32, 32))
     assert parse_test_metric("val/acc") is None and parse_test_metric("test/acc/rx") is None
+    assert parse_test_metric("test/acc/zoom/na/r32") is None
+    assert Size.parse("32x64") == Size(32, 64) and Size.parse(" 16 ") == Size(16, 16) and Size(4, 4).label == "4"
+    with pytest.raises(ValueError, match="not an image size"):
+        Size.parse("32by64")
     spec = {"encodings": [{"name": "none", "label": ""}, {"name": "rope_axial", "label": "axial50"}],
             "train_resolutions": [16, 32], "seeds": [0, 1]}
     assert cells(spec) == [Cell(e, r, s) for e in ("none", "axial50") for r in (16, 32) for s in (0, 1)]

@@ -47,8 +47,15 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
         assert r.data.tags["mlflow.parentRunId"] == parent
         assert r.data.tags["harness.study"] == "smoke" and r.data.tags["harness.stage"] == "evaluate"
         m = r.data.metrics
-        for res in (8, 16, 24):
-            assert 0 <= m[f"test/acc/r{res}"] <= 1 and m[f"test/loss/r{res}"] > 0
+        # every evaluation variant of the run: the encoding's policies (none of them for `none`)
+        policies = ("na",) if r.data.params["encoding"] == "none" else ("extrapolate", "interpolate")
+        tested = {k for k in m if k.startswith("test/")}
+        assert tested == {f"test/{kind}/zoom/{p}/none/r{res}" for kind in ("acc", "loss") for p in policies
+                          for res in (8, 16, 24)}
+        for p in policies:
+            for res in (8, 16, 24):
+                assert 0 <= m[f"test/acc/zoom/{p}/none/r{res}"] <= 1 and m[f"test/loss/zoom/{p}/none/r{res}"] > 0
+        assert m["data/chance"] == 0.25
         assert m["params/count"] > 0 and m["train/images_per_s"] > 0 and EPOCH_METRICS <= set(m)
         assert "config.model.dim" in r.data.params and "config.train.lr" in r.data.params
         history = tracker.client.get_metric_history(r.info.run_id, "val/acc")
@@ -141,7 +148,7 @@ def test_train_command_tracks_one_run(tmp_path):
     assert len(runs) == 1
     m, p = runs[0].data.metrics, runs[0].data.params
     assert p["encoding"] == "rope_axial" and p["seed"] == "3" and p["train_resolution"] == "16"
-    assert {f"test/acc/r{res}" for res in (8, 16, 24)} <= set(m)
+    assert {f"test/acc/zoom/{p}/none/r{res}" for p in ("extrapolate", "interpolate") for res in (8, 16, 24)} <= set(m)
 
 
 @pytest.mark.slow
