@@ -214,11 +214,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = list(args.set)
     if args.tracking_uri:
         overrides.append(f"tracking_uri={args.tracking_uri}")
-    spec = load_spec(args.spec, overrides + [f"encodings=[{args.encoding}]", "baseline=null"])
+    spec = load_spec(args.spec, overrides)
+    if args.encoding not in {e.label for e in spec.encodings}:  # an encoding the spec does not list: as it is
+        spec = load_spec(args.spec, overrides + [f"encodings=[{args.encoding}]", "baseline=null"])
     res = args.resolution or spec.train_resolutions[0]
     seed = spec.seeds[0] if args.seed is None else args.seed
     tracker = Tracker(spec.tracking(), spec.name)
     parent = tracker.parent_run(spec.name, TRAIN)
+    # the spec's entry (its options) when the spec lists the encoding by that label
     acc = train_one(spec, Cell(args.encoding, res, seed), stage=TRAIN, tracker=tracker, parent=parent)
     print(f"{args.encoding} r{res} seed {seed}: test accuracy at r{res} {acc:.4f}. "
           f"mlflow ui --backend-store-uri {spec.tracking()}")
@@ -306,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("train", help="train one model with the study trainer and tracking")
-    p.add_argument("--encoding", required=True, help="encoding name")
+    p.add_argument("--encoding", required=True,
+                   help="encoding label of the spec (with its options), or any registered encoding name")
     p.add_argument("--spec", default="studies/resolution_extrapolation.yaml",
                    help="spec for data, model and recipe (default: studies/resolution_extrapolation.yaml)")
     p.add_argument("--resolution", type=int, help="training resolution (default: the spec's first)")

@@ -150,6 +150,16 @@ def test_train_command_tracks_one_run(tmp_path):
     assert p["encoding"] == "rope_axial" and p["seed"] == "3" and p["train_resolution"] == "16"
     assert {f"test/acc/zoom/{p}/none/r{res}" for p in ("extrapolate", "interpolate") for res in (8, 16, 24)} <= set(m)
 
+    # an entry of the spec, named by its label, trains with the spec's options
+    r = subprocess.run([sys.executable, "-m", "harness", "train", "--spec", str(SMOKE), "--encoding", "axial50",
+                        "--set", "encodings=[none, {name: rope_axial, label: axial50, options: {base: 50.0}}]",
+                        "--set", "train.epochs=1", "--set", f"output={out}"], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = next(x for x in finished_runs(out, "train")[1] if x.data.params["encoding"] == "axial50")
+    assert run.data.params["config.encoding.options.base"] == "50.0"
+    assert run.data.params["config.encoding.name"] == "rope_axial"
+
 
 @pytest.mark.slow
 def test_killed_worker_trial_is_failed_and_retried_from_its_checkpoint(tmp_path):

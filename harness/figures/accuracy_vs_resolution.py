@@ -53,8 +53,10 @@ class AccuracyVsResolution(ReportFigure):
                     dx = (k - len(shown.groupby(["encoding", "policy", "temperature"])) / 2) * width / 4
                     x = np.array([pos[s] for s in g["test_resolution"]], dtype=float) + dx
                     style = _DASHES.get(temp, ":")
-                    ax.errorbar(x, g["mean"], yerr=[g["mean"] - g["ci_low"].fillna(g["mean"]),
-                                                    g["ci_high"].fillna(g["mean"]) - g["mean"]],
+                    # the interval's ends may round a hair inside the mean: no negative error bar
+                    low = (g["mean"] - g["ci_low"].fillna(g["mean"])).clip(lower=0)
+                    high = (g["ci_high"].fillna(g["mean"]) - g["mean"]).clip(lower=0)
+                    ax.errorbar(x, g["mean"], yerr=[low, high],
                                 color=palette[enc], linestyle=style, marker="o", markersize=4, capsize=2, linewidth=1.4)
                     seeds = pts.loc[(pts["encoding"] == enc) & (pts["policy"] == p) & (pts["temperature"] == temp)]
                     for ok, marker in ((True, "."), (False, "x")):
