@@ -26,6 +26,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from harness import comparisons as cmp
 from harness import report_stats as st
 from harness import schema
 from harness.errors import HarnessError
@@ -180,16 +181,16 @@ def summary_tables(results: pd.DataFrame, expected: Sequence[Cell], baseline: st
         "retention": st.retention(results),
         "extrapolation": st.extrapolation_scores(results),
         "ranking": st.ranking(results),
-        "headline": st.headline(results),
+        "headline": cmp.headline(results),
         "comparisons": None,
         "untrained": st.untrained_runs(results),
         "cost": st.cost_table(results),
         "missing": st.missing_cells(results, expected),
     }
     try:
-        tables["comparisons"] = st.paired_comparisons(results, baseline)
+        tables["comparisons"] = cmp.paired_comparisons(results, baseline)
     except ValueError as exc:  # the baseline has no run that trained: the other comparisons stand
-        tables["comparisons"] = st.paired_comparisons(results, None)
+        tables["comparisons"] = cmp.paired_comparisons(results, None)
         baseline = f"{baseline} (no comparison with it: {exc})"
     return tables, baseline
 
@@ -240,7 +241,7 @@ def headline_lines(head: pd.DataFrame, untrained: pd.DataFrame) -> list[str]:
         if pd.isna(h.runner_up):
             line += "; no other variant to compare with."
         else:
-            if h.note == st.TOO_FEW:
+            if h.note == cmp.TOO_FEW:
                 verdict = f"not tested (only {h.n_pairs} paired seeds; a test needs {st.MIN_PAIRS})"
             elif h.note:
                 verdict = f"not tested ({h.note})"

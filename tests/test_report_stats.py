@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness import comparisons as cmp
 from harness import report_stats as rs
 
 COLUMNS = ["study", "stage", "encoding", "options", "policy", "temperature", "regime", "train_resolution",
@@ -55,8 +56,8 @@ def label(encoding, policy="na", temperature="none"):
 def t_backend(request, monkeypatch):
     """Run a test with scipy's t distribution and with the plain fallback."""
     if request.param == "plain":
-        monkeypatch.setattr(rs, "_scipy_stats", lambda: None)
-    elif rs._scipy_stats() is None:
+        monkeypatch.setattr(cmp, "_scipy_stats", lambda: None)
+    elif cmp._scipy_stats() is None:
         pytest.skip("scipy is not installed")
     return request.param
 
@@ -67,11 +68,11 @@ def t_backend(request, monkeypatch):
 def test_plain_t_distribution_matches_closed_forms_and_tables():
     for t in (0.0, 0.5, 1.0, 3.0, 25.0):
         # df = 1 is the Cauchy distribution, df = 2 has P(|T| >= t) = 1 - t / sqrt(t^2 + 2)
-        assert rs._t_two_sided_p(t, 1) == pytest.approx(1 - 2 / math.pi * math.atan(t), abs=1e-12)
-        assert rs._t_two_sided_p(t, 2) == pytest.approx(1 - t / math.sqrt(t * t + 2), abs=1e-12)
-    assert rs._t_two_sided_p(T975_DF3, 3) == pytest.approx(0.05, abs=1e-10)
-    assert rs._t_two_sided_p(T975_DF10, 10) == pytest.approx(0.05, abs=1e-10)
-    assert rs._t_two_sided_p(math.inf, 4) == 0.0
+        assert cmp.t_two_sided_p(t, 1) == pytest.approx(1 - 2 / math.pi * math.atan(t), abs=1e-12)
+        assert cmp.t_two_sided_p(t, 2) == pytest.approx(1 - t / math.sqrt(t * t + 2), abs=1e-12)
+    assert cmp.t_two_sided_p(T975_DF3, 3) == pytest.approx(0.05, abs=1e-10)
+    assert cmp.t_two_sided_p(T975_DF10, 10) == pytest.approx(0.05, abs=1e-10)
+    assert cmp.t_two_sided_p(math.inf, 4) == 0.0
 
 
 
@@ -318,17 +319,17 @@ def test_ranking_ties_get_the_minimum_rank():
 
 
 def test_holm_worked_example():
-    assert rs.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert cmp.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
 
 
 def test_holm_monotone_capped_and_nan():
-    assert rs.holm([0.01, 0.02, 0.03]) == pytest.approx([0.03, 0.04, 0.04])   # 0.03 -> max(0.04, 0.03)
-    assert rs.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])                   # 2 * 0.5 = 1, capped
-    out = rs.holm([0.01, math.nan, 0.04])                                     # family of two
+    assert cmp.holm([0.01, 0.02, 0.03]) == pytest.approx([0.03, 0.04, 0.04])   # 0.03 -> max(0.04, 0.03)
+    assert cmp.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])                   # 2 * 0.5 = 1, capped
+    out = cmp.holm([0.01, math.nan, 0.04])                                     # family of two
     assert out[0] == pytest.approx(0.02) and math.isnan(out[1]) and out[2] == pytest.approx(0.04)
-    assert rs.holm([]) == []
+    assert cmp.holm([]) == []
     with pytest.raises(ValueError):
-        rs.holm([1.5])
+        cmp.holm([1.5])
 
 
 
@@ -352,7 +353,7 @@ def test_policy_and_temperature_are_paired_by_run(t_backend):
           for temp in ("none", "log")),
     ])
     # the log temperature changes nothing here: its differences have no variance
-    out = rs.paired_comparisons(df)
+    out = cmp.paired_comparisons(df)
     assert list(out.columns) == COMPARISON_COLUMNS
     assert set(out["test_resolution"]) == {"48"}               # off the training grid only
     pol = out.loc[out["kind"] == "policy"]
@@ -363,7 +364,7 @@ def test_policy_and_temperature_are_paired_by_run(t_backend):
     temp = out.loc[out["kind"] == "temperature"]
     assert len(temp) == 2 and set(temp["b"]) == {label("rope", "extrapolate", "none"),
                                                    label("rope", "interpolate", "none")}
-    assert (temp["note"] == rs.NO_VARIANCE).all() and temp["p_value"].isna().all()
+    assert (temp["note"] == cmp.NO_VARIANCE).all() and temp["p_value"].isna().all()
     # a family of two tests (the two policy rows): Holm doubles the smaller p
     assert pol["p_holm"].tolist() == pytest.approx([min(1, 2 * P_A)] * 2)
 
@@ -376,19 +377,19 @@ def test_encodings_are_paired_by_seed_against_the_baseline_variant(t_backend):
         *(row("alibi", 32, 48, s, 0.6) for s in range(2)),                             # 2 pairs
         row("alibi", 32, 48, 2, 0.1, val=0.1),                                         # did not train
     ])
-    out = rs.paired_comparisons(df, "learned")
+    out = cmp.paired_comparisons(df, "learned")
     enc = out.loc[out["kind"] == "encoding"]
     assert set(enc["b"]) == {label("learned")} and set(enc["paired_by"]) == {"seed"}
     a = one(enc, a=label("rope", "interpolate"))
     b = one(enc, a=label("rope", "extrapolate"))
     assert a["p_value"] == pytest.approx(P_A, rel=1e-9) and b["p_value"] == pytest.approx(P_B, rel=1e-9)
     n = one(enc, a=label("alibi"))
-    assert n["n_pairs"] == 2 and n["note"] == rs.TOO_FEW and math.isnan(n["p_holm"])
+    assert n["n_pairs"] == 2 and n["note"] == cmp.TOO_FEW and math.isnan(n["p_holm"])
     # one family over everything: the policy test of rope (diffs 0, -0.1, 0.1) joins it
     pol = one(out, kind="policy")
     assert pol["p_value"] == pytest.approx(1.0)
     ps = [a["p_value"], b["p_value"], pol["p_value"]]
-    assert [a["p_holm"], b["p_holm"], pol["p_holm"]] == pytest.approx(rs.holm(ps))
+    assert [a["p_holm"], b["p_holm"], pol["p_holm"]] == pytest.approx(cmp.holm(ps))
     assert a["p_holm"] == pytest.approx(3 * P_A, rel=1e-9)
 
 
@@ -399,13 +400,13 @@ def test_the_baseline_variant_matches_policy_and_temperature():
         *(row("rope", 32, 48, s, 0.7, policy=pol) for s in range(3) for pol in ("extrapolate", "interpolate")),
         *(row("learned", 32, 48, s, 0.7) for s in range(3)),
     ])
-    enc = rs.paired_comparisons(df, "sincos").query("kind == 'encoding'")
+    enc = cmp.paired_comparisons(df, "sincos").query("kind == 'encoding'")
     assert one(enc, a=label("rope", "interpolate"))["b"] == label("sincos", "interpolate")
     assert one(enc, a=label("rope", "interpolate"))["mean_diff"] == pytest.approx(0.1)
     assert one(enc, a=label("rope", "extrapolate"))["mean_diff"] == pytest.approx(0.2)
     # learned has no policy, the baseline two: nothing to pair it with
     r = one(enc, a=label("learned"))
-    assert r["n_pairs"] == 0 and r["note"] == rs.TOO_FEW
+    assert r["n_pairs"] == 0 and r["note"] == cmp.TOO_FEW
 
 
 def test_pairing_by_common_seeds_and_row_order():
@@ -414,13 +415,13 @@ def test_pairing_by_common_seeds_and_row_order():
         *(row("learned", 32, 48, s, a) for s, a in [(1, 0.5), (2, 0.4), (3, 0.3), (4, 0.99)]),
         *(row("rope", 32, 48, s, a) for s, a in [(0, 0.01), (1, 0.6), (2, 0.6), (3, 0.6)]),
     ])
-    out = rs.paired_comparisons(df, "learned")
+    out = cmp.paired_comparisons(df, "learned")
     r = out.iloc[0]
     assert r["n_pairs"] == 3 and r["mean_diff"] == pytest.approx(0.2)
     assert r["p_value"] == pytest.approx(P_A, rel=1e-9)
     for seed in range(5):
         shuffled = df.sample(frac=1.0, random_state=seed).reset_index(drop=True)
-        pd.testing.assert_frame_equal(rs.paired_comparisons(shuffled, "learned"), out)
+        pd.testing.assert_frame_equal(cmp.paired_comparisons(shuffled, "learned"), out)
 
 
 def test_paired_zero_variance_and_errors(t_backend):
@@ -429,16 +430,16 @@ def test_paired_zero_variance_and_errors(t_backend):
         *(row("rope", 32, 32, s, a) for s, a in enumerate([0.6, 0.7, 0.8])),   # diffs 0.1 up to rounding
         *(row("alibi", 32, 32, s, a) for s, a in enumerate([0.6, 0.7, 0.9])),  # a real test
     ])
-    out = rs.paired_comparisons(df, "learned")
+    out = cmp.paired_comparisons(df, "learned")
     r = one(out, a=label("rope"))
-    assert r["mean_diff"] == pytest.approx(0.1) and math.isnan(r["p_value"]) and r["note"] == rs.NO_VARIANCE
+    assert r["mean_diff"] == pytest.approx(0.1) and math.isnan(r["p_value"]) and r["note"] == cmp.NO_VARIANCE
     r = one(out, a=label("alibi"))     # diffs [0.1, 0.1, 0.2]: t = 4, df 2
     assert r["p_value"] == pytest.approx(1 - 4 / math.sqrt(18), rel=1e-9) and r["p_holm"] == r["p_value"]
     with pytest.raises(ValueError, match=r"mlp.*alibi"):
-        rs.paired_comparisons(df, "mlp")
+        cmp.paired_comparisons(df, "mlp")
     with pytest.raises(ValueError, match="min_pairs"):
-        rs.paired_comparisons(df, "rope", min_pairs=1)
-    assert rs.paired_comparisons(df).empty                  # no policies, no temperatures, no baseline
+        cmp.paired_comparisons(df, "rope", min_pairs=1)
+    assert cmp.paired_comparisons(df).empty                  # no policies, no temperatures, no baseline
 
 
 def test_default_baseline():
@@ -462,7 +463,7 @@ def test_headline_names_the_best_variant_its_margin_and_significance(t_backend):
         *(row("none", 32, 16, s, 0.99, val=0.1) for s in range(3)),               # did not train
         row("rope", 32, (16, 64), 0, 1.0, policy="interpolate"),                  # mixed: on neither side
     ])
-    out = rs.headline(df)
+    out = cmp.headline(df)
     assert list(out.columns) == ["regime", "train_resolution", "side", "best", "best_mean", "ci_low", "ci_high",
                                  "n_seeds", "runner_up", "runner_up_mean", "margin", "n_pairs", "p_value", "p_holm",
                                  "significant", "note"]
@@ -486,9 +487,9 @@ def test_headline_without_a_runner_up_or_enough_seeds():
     df = table([row("rope", 32, 48, s, 0.8, policy="interpolate") for s in range(2)]
                + [row("sincos", 32, 48, s, 0.7, policy="interpolate") for s in range(2)]
                + [row("rope", 32, 16, 0, 0.8, policy="interpolate")])
-    out = rs.headline(df)
+    out = cmp.headline(df)
     a, b = one(out, side="above"), one(out, side="below")
-    assert a["note"] == rs.TOO_FEW and a["n_pairs"] == 2 and not a["significant"]
+    assert a["note"] == cmp.TOO_FEW and a["n_pairs"] == 2 and not a["significant"]
     assert pd.isna(b["runner_up"]) and b["note"] == "no runner-up" and math.isnan(b["margin"])
 
 
@@ -578,6 +579,6 @@ def test_unfinished_rows_change_no_statistic():
         for st in ("FAILED", "KILLED", "RUNNING")
     ])
     both = pd.concat([bad, good], ignore_index=True)
-    for f in (rs.accuracy_summary, rs.retention, rs.extrapolation_scores, rs.ranking, rs.cost_table, rs.headline,
-              rs.untrained_runs, lambda d: rs.paired_comparisons(d, "learned")):
+    for f in (rs.accuracy_summary, rs.retention, rs.extrapolation_scores, rs.ranking, rs.cost_table, cmp.headline,
+              rs.untrained_runs, lambda d: cmp.paired_comparisons(d, "learned")):
         pd.testing.assert_frame_equal(f(both), f(good))
