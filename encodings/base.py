@@ -184,9 +184,10 @@ class PositionalEncoding(nn.Module):
         if policy is None or policy == getattr(self.opts, "policy", None):
             yield
             return
-        if policy not in self.describe().policies:
+        policies = self.describe().policies
+        if policy not in policies:
             raise EncodingConfigError(f"encoding {self.name!r} has no new-grid policy {policy!r} "
-                                      f"(its policies: {', '.join(self.describe().policies) or 'none'})")
+                                      f"(its policies: {', '.join(policies) or 'none'})")
         own = self.opts
         self.opts = dataclasses.replace(own, policy=policy)
         self._tables.clear()

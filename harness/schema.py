@@ -242,7 +242,7 @@ class Cell:
 def cells(spec: Mapping[str, Any]) -> list[Cell]:
     """Every cell of a study, from its resolved spec (the mapping a study logs): encodings
     (by label) x train resolutions x seeds, in that order."""
-    labels = [e.get("label") or e["name"] if isinstance(e, Mapping) else str(e) for e in spec["encodings"]]
+    labels = [(e.get("label") or e["name"]) if isinstance(e, Mapping) else str(e) for e in spec["encodings"]]
     return [Cell(label, int(r), int(s)) for label in labels for r in _ints(spec["train_resolutions"])
             for s in _ints(spec["seeds"])]
 

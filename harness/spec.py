@@ -247,7 +247,8 @@ class _Validator:
         seeds = self.int_list("seeds", positive=False)
         policies = self.items("policies", _registered(POLICIES), "new-grid policies", ("extrapolate", "interpolate"))
         temperatures = self.items("temperatures", _registered(TEMPERATURES), "attention temperatures", ("none",))
-        regimes = self.regimes(dataset)
+        dataset_cls = DATASETS.get(dataset.name)
+        regimes = self.regimes(dataset_cls)
         model_raw = raw.get("model") or {}
         kernel = model_raw.get("patch_kernel", 4) if isinstance(model_raw, dict) else 4
         probe_size = kernel if isinstance(kernel, int) and not isinstance(kernel, bool) and kernel > 0 else 4
@@ -259,7 +260,7 @@ class _Validator:
             for side in dict.fromkeys((size.rows, size.cols)):
                 if not model.tiles_exactly(side):
                     self.fail(f"test_resolutions[{i}]", model.tiling_hint(side))
-        canvas = self.canvas_sizes(regimes, train_res, test_res, model)
+        canvas = self.canvas_sizes(dataset_cls, regimes, train_res, test_res, model)
         model = dataclasses.replace(model, image_size=train_res[0])
         train = self.section(TrainConfig, "train")
         tune = self.section(TuneConfig, "tune") if raw.get("tune") else None
@@ -355,21 +356,20 @@ class _Validator:
             self.fail(key, f"{dupes[0]} is given twice")
         return tuple(out)
 
-    def regimes(self, dataset: DatasetSpec) -> tuple[str, ...]:
+    def regimes(self, dataset_cls: type) -> tuple[str, ...]:
         """The regimes of resolution change: those the dataset has."""
-        cls = DATASETS.get(dataset.name)
 
         def regime(x: Any) -> str:
             try:
-                check_regime(cls, x, 1 << 16, 1)  # the regime alone: any size would do
+                check_regime(dataset_cls, x)
             except HarnessError as exc:
                 raise ValueError(str(exc)) from None
             return x
 
         return self.items("regimes", regime, "regimes of resolution change", ("zoom",))
 
-    def canvas_sizes(self, regimes: tuple[str, ...], train_res: tuple[int, ...], test_res: tuple[Size, ...],
-                     model: ViTConfig) -> tuple[Size, ...]:
+    def canvas_sizes(self, dataset_cls: type, regimes: tuple[str, ...], train_res: tuple[int, ...],
+                     test_res: tuple[Size, ...], model: ViTConfig) -> tuple[Size, ...]:
         """The canvas regime's sizes: ``canvas_resolutions`` (each at least the training size),
         by default the test sizes at least as large as every training resolution."""
         if "canvas" not in regimes:
@@ -385,8 +385,7 @@ class _Validator:
         sizes = self.items("canvas_resolutions", _size, "integers or ROWSxCOLS sizes")
         for i, size in enumerate(sizes):
             try:
-                check_regime(DATASETS.get(self.raw.get("dataset", {}).get("name", "rendered")), "canvas", size,
-                             max(train_res))
+                check_regime(dataset_cls, "canvas", size, max(train_res))
             except HarnessError as exc:
                 self.fail(f"canvas_resolutions[{i}]", str(exc))
             for side in dict.fromkeys((size.rows, size.cols)):

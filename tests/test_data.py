@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from harness.data import (CIFAR, CIFAR10, CIFAR100, ImageFolderData, RenderedDataset, Split, build_dataset,
                           check_regime, load_dataset)
-from harness.data import rendered
+from harness.data import rendered, shapes
 from harness.errors import DataError, HarnessError
 from harness.schema import Size
 
@@ -102,7 +102,7 @@ def test_signed_distance_functions_match_polygons(shape):
     g = torch.Generator().manual_seed(shape)
     points = (torch.rand(4000, 2, generator=g) - 0.5) * 0.6
     s = torch.tensor(0.1)
-    got = rendered._SDFS[shape](points[:, 0], points[:, 1], s).double()
+    got = shapes.SDFS[shape](points[:, 0], points[:, 1], s).double()
     want = signed_distance(points.double(), polygon(shape, 0.1))
     assert torch.allclose(got, want, atol=2e-5)
 

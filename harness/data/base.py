@@ -219,16 +219,16 @@ def load_dataset(name: str, options: DatasetOptions) -> ImageDataset:
 def check_regime(
     dataset: "type[ImageDataset] | ImageDataset",
     regime: str,
-    size: "int | Size | tuple[int, int] | str",
+    size: "int | Size | tuple[int, int] | str | None" = None,
     train_size: int | None = None,
-) -> Size:
+) -> Size | None:
     """The image size ``size`` parsed, once ``regime`` is known to work for ``dataset`` (a
     dataset class or instance) at that size; else a :class:`DataError` saying what is wrong:
     an unknown regime, one the dataset does not declare, a canvas without ``train_size`` or
-    smaller than the training images along either axis."""
+    smaller than the training images along either axis. Without ``size``, the regime alone is
+    checked (and None returned)."""
     name = getattr(dataset, "name", None) or getattr(dataset, "__name__", str(dataset))
     declared = tuple(dataset.regimes)
-    size = image_size(size)
     if regime not in REGIMES:
         raise DataError(f"unknown regime {regime!r} for dataset {name!r}: its regimes are "
                         f"{', '.join(declared)}{did_you_mean(regime, REGIMES)}")
@@ -236,6 +236,9 @@ def check_regime(
         note = f" ({dataset.regime_note})" if dataset.regime_note else ""
         raise DataError(f"dataset {name!r} does not support the {regime} regime: its regimes are "
                         f"{', '.join(declared)}{note}")
+    if size is None:  # the regime alone
+        return None
+    size = image_size(size)
     if regime == "canvas":
         if train_size is None:
             raise DataError(f"the canvas regime of dataset {name!r} needs the training size (train_size): "

@@ -122,6 +122,7 @@ from harness.data.base import (
     positive_integer,
     register_dataset,
 )
+from harness.data.shapes import DISC, EXTENT, NUM_SHAPES, SDFS
 from harness.errors import DataError, did_you_mean
 from harness.schema import Size
 
@@ -140,20 +141,6 @@ CLASS_NAMES: dict[str, tuple[str, ...]] = {
 
 MEAN = 0.5  # per-channel normalisation of rendered images: (x - MEAN) / STD
 STD = 0.25
-
-# Shapes. The size parameter s of every shape is its area-equivalent radius: the
-# shape has area pi * s**2. _EXTENT[k] * s is the radius of its bounding disc.
-_DISC, _SQUARE, _TRIANGLE, _CROSS = range(4)
-_NUM_SHAPES = 4
-_SQUARE_HALF = math.sqrt(math.pi) / 2  # half side of a square of area pi
-_TRIANGLE_HALF = math.sqrt(math.pi / math.sqrt(3.0))  # half side of an equilateral triangle of area pi
-_CROSS_ARM = math.sqrt(9 * math.pi / 20)  # arm half-length L of a plus of area pi, arm half-width L/3
-_EXTENT = (
-    1.0,
-    _SQUARE_HALF * math.sqrt(2.0),
-    _TRIANGLE_HALF * 2 / math.sqrt(3.0),
-    _CROSS_ARM * math.sqrt(10.0) / 3,
-)
 
 # Sampling ranges.
 _SMALL = (0.085, 0.108)  # bounding-disc radius of the objects of relational and absolute
@@ -325,11 +312,11 @@ def _bright(g: torch.Generator, shape, hues: tuple[float, float] = (0.0, 360.0))
 
 def _objects(g: torch.Generator, n: int, m: int, radius_range: tuple[float, float]) -> dict[str, torch.Tensor]:
     """Random shapes, rotations and sizes, the size set by the bounding-disc radius."""
-    shapes = torch.randint(0, _NUM_SHAPES, (n, m), generator=g)
+    shapes = torch.randint(0, NUM_SHAPES, (n, m), generator=g)
     radii = _uniform(g, (n, m), *radius_range)
     return {
         "shapes": shapes,
-        "sizes": radii / torch.tensor(_EXTENT)[shapes],
+        "sizes": radii / torch.tensor(EXTENT)[shapes],
         "angles": _uniform(g, (n, m), 0.0, 2 * math.pi),
     }
 
@@ -387,11 +374,11 @@ def _sample_absolute(n: int, g: torch.Generator) -> Scenes:
 
 
 def _sample_shape(n: int, g: torch.Generator) -> Scenes:
-    labels = _balanced_labels(g, n, _NUM_SHAPES)
+    labels = _balanced_labels(g, n, NUM_SHAPES)
     shapes = labels[:, None].clone()
     objects = {
         "shapes": shapes,
-        "sizes": _uniform(g, (n, 1), *_LARGE) / torch.tensor(_EXTENT)[shapes],
+        "sizes": _uniform(g, (n, 1), *_LARGE) / torch.tensor(EXTENT)[shapes],
         "angles": _uniform(g, (n, 1), 0.0, 2 * math.pi),
     }
     edge = _LARGE[1] + _MARGIN
@@ -440,49 +427,6 @@ _SAMPLERS = {"relational": _sample_relational, "absolute": _sample_absolute, "sh
 
 
 # ---------------------------------------------------------------------------- rendering
-# Signed distances in normalised units, negative inside; (qx, qy) are coordinates in
-# the object's frame, s its size, broadcast against them.
-
-
-def _sdf_disc(qx: torch.Tensor, qy: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    return torch.sqrt(qx * qx + qy * qy) - s
-
-
-def _sdf_square(qx: torch.Tensor, qy: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    half = s * _SQUARE_HALF
-    dx, dy = qx.abs() - half, qy.abs() - half
-    outside = torch.sqrt(dx.clamp_min(0) ** 2 + dy.clamp_min(0) ** 2)
-    return outside + torch.maximum(dx, dy).clamp_max(0)
-
-
-def _sdf_triangle(qx: torch.Tensor, qy: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    # Equilateral triangle centred on its centroid (after Inigo Quilez's sdEquilateralTriangle).
-    r = s * _TRIANGLE_HALF  # half side
-    k = math.sqrt(3.0)
-    px = qx.abs() - r
-    py = qy + r / k
-    fold = px + k * py > 0
-    px, py = torch.where(fold, (px - k * py) / 2, px), torch.where(fold, (-k * px - py) / 2, py)
-    px = px - torch.maximum(px.clamp_max(0), -2 * r)
-    return -torch.sqrt(px * px + py * py) * torch.sign(py)
-
-
-def _sdf_cross(qx: torch.Tensor, qy: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    # Plus sign with arms of half-length L and half-width L/3 (after Inigo Quilez's sdCross).
-    arm = s * _CROSS_ARM
-    width = arm / 3
-    ax, ay = qx.abs(), qy.abs()
-    px, py = torch.maximum(ax, ay), torch.minimum(ax, ay)
-    dx, dy = px - arm, py - width
-    k = torch.maximum(dx, dy)
-    wx = torch.where(k > 0, dx, width - px).clamp_min(0)
-    wy = torch.where(k > 0, dy, -k).clamp_min(0)
-    return torch.sign(k) * torch.sqrt(wx * wx + wy * wy)
-
-
-_SDFS = (_sdf_disc, _sdf_square, _sdf_triangle, _sdf_cross)
-
-
 def _render_chunk(
     xs: torch.Tensor,
     ys: torch.Tensor,
@@ -516,14 +460,14 @@ def _render_chunk(
     y = ys.view(1, rows, 1)
     sdf = torch.empty((b, rows, cols), dtype=xs.dtype, device=xs.device)
     for slot in range(centers.shape[1]):
-        for shape, sdf_fn in enumerate(_SDFS):
+        for shape, sdf_fn in enumerate(SDFS):
             idx = torch.nonzero(shapes[:, slot] == shape).squeeze(1)
             if idx.numel() == 0:
                 continue
             dx = x - centers[idx, slot, 0, None, None]  # (k, 1, C)
             dy = y - centers[idx, slot, 1, None, None]  # (k, R, 1)
             s = sizes[idx, slot, None, None]
-            if shape == _DISC:
+            if shape == DISC:
                 sdf[idx] = sdf_fn(dx, dy, s)
             else:
                 cos = torch.cos(angles[idx, slot])[:, None, None]
