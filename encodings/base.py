@@ -1,4 +1,4 @@
-"""The encoding interface: one value object for the patch grid, one base class with three hooks,
+"""The encoding interface: one value object for the patch grid, one base class with four hooks,
 and the registry of encodings.
 
 A ViT calls, once per forward pass::
@@ -6,10 +6,15 @@ A ViT calls, once per forward pass::
     state = pe.state(grid, device)            # tables for this grid (cached when fixed)
     x = pe.tokens(x, grid, state)             # (B, N, D) patch tokens, before the cls token is added
     for layer in range(depth):
+        # inside block ``layer``'s attention:
         q, k = pe.qk(q, k, grid, state, layer)        # (B, h, T, d), T = prefix + N
         bias = pe.attn_bias(grid, state, layer)       # (h, T, T) or None, added to the scaled logits
+        # after block ``layer`` (attention and MLP, with their residuals):
+        x = pe.after_block(x, grid, state, layer)     # (B, T, D), prefix tokens first
 
-An encoding overrides only the hooks it uses; the others are no-ops.
+An encoding overrides only the hooks it uses; the others are no-ops. Random draws an encoding
+makes in training (``rope_dinov3``'s coordinate augmentation) come from ``pe.generator``: the
+trainer sets it to its seeded generator, so two runs with the same seed draw the same numbers.
 """
 
 from __future__ import annotations
@@ -49,8 +54,8 @@ __all__ = [
 #: the new-grid policies: ``extrapolate`` (one unit per patch) and ``interpolate`` (span the training range)
 #: the new-grid policies (``harness.variants.POLICIES``; a test keeps the two lists equal)
 Policy = Literal["extrapolate", "interpolate", "interpolate_eva"]
-#: The three hook points of the encoding interface, in the order a forward pass meets them.
-HOOKS = ("tokens", "qk", "attn_bias")
+#: The four hook points of the encoding interface, in the order a forward pass meets them.
+HOOKS = ("tokens", "qk", "attn_bias", "after_block")
 
 
 class EncodingConfigError(ConfigError):
@@ -152,6 +157,8 @@ class PositionalEncoding(nn.Module):
                 f"got {dims.head_dim} (dim {dims.dim} / heads {dims.heads})"
             )
         self._tables: OrderedDict[tuple, Any] = OrderedDict()
+        #: the source of random draws in training (the trainer's seeded generator); None: torch's global one
+        self.generator: torch.Generator | None = None
 
     @classmethod
     def describe(cls) -> EncodingSummary:
@@ -220,7 +227,16 @@ class PositionalEncoding(nn.Module):
         """Position tables for ``grid`` (angles, biases, embeddings); None by default."""
         return None
 
-    # ------------------------------------------------------------------ the three hooks
+    def uniform(self, *shape: int, low: float = 0.0, high: float = 1.0,
+                device: torch.device | str | None = None) -> torch.Tensor:
+        """Uniform draws in [low, high), float32, from ``self.generator`` (on its device) when the
+        trainer has set one, otherwise from torch's global generator on ``device``."""
+        gen = self.generator
+        where = gen.device if gen is not None else device
+        out = torch.empty(*shape, dtype=torch.float32, device=where).uniform_(low, high, generator=gen)
+        return out if device is None else out.to(device)
+
+    # ------------------------------------------------------------------ the four hooks
     def tokens(self, x: torch.Tensor, grid: PatchGrid, state: Any) -> torch.Tensor:
         """Patch tokens (B, N, D) after the stem, before the cls token is prepended."""
         return x
@@ -232,6 +248,12 @@ class PositionalEncoding(nn.Module):
     def attn_bias(self, grid: PatchGrid, state: Any, layer: int) -> torch.Tensor | None:
         """A bias (h, T, T) added to the scaled attention logits of ``layer``, or None."""
         return None
+
+    def after_block(self, x: torch.Tensor, grid: PatchGrid, state: Any, layer: int) -> torch.Tensor:
+        """The token sequence (B, T, D), prefix tokens first, after block ``layer`` (its attention
+        and MLP with their residuals); what the next block (or the final norm) receives. Used by
+        encodings computed from the tokens between blocks (``cpe``'s convolution)."""
+        return x
 
     # ------------------------------------------------------------------ misc
     def no_weight_decay(self) -> set[str]:

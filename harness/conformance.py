@@ -140,7 +140,7 @@ def check_deterministic(name: str) -> None:
 
 def check_cls_untouched(name: str) -> None:
     """The cls token gets no position: its q and k are not rotated, its bias row and column are
-    zero, and token hooks see the patch tokens only."""
+    zero, token hooks see the patch tokens only, and the hook between blocks leaves it as it is."""
     cls = get_encoding(name)
     pe = build_encoding(name, TINY.dims)
     for rows, cols in ((4, 4), (3, 5), (6, 6)):
@@ -160,6 +160,10 @@ def check_cls_untouched(name: str) -> None:
             if bias is not None:
                 assert bias.shape[-2:] == (g.num_tokens, g.num_tokens), f"{name}: bias shape {tuple(bias.shape)}"
                 assert not bias[..., 0, :].any() and not bias[..., :, 0].any(), f"{name}: cls row/column not zero"
+            seq = torch.randn(2, g.num_tokens, TINY.dim)
+            after = pe.after_block(seq, g, state, layer)
+            assert after.shape == seq.shape, f"{name}: after_block hook changed the shape"
+            assert torch.equal(after[:, 0], seq[:, 0]), f"{name}: the cls token changed after block {layer}"
     assert cls is type(pe)
 
 
@@ -180,24 +184,33 @@ def check_fixed_tables_cached(name: str) -> None:
 # ------------------------------------------------------------------------------ relative positions
 def _hook_outputs(pe: PositionalEncoding, grid: PatchGrid, x: torch.Tensor, q: torch.Tensor,
                   k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The patch tokens after the tokens hook (B, N, D), and every layer's patch-to-patch
-    attention logits q.k / sqrt(d) + bias (L, B, h, N, N), in float64 (the cls token has no
-    position: its logits with a patch depend on where that patch is)."""
-    state = pe.state(grid, "cpu")
-    tokens = pe.tokens(x, grid, state).double()
-    logits = []
-    for layer in range(pe.dims.depth):
-        q2, k2 = pe.qk(q, k, grid, state, layer)
-        logit = q2.double() @ k2.double().transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, h, T, T)
-        bias = pe.attn_bias(grid, state, layer)
-        logits.append(logit if bias is None else logit + bias.double())
+    """The patch tokens after the tokens hook (B, N, D) and, per layer, after the hook between
+    blocks (given the cls token and ``x``), and every layer's patch-to-patch attention logits
+    q.k / sqrt(d) + bias (L, B, h, N, N), in float64 (the cls token has no position: its logits
+    with a patch depend on where that patch is). Random draws come from a generator seeded
+    afresh, so two calls draw the same numbers."""
+    own, pe.generator = pe.generator, torch.Generator().manual_seed(0)
+    try:
+        state = pe.state(grid, "cpu")
+        tokens = [pe.tokens(x, grid, state).double()]
+        seq = torch.cat([q.new_ones(x.shape[0], grid.num_prefix, x.shape[-1]), x], dim=1)
+        logits = []
+        for layer in range(pe.dims.depth):
+            q2, k2 = pe.qk(q, k, grid, state, layer)
+            logit = q2.double() @ k2.double().transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, h, T, T)
+            bias = pe.attn_bias(grid, state, layer)
+            logits.append(logit if bias is None else logit + bias.double())
+            tokens.append(pe.after_block(seq, grid, state, layer).double())
+    finally:
+        pe.generator = own
     p = grid.num_prefix
-    return tokens, torch.stack(logits)[..., p:, p:]
+    return torch.cat(tokens, dim=1), torch.stack(logits)[..., p:, p:]
 
 
 def assert_relative(pe: PositionalEncoding, shifts=((2.0, -3.0), (0.75, 1.5)), atol: float = 1e-4) -> None:
     """Shifting every patch position by the same offset (``PatchGrid.offset``) changes neither
-    the tokens nor any patch-to-patch attention logit of ``pe``, on grids of several shapes."""
+    the tokens (after the tokens hook and after every block's hook) nor any patch-to-patch
+    attention logit of ``pe``, on grids of several shapes."""
     d = pe.dims
     gen = torch.Generator().manual_seed(0)
     for rows, cols in ((d.train_rows, d.train_cols), (3, 5), (6, 2)):
@@ -246,13 +259,18 @@ def tables_of(state: Any) -> list[torch.Tensor]:
 
 
 def _hooks_at(pe: PositionalEncoding, grid: PatchGrid, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor):
-    """The state, the tokens hook's output and, per layer, (q, k, bias) after the hooks."""
-    state = pe.state(grid, "cpu")
-    tokens = pe.tokens(x, grid, state)
-    layers = []
-    for layer in range(pe.dims.depth):
-        q2, k2 = pe.qk(q, k, grid, state, layer)
-        layers.append((q2, k2, pe.attn_bias(grid, state, layer)))
+    """The state, the tokens hook's output and, per layer, (q, k, bias) after the hooks. Random
+    draws come from a generator seeded afresh, so two calls draw the same numbers."""
+    own, pe.generator = pe.generator, torch.Generator().manual_seed(0)
+    try:
+        state = pe.state(grid, "cpu")
+        tokens = pe.tokens(x, grid, state)
+        layers = []
+        for layer in range(pe.dims.depth):
+            q2, k2 = pe.qk(q, k, grid, state, layer)
+            layers.append((q2, k2, pe.attn_bias(grid, state, layer)))
+    finally:
+        pe.generator = own
     return state, tokens, layers
 
 

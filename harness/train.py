@@ -10,7 +10,8 @@ continues from the next epoch and ends with the same metrics).
 The data stay on the device: the train and validation splits are fetched once, shuffled with
 ``randperm`` and sliced into batches (the last partial batch of an epoch is dropped), and the
 augmentation runs on the device, in batch. One ``torch.Generator`` seeded from ``seed`` drives
-the shuffling and the augmentation, so two runs with the same seed on the CPU give bitwise
+the shuffling, the augmentation and the encoding's own random draws in training (``pe.generator``:
+``rope_dinov3``'s coordinate augmentation), so two runs with the same seed on the CPU give bitwise
 identical metrics.
 """
 
@@ -187,6 +188,9 @@ def train_model(
     torch.cuda.manual_seed_all(seed)
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
+    pe = getattr(model, "pe", None)
+    if pe is not None and hasattr(pe, "generator"):
+        pe.generator = gen  # an encoding's random draws in training (rope_dinov3) follow the seed too
 
     model.to(device)
     train_step = TrainStep(model, cfg, device, amp_dtype, gen)

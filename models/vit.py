@@ -3,7 +3,7 @@
 Convolutional patch stem (kernel, stride, no padding; stride < kernel gives overlapping
 patches), a learned cls token, pre-norm blocks (LayerNorm, attention, LayerNorm, GELU MLP),
 a final LayerNorm and a linear head on the cls token (or on the mean of the patch tokens).
-Attention goes through ``scaled_dot_product_attention``. The encoding acts through its three
+Attention goes through ``scaled_dot_product_attention``. The encoding acts through its four
 hooks; the model never asks which encoding it holds.
 """
 
@@ -109,6 +109,7 @@ class ViT(nn.Module):
         temperature = temperature_factor(self.temperature, grid.num_patches, grid.train_rows * grid.train_cols)
         for i, block in enumerate(self.blocks):
             x = block(x, self.pe, grid, state, i, temperature)
+            x = self.pe.after_block(x, grid, state, i)
         x = self.norm(x)
         x = x[:, 0] if self.cfg.pool == "cls" else x[:, 1:].mean(dim=1)
         return self.head(x)
