@@ -10,7 +10,11 @@ The figures follow the hooks an encoding uses, so a plugin gets them too:
   between a fixed query at the central patch and the same key at every patch, per head,
   as a function of the 2-D offset;
 - token encodings (sinusoidal, learned): the cosine similarity of each position's
-  embedding to every other position.
+  embedding (what the hook adds to a constant token) to every other position;
+- encodings acting between blocks (``cpe``'s convolution): what the hook adds, per patch, to
+  a sequence whose patch tokens are all equal, after every block where it acts. A position
+  signal shows up only where that change differs from patch to patch (for a zero-padded
+  convolution: at the border).
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ def show_encoding(name: str, *, grid: tuple[int, int], out: str | Path, preset: 
             paths.append(_logit_figure(out / f"{name}_logits_vs_offset.png", name, pe, g, state))
         if "tokens" in hooks:
             paths.append(_similarity_figure(out / f"{name}_embedding_similarity.png", name, pe, g, state))
+        if "after_block" in hooks:
+            paths.append(_after_block_figure(out / f"{name}_after_block.png", name, pe, g, state))
     return paths
 
 
@@ -165,8 +171,20 @@ def _logit_figure(path: Path, name: str, pe, g, state) -> Path:
     return _save(fig, path)
 
 
+def _constant_tokens(pe, g) -> torch.Tensor:
+    """(1, N, D): the same random vector at every patch (content carries no position)."""
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(1, 1, pe.dims.dim, generator=gen).expand(1, g.num_patches, -1).clone()
+
+
 def _similarity_figure(path: Path, name: str, pe, g, state) -> Path:
-    emb = pe.tokens(torch.zeros(1, g.num_patches, pe.dims.dim), g, state)[0].float()  # (N, D)
+    x = _constant_tokens(pe, g)
+    emb = (pe.tokens(x, g, state) - x)[0].float()  # (N, D): what the hook adds at each position
+    if not emb.any():  # e.g. cpe with no convolution before the first block
+        fig, ax = plt.subplots(figsize=(5, 1.5))
+        ax.text(0.5, 0.5, f"{name}: the tokens hook adds nothing with these options", ha="center", va="center")
+        ax.axis("off")
+        return _save(fig, path)
     emb = torch.nn.functional.normalize(emb, dim=-1)
     sim = (emb @ emb.T).reshape(g.rows, g.cols, g.rows, g.cols)
     fig, axes = plt.subplots(g.rows, g.cols, figsize=(0.6 * g.cols + 1, 0.6 * g.rows + 0.8), squeeze=False)
@@ -177,4 +195,27 @@ def _similarity_figure(path: Path, name: str, pe, g, state) -> Path:
             ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle(f"{name}: cosine similarity of each position's embedding (subplot at row y, column x) "
                  "to every position", fontsize=8)
+    return _save(fig, path)
+
+
+def _after_block_figure(path: Path, name: str, pe, g, state) -> Path:
+    x = _constant_tokens(pe, g)
+    seq = torch.cat([torch.zeros(1, g.num_prefix, pe.dims.dim), x], dim=1)
+    changes = {}
+    for layer in range(pe.dims.depth):
+        delta = (pe.after_block(seq, g, state, layer) - seq)[0, g.num_prefix:].float()  # (N, D)
+        if delta.abs().max() > 0:
+            # how far each patch's change is from the mean change: zero where it carries no position
+            changes[layer] = (delta - delta.mean(0)).norm(dim=-1).reshape(g.rows, g.cols)
+    n = max(len(changes), 1)
+    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.2), squeeze=False)
+    if not changes:
+        axes[0, 0].text(0.5, 0.5, "the hook changes nothing with these options", ha="center", va="center")
+        axes[0, 0].axis("off")
+    for ax, (layer, change) in zip(axes[0], changes.items()):
+        im = ax.imshow(change.numpy(), cmap="magma")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+        ax.set_title(f"after block {layer}", fontsize=9), ax.set_xlabel("column"), ax.set_ylabel("row")
+    fig.suptitle(f"{name}: what the hook between blocks adds to identical patch tokens, minus its mean over "
+                 f"patches (|.| per patch); nonzero = a position signal; {g.rows}x{g.cols} grid", fontsize=8)
     return _save(fig, path)

@@ -218,7 +218,7 @@ def test_show_draws_figures(name, tmp_path):
     assert f"{name}_patch_grid.png" in files
     hooks = get_encoding(name).describe().hooks
     expected = {"attn_bias": ["bias_per_head", "bias_from_centre"], "tokens": ["embedding_similarity"],
-                "qk": ["logits_vs_offset"]}
+                "qk": ["logits_vs_offset"], "after_block": ["after_block"]}
     stems = [s for h in hooks for s in expected[h]] or ["logits_vs_offset"]
     stems += ["slopes", "distance_matrix"] if name == "alibi2d" else []
     for stem in stems:

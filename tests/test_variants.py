@@ -43,8 +43,9 @@ def test_log_temperature():
                                           for p in cls.describe().policies])
 def test_a_policy_on_trained_weights_equals_the_encoding_built_with_it(name, policy):
     torch.manual_seed(0)
-    model = build_model(CFG, name)
-    reference = build_model(CFG, name, {"policy": policy})
+    # policies are evaluation variants (and rope_dinov3 draws a coordinate augmentation in training)
+    model = build_model(CFG, name).eval()
+    reference = build_model(CFG, name, {"policy": policy}).eval()
     reference.load_state_dict(model.state_dict())
     x = torch.randn(2, 3, 28, 20)  # a 7x5 grid, off the training grid
     before = model(x)

@@ -15,6 +15,7 @@ __all__ = ["TARGETS", "add_ratios", "flop_model", "timm_comparison"]
 TARGETS: dict[str, float] = {
     "sincos2d": 1.10, "learned": 1.10, "rope1d": 1.10, "rope_axial": 1.10, "rope_mixed": 1.10,
     "rope_golden": 1.10, "alibi2d": 1.25, "liere": 1.50,
+    "rpb": 1.25, "cpb": 1.25, "rope_dinov3": 1.25, "string": 1.25, "cpe": 1.15,  # issue 11
 }
 
 
