@@ -143,7 +143,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.study import run_study
 
-    if args.workers < 0:
+    if args.workers is not None and args.workers < 0:
         raise HarnessError(f"--workers must be 0 or more, got {args.workers}")
     spec = run_study(args.spec, args.set, workers=args.workers, storage=args.storage,
                      tracking_uri=args.tracking_uri)
@@ -277,8 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="study spec (YAML), e.g. studies/resolution_extrapolation.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec value with a dotted key, e.g. --set model.depth=4 (repeatable)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="worker processes on the one study (default 1; 0: only create the study and queue its cells)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes on the one study, each with cores/workers torch threads (default: "
+                        "the spec's workers, else 1; 0: only create the study and queue its cells)")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite file under runs/<study>/)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite file under runs/<study>/)")
     p.add_argument("--no-report", action="store_true", help="do not write reports/<study>/ at the end")

@@ -357,7 +357,7 @@ class TuneConfig(Config):
 
 # ------------------------------------------------------------------------------ the study
 #: keys that say where and how a study runs, not what it computes (outside its content hash)
-OPERATIONAL = ("storage", "tracking_uri", "output", "heartbeat", "max_retries")
+OPERATIONAL = ("storage", "tracking_uri", "output", "heartbeat", "max_retries", "workers")
 
 
 @dataclass(frozen=True)
@@ -403,6 +403,7 @@ class StudySpec:
     baseline: str | None = None  # the encoding reports compare against (default: learned if present)
     heartbeat: int = 30  # seconds between a running trial's heartbeats; silent for 3 intervals = dead worker
     max_retries: int = 2  # times a failed cell is tried again
+    workers: int = 1  # worker processes `harness run` starts (--workers overrides), each with cores/workers threads
     source: str = ""  # the spec file
     resolved: dict = dataclasses.field(default_factory=dict, repr=False)  # the resolved mapping, as logged
 

@@ -273,7 +273,7 @@ class _Validator:
         baseline = raw.get("baseline")
         if baseline is not None and baseline not in labels:
             self.fail("baseline", f"expected one of the study's encodings ({', '.join(labels)}), got {baseline!r}")
-        for key, low in (("heartbeat", 1), ("max_retries", 0)):
+        for key, low in (("heartbeat", 1), ("max_retries", 0), ("workers", 1)):
             v = raw.get(key)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
                 self.fail(key, f"expected an integer >= {low}, got {v!r}")
@@ -297,6 +297,7 @@ class _Validator:
             "tracking_uri": redact_url(raw["tracking_uri"]) if raw.get("tracking_uri") else None,
             "output": output, "plugins": list(plugins), "baseline": baseline,
             "heartbeat": raw.get("heartbeat", 30), "max_retries": raw.get("max_retries", 2),
+            "workers": raw.get("workers", 1),
         }
         return StudySpec(
             name=name, dataset=dataset, model=model, train=train, encodings=tuple(encodings),
@@ -304,7 +305,8 @@ class _Validator:
             policies=policies, temperatures=temperatures, regimes=regimes, canvas_resolutions=canvas,
             storage=raw.get("storage"), tracking_uri=raw.get("tracking_uri"), output=output,
             plugins=plugins, baseline=baseline, heartbeat=resolved["heartbeat"],
-            max_retries=resolved["max_retries"], source=str(self.path), resolved=resolved,
+            max_retries=resolved["max_retries"], workers=resolved["workers"], source=str(self.path),
+            resolved=resolved,
         )
 
     def plugins(self) -> tuple[str, ...]:

@@ -49,10 +49,10 @@ __all__ = ["StorageError", "run_study", "run_worker", "study_status"]
 
 
 # ------------------------------------------------------------------------------ entry points
-def run_study(spec_path: str, overrides: list[str], *, workers: int = 1, storage: str | None = None,
+def run_study(spec_path: str, overrides: list[str], *, workers: int | None = None, storage: str | None = None,
               tracking_uri: str | None = None, progress: bool | None = None) -> StudySpec:
     """Run a whole study: create the storage and studies, then the tune and evaluate stages
-    with ``workers`` processes. Returns the resolved spec."""
+    with ``workers`` processes (None: the spec's ``workers``). Returns the resolved spec."""
     extra = [f"storage={storage}"] if storage else []
     extra += [f"tracking_uri={tracking_uri}"] if tracking_uri else []
     spec = load_spec(spec_path, [*overrides, *extra])
@@ -77,6 +77,7 @@ def run_study(spec_path: str, overrides: list[str], *, workers: int = 1, storage
     reap_stale(studies[EVALUATE], tracker)
     enqueue_cells(studies[EVALUATE], spec.cells(), spec.max_retries)
     args = (spec_path, [*overrides, *extra], progress)
+    workers = spec.workers if workers is None else workers
     if workers == 0:  # only create the study: `harness worker` processes do the work
         return spec
     if workers == 1:

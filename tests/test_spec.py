@@ -45,6 +45,9 @@ def test_good_spec_with_preset_include_and_overrides(tmp_path):
     assert spec.encodings[1].options == {"base": 50.0}
     assert len(spec.cells()) == 4
     assert spec.model_config(16, 3, 4).dims.train_rows == 4
+    assert spec.workers == 1  # the default; `harness run --workers` overrides the spec's
+    two = load_spec(p, ["model.depth=3", "train.lr=0.005", "workers=2"])
+    assert two.workers == 2 and two.digest() == spec.digest()  # operational: the same study
 
 
 CASES = {
@@ -73,6 +76,7 @@ CASES = {
     "empty encodings": (GOOD.replace("encodings: [none, {name: rope_axial, options: {base: 50.0}}]",
                                      "encodings: []"), [], "expected a non-empty list"),
     "unknown preset": (GOOD.replace("model: tiny", "model: tinny"), [], "did you mean 'tiny'"),
+    "no workers": (GOOD + "workers: 0\n", [], "key 'workers': expected an integer >= 1, got 0"),
 }
 
 
