@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -39,12 +40,13 @@ from harness.config import (
 from harness.data import DATASETS, check_regime
 from harness.encodings import build_encoding
 from harness.errors import HarnessError, did_you_mean, redact_url
-from harness.presets import PresetError, config_dir, list_presets, load_yaml
+from harness.presets import config_dir, list_presets
 from harness.registry import Registry, load_plugin
 from harness.schema import Size
 from harness.variants import POLICIES, TEMPERATURES
 
-__all__ = ["DatasetSpec", "EncodingSpec", "SpecError", "StudySpec", "load_spec", "redact_url"]
+__all__ = ["DatasetSpec", "EncodingSpec", "SpecError", "SpecLoader", "StudySpec", "load_spec", "parse_value",
+           "redact_url"]
 
 
 class SpecError(HarnessError):
@@ -54,6 +56,45 @@ class SpecError(HarnessError):
 _TOP = {f.name for f in dataclasses.fields(StudySpec)} - {"source", "resolved"} | {"include"}
 _PRESET_SECTIONS = ("model", "dataset", "train")
 _SCALARS = {"storage": str | None, "tracking_uri": str | None, "baseline": str | None}
+
+
+# ------------------------------------------------------------------------------ YAML 1.2 floats
+class SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, with floats as YAML 1.2 (and Python's ``float``) read them.
+
+    PyYAML follows YAML 1.1, where a float needs a dot and a signed exponent: ``3e-4``, ``1E5``
+    and ``1.5e3`` were strings, so ``lr: 3e-4`` was refused. The YAML 1.2 core schema adds
+    them: ``[-+]? ( .digits | digits [. digits?] ) ([eE] [-+]? digits)?`` (with a dot or an
+    exponent, so integers stay integers). Quoted scalars stay strings."""
+
+
+_FLOAT_12 = re.compile(r"""^[-+]?(?:[0-9]+(?:\.[0-9]*)?[eE][-+]?[0-9]+
+                              |\.[0-9]+(?:[eE][-+]?[0-9]+)?
+                              |[0-9]+\.[0-9]*)$""", re.X)
+# after the YAML 1.1 resolvers of these first characters: what they read is unchanged
+SpecLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+.0123456789"))
+
+
+def parse_value(text: str) -> Any:
+    """A YAML value as a spec file would read it (``--set`` and ``KEY=VALUE`` values)."""
+    return yaml.load(text, Loader=SpecLoader)  # noqa: S506 - SpecLoader is a SafeLoader
+
+
+def _load_yaml(path: Path) -> Any:
+    """Parse a spec or preset file with :class:`SpecLoader`; a syntax error names the file and line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        return parse_value(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"{path}:{where}: malformed YAML: {problem}") from None
 
 
 # ------------------------------------------------------------------------------ loading
@@ -73,10 +114,7 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
 def _load_with_includes(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[str, str]]:
     if path in chain:
         raise SpecError(f"{chain[-1]}: include {path} includes itself (cycle: {' -> '.join(map(str, chain + (path,)))})")
-    try:
-        data = load_yaml(path)
-    except PresetError as exc:
-        raise SpecError(str(exc)) from None
+    data = _load_yaml(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -137,10 +175,7 @@ def _expand_preset(section: str, value: Any, origin: str) -> dict:
         known = list_presets(section)
         raise SpecError(f"{origin}: key '{section}': unknown preset {name!r}{did_you_mean(name, known)} "
                         f"(known: {', '.join(known)})")
-    try:
-        base = load_yaml(file) or {}
-    except PresetError as exc:
-        raise SpecError(str(exc)) from None
+    base = _load_yaml(file) or {}
     if section == "model":
         for key in ViTConfig.PER_TRIAL:  # the training resolution comes from train_resolutions
             base.pop(key, None)
@@ -167,16 +202,21 @@ def _apply_override(raw: dict, item: str, origins: dict[str, str]) -> None:
     if not sep or not key:
         raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.depth=4")
     try:
-        value = yaml.safe_load(text)
+        value = parse_value(text)
     except yaml.YAMLError:
         raise SpecError(f"--set {item!r}: the value is not valid YAML") from None
     head, _, rest = key.partition(".")
+    if head == "encodings" and rest:
+        _set_encoding_option(raw, key, rest, value)
+        origins[key] = "--set"
+        return
     valid = sorted(_TOP - {"include"})
     if head not in valid:
         raise SpecError(f"--set {key}: unknown key {head!r}{did_you_mean(head, valid)} (valid: {', '.join(valid)})")
     if rest:
         if head not in ("model", "dataset", "train", "tune") or "." in rest:
-            raise SpecError(f"--set {key}: only model.*, dataset.*, train.* and tune.* take a dotted key")
+            raise SpecError(f"--set {key}: only model.*, dataset.*, train.*, tune.* and "
+                            f"encodings.<label>.options.<name> take a dotted key")
         fields = _section_keys(head, raw)
         if rest not in fields:
             raise SpecError(f"--set {key}: unknown key in '{head}' {rest!r}{did_you_mean(rest, fields)} "
@@ -189,6 +229,39 @@ def _apply_override(raw: dict, item: str, origins: dict[str, str]) -> None:
     origins[key] = "--set"
     origins.setdefault(head, "--set")
 
+
+
+def _set_encoding_option(raw: dict, key: str, rest: str, value: Any) -> None:
+    """``encodings.<label>.options.<name>=value`` (or ``encodings.<label>.options={...}``): one
+    option of the spec's encoding entry with that label (a label may itself hold dots)."""
+    label, sep, name = rest.rpartition(".options.")
+    if not sep:
+        label, sep, name = (rest[: -len(".options")], ".options", "") if rest.endswith(".options") else ("", "", "")
+    if not sep or not label or (sep == ".options" and not isinstance(value, dict)):
+        raise SpecError(f"--set {key}: expected encodings.<label>.options.<name>=VALUE "
+                        f"(or encodings.<label>.options={{name: value}}), e.g. encodings.rope_axial.options.base=100")
+    entries = raw.get("encodings")
+    entries = [entries] if isinstance(entries, (str, dict)) else entries
+    if not isinstance(entries, list):
+        raise SpecError(f"--set {key}: the spec has no list of encodings to take {label!r} from")
+
+    def label_of(e: Any) -> Any:
+        return e if isinstance(e, str) else (e.get("label") or e.get("name")) if isinstance(e, dict) else None
+
+    labels = [label_of(e) for e in entries]
+    if label not in labels:
+        known = [str(x) for x in labels if x is not None]
+        raise SpecError(f"--set {key}: the spec lists no encoding labelled {label!r}"
+                        f"{did_you_mean(label, known)} (labels: {', '.join(known)})")
+    i = labels.index(label)
+    entry = {"name": entries[i]} if isinstance(entries[i], str) else dict(entries[i])
+    options = dict(entry.get("options") or {}) if isinstance(entry.get("options") or {}, dict) else {}
+    if name:
+        options[name] = value
+    else:
+        options = dict(value)
+    entry["options"] = options
+    raw["encodings"] = [*entries[:i], entry, *entries[i + 1:]]
 
 def _size(x: Any) -> Size:
     size = Size.parse(x) if not isinstance(x, bool) else None

@@ -162,6 +162,7 @@ def train_model(
     checkpoint: Path | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     progress: bool | None = None,
+    label: str | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data`` at ``train_resolution``; evaluate it at every test resolution.
 
@@ -169,7 +170,10 @@ def train_model(
     from 1. After every epoch: validation at ``train_resolution``, the checkpoint (when
     given), then ``on_epoch(epoch, metrics)``, which may raise (e.g. ``optuna.TrialPruned``) to
     stop training; that exception propagates. A non-finite loss raises ``TrialFailed``.
-    ``progress``: bars for epochs and steps; None shows them when stderr is a terminal.
+    ``progress``: True: bars for epochs and steps; False: nothing; None: the bars when stderr is
+    a terminal, else (nohup, SLURM, CI) plain lines on stderr: one when training starts, one per
+    epoch at most every 30 s, one when it ends (elapsed time, final validation accuracy).
+    ``label`` names the training in the bars and lines (e.g. ``cell 3/42 rope_axial r32 seed 1``).
     """
     device = resolve_device(cfg.device)
     cuda = device.type == "cuda"
@@ -219,7 +223,11 @@ def train_model(
             torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
 
     show = sys.stderr.isatty() if progress is None else progress
-    with tqdm(total=cfg.epochs, initial=start_epoch, desc="epochs", unit="epoch", disable=not show) as epoch_bar:
+    lines = _Lines(label, cfg.epochs) if progress is None and not show else None  # piped: plain lines
+    if lines is not None:
+        lines.start(train_resolution, steps_per_epoch, device, start_epoch)
+    with tqdm(total=cfg.epochs, initial=start_epoch, desc=label or "epochs", unit="epoch",
+              disable=not show) as epoch_bar:
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
             # ---- one epoch of training steps
             model.train()
@@ -228,7 +236,8 @@ def train_model(
             if cuda:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            for i in tqdm(range(steps_per_epoch), desc=f"epoch {epoch}", unit="step", leave=False, disable=not show):
+            for i in tqdm(range(steps_per_epoch), desc=f"{label} epoch {epoch}" if label else f"epoch {epoch}",
+                          unit="step", leave=False, disable=not show):
                 step = (epoch - 1) * steps_per_epoch + i  # global, from 0
                 lr = lr_at(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=warmup_steps, total_steps=total_steps)
                 idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
@@ -275,6 +284,8 @@ def train_model(
 
             epoch_bar.set_postfix(loss=f"{metrics[TRAIN_LOSS]:.3f}", val_acc=f"{v['acc']:.3f}")
             epoch_bar.update(1)
+            if lines is not None:
+                lines.epoch(epoch, metrics[TRAIN_LOSS], v["acc"])
             if on_epoch is not None:
                 on_epoch(epoch, dict(metrics))  # may raise to stop (pruning): let it propagate
 
@@ -284,6 +295,8 @@ def train_model(
         split = data.split("test", r, device=device)
         test[int(r)] = evaluate(model, split, cfg.eval_batch_size, device, amp_dtype)
         del split
+    if lines is not None:
+        lines.end(history[-1][VAL_ACC] if history else float("nan"))
     return TrainResult(
         history=history,
         test=test,
@@ -338,6 +351,41 @@ def evaluate(
 
 
 # ---------------------------------------------------------------------------- helpers
+#: seconds between two per-epoch progress lines when stderr is not a terminal
+LINE_INTERVAL_S = 30.0
+
+
+class _Lines:
+    """Progress as plain lines on stderr, for logs that are not a terminal (nohup, SLURM, CI)."""
+
+    def __init__(self, label: str | None, epochs: int) -> None:
+        self.label, self.epochs = label, epochs
+        self.t0 = self.last = time.monotonic()
+
+    def say(self, text: str) -> None:
+        print(f"{self.label}: {text}" if self.label else text, file=sys.stderr, flush=True)
+
+    def start(self, resolution: int, steps: int, device: torch.device, start_epoch: int) -> None:
+        resumed = f", resuming after epoch {start_epoch}" if start_epoch else ""
+        self.say(f"training started: {self.epochs} epochs of {steps} steps at r{resolution} on {device}{resumed}")
+
+    def epoch(self, epoch: int, loss: float, val_acc: float) -> None:
+        now = time.monotonic()
+        if now - self.last >= LINE_INTERVAL_S and epoch < self.epochs:  # the last epoch: the end line says it
+            self.last = now
+            self.say(f"epoch {epoch}/{self.epochs} loss {loss:.4f} val acc {val_acc:.4f} "
+                     f"({_duration(now - self.t0)})")
+
+    def end(self, val_acc: float) -> None:
+        self.say(f"training done in {_duration(time.monotonic() - self.t0)}, val acc {val_acc:.4f}")
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{seconds:.1f}s"
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: decay for every trainable parameter except the 1-d ones (biases, norms) and
     the names ``model.no_weight_decay()`` lists (one rule for our ViT and timm's)."""
