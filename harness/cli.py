@@ -26,12 +26,46 @@ def _parse_grid(text: str) -> tuple[int, int]:
 
 
 def _parse_option(text: str) -> tuple[str, Any]:
-    import yaml
+    from harness.spec import parse_value  # YAML 1.2 floats (3e-4), as in a spec file
 
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key.strip(), yaml.safe_load(value)
+    return key.strip(), parse_value(value)
+
+
+def _is_override(text: str) -> bool:
+    """A positional ``KEY=VALUE`` spec override (``train.lr=3e-4``), as Hydra users write them."""
+    key, sep, _ = text.partition("=")
+    return bool(sep) and bool(key) and not key.startswith("-") and not any(c.isspace() for c in key)
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    """``run --dry-run``: the resolved spec and the cells it would train; nothing is written."""
+    import json
+
+    import yaml
+
+    from harness.spec import load_spec
+
+    extra = [f"storage={args.storage}"] if args.storage else []
+    extra += [f"tracking_uri={args.tracking_uri}"] if args.tracking_uri else []
+    spec = load_spec(args.spec, [*args.set, *extra])
+    plain = json.loads(json.dumps(spec.resolved, default=str))  # tuples and sizes as YAML can write them
+    print(f"# {args.spec}: resolved spec (dry run: nothing is trained or written)")
+    print(yaml.safe_dump(plain, sort_keys=False, default_flow_style=None).rstrip())
+    cells = spec.cells()
+    print(f"# {len(cells)} cells to train (encoding, train resolution, seed), "
+          f"{args.workers if args.workers is not None else spec.workers} worker(s):")
+    width = max(len(c.encoding) for c in cells)
+    for i, c in enumerate(cells, 1):
+        print(f"{i:>4}  {c.encoding.ljust(width)}  r{c.train_resolution}  seed {c.seed}")
+    if spec.tune:
+        pairs = len(spec.encodings) * len(spec.train_resolutions)
+        print(f"# and first the tune stage: {spec.tune.trials} trials for each of {pairs} "
+              f"(encoding, train resolution): {spec.tune.trials * pairs} trainings")
+    print(f"{len(cells)} cells")
+    return 0
 
 
 def _load_plugins(refs: Sequence[str]) -> None:
@@ -145,6 +179,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.workers is not None and args.workers < 0:
         raise HarnessError(f"--workers must be 0 or more, got {args.workers}")
+    if args.dry_run:
+        return _dry_run(args)
     spec = run_study(args.spec, args.set, workers=args.workers, storage=args.storage,
                      tracking_uri=args.tracking_uri)
     if args.workers == 0:
@@ -156,8 +192,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         from harness.report import build_report
 
         page = build_report(spec.tracking(), spec.name, Path("reports") / spec.name, spec=spec.resolved)
+        print(_results_summary(page.parent / "report.md"))  # the answer in the log, as lm-evaluation-harness does
         print(f"report: {page}")
+        from harness.tracking import Tracker
+
+        Tracker(spec.tracking(), spec.name).log_report(spec.name, page.parent)  # on the evaluate parent run
     return 0
+
+
+def _results_summary(markdown: Path) -> str:
+    """The report's headlines and its accuracy tables (per regime and training resolution), as
+    printed at the end of ``harness run``: the report's own Markdown, nothing recomputed."""
+    text = markdown.read_text(encoding="utf-8")
+    parts = text.split("\n## ")
+    keep = [parts[0]] + ["## " + p for p in parts[1:] if p.startswith("Test accuracy per encoding variant")]
+    return "\n".join(part.rstrip() + "\n" for part in keep)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -220,9 +269,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     res = args.resolution or spec.train_resolutions[0]
     seed = spec.seeds[0] if args.seed is None else args.seed
     tracker = Tracker(spec.tracking(), spec.name)
-    parent = tracker.parent_run(spec.name, TRAIN)
+    parent = tracker.parent_run(spec.name, TRAIN, reopen=True)
     # the spec's entry (its options) when the spec lists the encoding by that label
-    acc = train_one(spec, Cell(args.encoding, res, seed), stage=TRAIN, tracker=tracker, parent=parent)
+    try:
+        acc = train_one(spec, Cell(args.encoding, res, seed), stage=TRAIN, tracker=tracker, parent=parent)
+    except KeyboardInterrupt:
+        tracker.end(parent, "KILLED")
+        raise
+    except BaseException:
+        tracker.end(parent, "FAILED")
+        raise
+    tracker.end(parent, "FINISHED")  # the stage's parent is closed after each training, re-opened by the next
     print(f"{args.encoding} r{res} seed {seed}: test accuracy at r{res} {acc:.4f}. "
           f"mlflow ui --backend-store-uri {spec.tracking()}")
     return 0
@@ -283,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite file under runs/<study>/)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite file under runs/<study>/)")
     p.add_argument("--no-report", action="store_true", help="do not write reports/<study>/ at the end")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the spec (with the overrides), print it resolved and the cells it would train; "
+                        "write nothing")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="overrides like --set, e.g. train.lr=3e-4 model.depth=3 encodings.LABEL.options.NAME=V")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="build a study's report from its MLflow runs")
@@ -301,12 +363,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", required=True, help="the study's Optuna storage URL (e.g. postgresql://...)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (e.g. http://host:5000)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="the overrides `run` was given")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides like --set (e.g. train.lr=3e-4)")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("status", help="show each cell of a study: done, running, failed, waiting")
     p.add_argument("spec", help="the study's spec (YAML)")
     p.add_argument("--storage", help="Optuna storage URL (default: the spec's, or the sqlite file under runs/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="the overrides `run` was given")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides like --set (e.g. train.lr=3e-4)")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("train", help="train one model with the study trainer and tracking")
@@ -318,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed (default: the spec's first)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec value")
     p.add_argument("--tracking-uri", help="MLflow tracking URI")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides like --set (e.g. train.lr=3e-4)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("bench", help="measure each encoding's training and evaluation cost (and timm's ViT)")
@@ -336,7 +401,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # positional KEY=VALUE overrides anywhere on the line (argparse takes only those before an option)
+    if hasattr(args, "overrides"):
+        args.overrides += [a for a in extra if _is_override(a)]
+        extra = [a for a in extra if not _is_override(a)]
+        bad = [o for o in args.overrides if not _is_override(o)]
+        if bad:
+            parser.error(f"expected KEY=VALUE overrides (e.g. train.lr=3e-4), got {' '.join(bad)}")
+        args.set = [*args.set, *args.overrides]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except HarnessError as exc:

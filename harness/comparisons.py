@@ -3,9 +3,8 @@
 Pure functions of the tidy results table (the conventions of :mod:`harness.report_stats`:
 FINISHED rows of runs that trained, a seed's repeated runs averaged first). Pairs are real
 pairs only: two policies or two temperatures of the same run (the same weights), or two
-encodings' variants by seed. Two-sided paired t-tests, with one Holm-Bonferroni correction
-over a whole family. scipy is used for the t distribution when it imports; otherwise a plain
-implementation of the same formulas (regularised incomplete beta function) takes its place.
+encodings' variants by seed. Two-sided paired t-tests (scipy.stats), with one Holm-Bonferroni
+correction over a whole family.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from harness.report_stats import (
     MIN_PAIRS,
@@ -39,63 +39,20 @@ NO_VARIANCE = "no variance in the differences"
 _ZERO_SPREAD = 1e-12
 
 
-# ---------------------------------------------------- t distribution (scipy or plain)
-
-
-def _scipy_stats():
-    try:
-        from scipy import stats
-    except ImportError:  # pragma: no cover - scipy comes with mlflow
-        return None
-    return stats
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b), by its continued fraction (Lentz's method)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    if x > (a + 1.0) / (a + b + 2.0):  # the fraction converges fast on this side only
-        return 1.0 - _betainc(b, a, 1.0 - x)
-    log_front = a * math.log(x) + b * math.log1p(-x) - math.lgamma(a) - math.lgamma(b) + math.lgamma(a + b)
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    f = d
-    for m in range(1, 500):
-        for num in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            f *= c * d
-        if abs(c * d - 1.0) < 1e-15:
-            break
-    return math.exp(log_front) * f / a
+# ---------------------------------------------------------------------------- t distribution
 
 
 def t_two_sided_p(t: float, df: float) -> float:
-    """P(|T| >= |t|) for Student's t with df degrees of freedom: I_{df/(df+t^2)}(df/2, 1/2)."""
+    """P(|T| >= |t|) for Student's t with df degrees of freedom: 2 * scipy.stats.t.sf(|t|, df)."""
     if math.isnan(t):
         return math.nan
-    if math.isinf(t):
-        return 0.0
-    return _betainc(df / 2.0, 0.5, df / (df + t * t))
+    return float(2.0 * stats.t.sf(abs(t), df))
 
 
 def _paired_t_p(diffs: np.ndarray) -> float:
-    """Two-sided p of the paired t-test on differences (t = mean / (sd / sqrt(n)), n - 1 df)."""
-    stats = _scipy_stats()
-    if stats is not None:
-        return float(stats.ttest_1samp(diffs, 0.0).pvalue)  # = ttest_rel(a, b) on a - b
-    n = len(diffs)
-    t = float(np.mean(diffs) / (np.std(diffs, ddof=1) / math.sqrt(n)))
-    return t_two_sided_p(t, n - 1)
-
+    """Two-sided p of the paired t-test on differences a - b (t = mean / (sd / sqrt(n)), n - 1 df):
+    scipy.stats.ttest_1samp(diffs, 0), which is scipy.stats.ttest_rel(a, b)."""
+    return float(stats.ttest_1samp(diffs, 0.0).pvalue)
 
 
 # ---------------------------------------------------------------------------- public: tests

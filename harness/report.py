@@ -2,9 +2,11 @@
 
 Writes ``reports/<study>/``: ``results.csv`` (one row per run, regime, test size, policy and
 temperature), ``comparisons.csv`` (every paired comparison), the summary tables
-(``report.md``), one PNG per report figure, and ``report.html``, one self-contained page
-(figures embedded) with the headline, the pivot tables, the spec, provenance, figures and
-the list of the study's cells that are missing or failed. MLflow is read through the names
+(``report.md``), the accuracy pivot tables as booktabs LaTeX (``report.tex``, to paste into
+a paper), one PNG and one PDF per report figure, and ``report.html``, one self-contained page
+(figures embedded as PNG) with the headline, the pivot tables, the spec, provenance, figures
+and the list of the study's cells that are missing or failed. Counts (parameters,
+throughput) are written as numbers: ``142k``, ``1.2M``. MLflow is read through the names
 of :mod:`harness.schema`; the statistics are pure functions of the table
 (:mod:`harness.report_stats`); the figures are the registered :data:`harness.figures.FIGURES`.
 """
@@ -31,12 +33,12 @@ from harness import report_stats as st
 from harness import schema
 from harness.errors import HarnessError
 from harness.figures import FIGURES
-from harness.figures.plotting import save, size_order, theme
+from harness.figures.plotting import count_format, save, size_order, theme
 from harness.schema import Cell
 from harness.tracking import Tracker
 
-__all__ = ["CURVE_COLUMNS", "RESULT_COLUMNS", "TABLES", "ReportError", "StudyRuns", "build_report", "results_table",
-           "summary_tables", "tidy_results"]
+__all__ = ["CURVE_COLUMNS", "RESULT_COLUMNS", "TABLES", "ReportError", "StudyRuns", "build_report", "latex_tables",
+           "results_table", "summary_tables", "tidy_results"]
 
 #: the columns of the tidy results table (``results.csv``), one row per run, regime, test
 #: size, policy and temperature; ``test_resolution`` is the size's label (``32``, ``32x64``)
@@ -108,7 +110,10 @@ def results_table(tracker: Tracker, study: str) -> StudyRuns:
         cell = Cell.from_params(p)
         found.add(cell)
         base = {"study": study, "stage": schema.EVALUATE, "encoding": cell.encoding, "options": schema.encoding_options(p),
-                "train_resolution": cell.train_resolution, "seed": cell.seed, "params": m.get(schema.PARAM_COUNT),
+                "train_resolution": cell.train_resolution, "seed": cell.seed,
+                # the parameter count: a run parameter since issue #13, the metric for older runs
+                "params": (float(p[schema.P_PARAM_COUNT]) if schema.P_PARAM_COUNT in p
+                           else m.get(schema.PARAM_COUNT)),
                 "images_per_s": m.get(schema.IMAGES_PER_S), "chance": m.get(schema.CHANCE, math.nan),
                 "final_val_acc": m.get(schema.VAL_ACC, math.nan), "device": r.data.tags.get(schema.T_DEVICE),
                 "run_id": r.info.run_id, "status": r.info.status}
@@ -222,6 +227,7 @@ def build_report(tracking_uri: str, experiment: str, out_dir: str | Path, *, bas
     headline = headline_lines(tables["headline"], tables["untrained"])
     sections = _sections(tables, baseline)
     (out / "report.md").write_text(_markdown(experiment, headline, sections, figures), encoding="utf-8")
+    (out / "report.tex").write_text(latex_tables(tables["accuracy"], experiment), encoding="utf-8")
     page = out / "report.html"
     page.write_text(_html(experiment, headline, sections, figures, spec, data.provenance), encoding="utf-8")
     return page
@@ -273,8 +279,9 @@ class _Drawn:
 
 
 def _draw_figures(data: StudyRuns, tables: dict[str, Any], out: Path) -> list[_Drawn]:
-    """Draw every registered figure that has something to show into ``out/<name>.png``. A
-    figure that fails is named on the page with its error (and in a warning); the others stay."""
+    """Draw every registered figure that has something to show into ``out/<name>.png`` and
+    ``out/<name>.pdf``. A figure that fails is named on the page with its error (and in a
+    warning); the others stay."""
     theme()
     drawn = []
     for name, cls in sorted(FIGURES.items(), key=lambda item: (item[1].order, item[0])):
@@ -314,15 +321,23 @@ def _pivot(frame: pd.DataFrame, cell) -> pd.DataFrame:
     return piv.rename(columns={"variant": "encoding variant", **{c: f"{c} px" for c in piv.columns[1:]}})
 
 
-def _accuracy_cell(best: dict) -> Any:
+def _accuracy_cell(best: dict, bold=lambda text: f"**{text}**", plain=str) -> Any:
+    """A cell of an accuracy pivot: mean [interval], or "did not train"; ``bold(text)`` (Markdown's
+    ``**`` by default) on the column's best mean, ``plain(text)`` elsewhere."""
     def cell(r) -> str:
         if r.n_seeds == 0:
-            return f"did not train ({r.n_untrained} run{'s' if r.n_untrained != 1 else ''})"
+            return plain(f"did not train ({r.n_untrained} run{'s' if r.n_untrained != 1 else ''})")
         text = f"{r.mean:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]" if r.n_seeds > 1 else f"{r.mean:.3f} (1 seed)"
         if r.n_untrained:
             text += f" ({r.n_seeds}/{r.n_seeds + r.n_untrained} trained)"
-        return f"**{text}**" if round(r.mean, 12) == best.get(r.test_resolution) else text
+        return bold(text) if round(r.mean, 12) == best.get(r.test_resolution) else plain(text)
     return cell
+
+
+def _column_best(group: pd.DataFrame) -> dict:
+    """The best mean per test size of one regime and training resolution (runs that trained), rounded as ranked."""
+    trained = group.loc[group["n_seeds"] > 0]
+    return trained.groupby("test_resolution")["mean"].max().round(12).to_dict()
 
 
 def _retention_cell(r) -> str:
@@ -341,8 +356,7 @@ def _sections(tables: dict[str, Any], baseline: str | None) -> list[_Section]:
     acc, ret = tables["accuracy"], tables["retention"]
     out = []
     for i, (name, regime, g) in enumerate(_by_regime(acc)):
-        trained = g.loc[g["n_seeds"] > 0]
-        best = trained.groupby("test_resolution")["mean"].max().round(12).to_dict()
+        best = _column_best(g)
         out.append(_Section("accuracy" if i == 0 else f"accuracy-{regime}-{g.train_resolution.iloc[0]}",
                             f"Test accuracy per encoding variant: {name}",
                             f"Mean test accuracy [{st.INTERVAL_METHOD}]; the best per column in bold. A variant is "
@@ -374,8 +388,21 @@ def _sections(tables: dict[str, Any], baseline: str | None) -> list[_Section]:
     out.append(_Section("cost", "Cost: parameters, and training throughput measured during the study "
                         f"(device: {devices})",
                         "Throughput as measured while the study trained, alongside whatever else the machine ran: "
-                        "not a benchmark (`harness bench` is one).", tables["cost"]))
+                        "not a benchmark (`harness bench` is one).", _counts(tables["cost"])))
     out.append(_Section("missing", "Cells of the study that are missing or failed", "", tables["missing"]))
+    return out
+
+
+#: the columns of the report's tables that hold counts or rates, written as 142k, 1.2M
+COUNT_COLUMNS = ("params", "params_vs_none", "images_per_s")
+
+
+def _counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``frame`` with its :data:`COUNT_COLUMNS` written by :func:`count_format`."""
+    out = frame.copy()
+    for col in COUNT_COLUMNS:
+        if col in out.columns:
+            out[col] = [count_format(v) for v in out[col]]
     return out
 
 
@@ -383,7 +410,9 @@ def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)) or (not isinstance(v, str) and pd.isna(v)):
         return "–"
     if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) >= 1000 or (v != 0 and abs(v) < 0.001) else f"{v:.3f}"
+        if abs(v) >= 1000:
+            return count_format(v)  # 142k, not 1.42e+05
+        return f"{v:.3g}" if v != 0 and abs(v) < 0.001 else f"{v:.3f}"
     return str(v)
 
 
@@ -395,6 +424,52 @@ def _md_table(df) -> str:
     for row in df.itertuples(index=False):
         lines.append("| " + " | ".join(_fmt(v) for v in row) + " |")
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------ LaTeX
+_TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "–": "--",
+                "−": "-", "×": r"$\times$"}
+_TEX_RE = re.compile("|".join(map(re.escape, _TEX_SPECIAL)))
+
+
+def tex_escape(text: Any) -> str:
+    r"""``text`` with LaTeX's special characters escaped (``rope_axial`` -> ``rope\_axial``)."""
+    return _TEX_RE.sub(lambda m: _TEX_SPECIAL[m.group(0)], str(text))
+
+
+def latex_tables(accuracy: pd.DataFrame, study: str = "") -> str:
+    r"""The accuracy pivot tables of ``report.md`` as booktabs LaTeX, to paste into a paper.
+
+    One ``table`` per regime and training resolution (caption above, ``\label{tab:accuracy-
+    <regime>-<train>}``), one row per encoding variant, one column per test size. A cell is the
+    mean test accuracy over the seeds that trained with its interval in brackets, ``mean [lo,
+    hi]`` (a percentile-bootstrap interval is not symmetric, so no ``±``; the caption says so);
+    ``(1 seed)`` without an interval; the best mean per column in bold (ties: each); a variant
+    none of whose runs trained reads "did not train (n runs)". Every text is escaped
+    (:func:`tex_escape`). Needs ``\usepackage{booktabs}``. ``accuracy``:
+    :func:`harness.report_stats.accuracy_summary`.
+    """
+    parts = [f"% Accuracy tables of the study {study or '(unnamed)'}, written by `harness report`.",
+             r"% Needs \usepackage{booktabs}.", ""]
+    if accuracy.empty:
+        return "\n".join([*parts, "% No run was tested: no table.", ""])
+    for name, regime, g in _by_regime(accuracy):
+        train = g.train_resolution.iloc[0]
+        piv = _pivot(g, _accuracy_cell(_column_best(g), bold=lambda t: rf"\textbf{{{tex_escape(t)}}}",
+                                       plain=tex_escape))
+        sizes = [re.sub(r"(\d)x(\d)", r"\1$\\times$\2", tex_escape(c)) for c in piv.columns[1:]]
+        caption = (f"Test accuracy per encoding variant: {tex_escape(name)}. Each cell: mean test accuracy over "
+                   "the seeds that trained, and in brackets the lower and upper end of its interval, [lo, hi] "
+                   f"({tex_escape(st.INTERVAL_METHOD)}); the best per column in bold. A variant is (encoding, "
+                   "new-grid policy, attention temperature), evaluated on the same trained weights.")
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", f"accuracy-{regime}-{train}")
+        parts += [r"\begin{table}[htbp]", r"\centering", r"\small", rf"\caption{{{caption}}}",
+                  rf"\label{{tab:{slug}}}", rf"\begin{{tabular}}{{l{'c' * len(sizes)}}}", r"\toprule",
+                  " & ".join(["Encoding variant", *sizes]) + r" \\", r"\midrule"]
+        parts += [" & ".join([tex_escape(row[0]), *row[1:]]) + r" \\" for row in piv.itertuples(index=False)]
+        parts += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(parts)
 
 
 def _markdown(study: str, headline: list[str], sections: list[_Section], figures: list[_Drawn]) -> str:

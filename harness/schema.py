@@ -8,7 +8,9 @@ builds or parses a key. A study's cells come from its spec through :func:`cells`
   (``rope_axial_r32_s0``) its MLflow run and checkpoint;
 - per-epoch metrics: :data:`TRAIN_LOSS`, :data:`VAL_ACC`, :data:`VAL_LOSS`, :data:`LR`;
 - at the end: :func:`acc_at` / :func:`loss_at` per test resolution (parsed back by
-  :func:`parse_test_metric`), :data:`PARAM_COUNT`, :data:`IMAGES_PER_S`, :data:`RESUMED_FROM`;
+  :func:`parse_test_metric`), :data:`PARAM_COUNT`, :data:`IMAGES_PER_S`, :data:`RESUMED_FROM`,
+  and per variant the series :func:`acc_vs_res` (step = the square test size in px);
+- a stage's parent run: the summary metrics ``STAGE_*`` and the report under :data:`REPORT_ARTIFACTS`;
 - run parameters :data:`P_ENCODING`, :data:`P_TRAIN_RESOLUTION`, :data:`P_SEED`, and the
   resolved config flattened under :data:`P_CONFIG`;
 - tags under ``harness.`` (:data:`T_STUDY`, :data:`T_STAGE`, ...).
@@ -30,6 +32,7 @@ __all__ = [
     "Variant",
     "eval_metric",
     "acc_at",
+    "acc_vs_res",
     "loss_at",
     "EVALUATE",
     "TRAIN",
@@ -51,7 +54,7 @@ TRAIN_LOSS = "train/loss"
 VAL_ACC = "val/acc"
 VAL_LOSS = "val/loss"
 LR = "lr"
-PARAM_COUNT = "params/count"
+PARAM_COUNT = "params/count"  # a metric, and since issue #13 also a run parameter (P_PARAM_COUNT)
 IMAGES_PER_S = "train/images_per_s"
 RESUMED_FROM = "train/resumed_from_epoch"
 
@@ -130,6 +133,29 @@ def loss_at(resolution: "int | str | Size", variant: Variant = Variant()) -> str
     return eval_metric("loss", variant, resolution)
 
 
+def acc_vs_res(variant: Variant) -> str:
+    """The metric key of the series "test accuracy against test resolution" under ``variant``:
+    ``test_acc_vs_res/<regime>/<policy>/<temperature>``, logged once per square test size with
+    step = the size in px, so that MLflow draws one curve per run. It is a plotting aid: the
+    report reads :func:`eval_metric` keys, and this key is not a ``test/...`` key (it never
+    parses as one)."""
+    return f"test_acc_vs_res/{variant.label}"
+
+
+# ------------------------------------------------------------------------------ a stage's parent run
+#: summary metrics of a stage, logged on its parent run when ``harness run`` closes it
+STAGE_CELLS = "stage/cells"  # evaluate: the study's cells
+STAGE_CELLS_DONE = "stage/cells_done"  # ... with a completed trial
+STAGE_CELLS_FAILED = "stage/cells_failed"  # ... failed more than max_retries times, never completed
+STAGE_TRIALS_COMPLETE = "stage/trials_complete"  # tune: over every (encoding, train resolution)
+STAGE_TRIALS_PRUNED = "stage/trials_pruned"
+STAGE_TRIALS_FAILED = "stage/trials_failed"
+#: the artifact folder of the evaluate parent run holding the report (report.html, .md, CSVs, PNGs)
+REPORT_ARTIFACTS = "report"
+#: the files of a report folder that go to the parent run
+REPORT_SUFFIXES = (".html", ".md", ".csv", ".png")
+
+
 def parse_test_metric(key: str) -> tuple[str, Variant, Size] | None:
     """``("acc" | "loss", variant, size)`` of a test metric key, or None for any other key.
     Keys written before variants existed (``test/acc/r32``) read as the zoom regime under the
@@ -146,6 +172,8 @@ P_ENCODING = "encoding"
 P_TRAIN_RESOLUTION = "train_resolution"
 P_SEED = "seed"
 P_CONFIG = "config"
+#: the model's trainable parameter count as a run parameter (the metric PARAM_COUNT is kept for old readers)
+P_PARAM_COUNT = "params/count"
 #: the flattened parameter holding an encoding entry's options (``config.encoding.options.<name>``)
 P_ENCODING_OPTIONS = "config.encoding.options"
 #: the flattened parameters holding the tune stage's search space (``config.tune.space.<key>.<field>``)
@@ -176,6 +204,15 @@ U_WORKER = "harness.worker"  # host:pid of the worker running the trial
 U_RETRY_OF = "harness.retry_of_trial"  # the failed trial a retry follows
 U_SPEC_DIGEST = "harness.spec_digest"  # a stage study's pinned spec hash ...
 U_SPEC = "harness.spec"  # ... and the resolved spec it was pinned with
+U_ENCODING_NAME = "encoding_name"  # an evaluate trial's encoding (registry name) ...
+U_ENCODING_OPTIONS = "encoding_options"  # ... and its options, as sorted JSON
+
+# ------------------------------------------------------------------------------ Optuna parameters and objectives
+#: an evaluate trial's parameters: the queue's key (``Cell.key``) and the cell's real parameters
+O_CELL = "cell"
+#: the objective names the dashboards show (``Study.set_metric_names``)
+OBJECTIVE_EVALUATE = "test_acc_at_train_res"
+OBJECTIVE_TUNE = "val_acc"
 
 def params_under(params: Mapping[str, str], prefix: str) -> dict[str, str]:
     """The run parameters below ``prefix`` (``config.train``), keyed by the rest of their name."""

@@ -9,8 +9,11 @@
 - :class:`Heartbeat` beats for a trial from a thread; :func:`reap_stale` fails the trials of
   dead workers and closes their MLflow runs.
 
-A cell's trial carries the cell as its ``cell`` parameter (``Cell.key``) and as user
-attributes (``Cell.params()``).
+A cell's trial carries the cell as its ``cell`` parameter (``Cell.key``, what the queue
+reads), as the real parameters ``encoding`` (label), ``train_resolution`` and ``seed`` (what
+optuna-dashboard plots; :func:`cell_distributions` are the distributions a worker asks with)
+and as user attributes (``Cell.params()``). Every stage study names its objective
+(``Study.set_metric_names``): ``test_acc_at_train_res`` for evaluate, ``val_acc`` for tune.
 """
 
 from __future__ import annotations
@@ -29,6 +32,12 @@ from harness.config import StudySpec
 from harness.errors import HarnessError, redact_url
 from harness.schema import (
     EVALUATE,
+    O_CELL,
+    OBJECTIVE_EVALUATE,
+    OBJECTIVE_TUNE,
+    P_ENCODING,
+    P_SEED,
+    P_TRAIN_RESOLUTION,
     T_FAIL_REASON,
     TUNE,
     U_MLFLOW_RUN,
@@ -44,6 +53,8 @@ from harness.tracking import Tracker
 __all__ = [
     "Heartbeat",
     "StorageError",
+    "cell_distributions",
+    "cell_params",
     "enqueue_cells",
     "fail_reason",
     "failures",
@@ -116,6 +127,10 @@ def open_studies(spec: StudySpec, storage, *, create: bool = True) -> dict[str, 
             diff = spec.differs_in(json.loads(study.user_attrs.get(U_SPEC, "{}")))
             raise SpecError(f"{spec.source}: study {name!r} already exists in this storage with a different spec "
                                f"(differs in: {', '.join(diff) or 'content'}); use another study name or storage")
+        if create and study.metric_names is None:
+            with warnings.catch_warnings():  # experimental in some Optuna versions
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([OBJECTIVE_TUNE if key.startswith(TUNE) else OBJECTIVE_EVALUATE])
         studies[key] = study
     return studies
 
@@ -135,6 +150,21 @@ def trial_cell(t: FrozenTrial) -> Cell | None:
     return Cell.from_params(a)
 
 
+def cell_params(cell: Cell) -> dict[str, Any]:
+    """The Optuna parameters of a cell's trial: the queue's ``cell`` key and the real parameters."""
+    return {O_CELL: cell.key, **cell.params()}
+
+
+def cell_distributions(cells: list[Cell]) -> dict[str, optuna.distributions.BaseDistribution]:
+    """The distributions an evaluate trial is asked with: one categorical per parameter of
+    :func:`cell_params`, over the study's cells (an enqueued trial gets its cell's values)."""
+    cat = optuna.distributions.CategoricalDistribution
+    return {O_CELL: cat([c.key for c in cells]),
+            P_ENCODING: cat(list(dict.fromkeys(c.encoding for c in cells))),
+            P_TRAIN_RESOLUTION: cat(sorted({c.train_resolution for c in cells})),
+            P_SEED: cat(sorted({c.seed for c in cells}))}
+
+
 def enqueue_cells(study: optuna.Study, cells: list[Cell], max_retries: int) -> int:
     """Enqueue every cell that has no completed, waiting or running trial and has failed at
     most ``max_retries`` times; return how many were enqueued."""
@@ -144,7 +174,7 @@ def enqueue_cells(study: optuna.Study, cells: list[Cell], max_retries: int) -> i
     added = 0
     for cell in cells:
         if cell not in busy and failures[cell] <= max_retries:
-            study.enqueue_trial({"cell": cell.key}, user_attrs=cell.params())
+            study.enqueue_trial(cell_params(cell), user_attrs=cell.params())
             added += 1
     return added
 

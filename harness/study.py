@@ -9,7 +9,13 @@
   per-epoch validation accuracy; the best parameters go to the evaluate stage.
 
 The storage and the queue of cells are ``harness.storage``; one trial is ``harness.trial``.
-Every trial is an MLflow child run under its stage's parent run.
+Every trial is an MLflow child run under its stage's parent run. Only :func:`run_study`
+(``harness run``, in its main process, after its workers end) closes the parent runs:
+FINISHED with the stage's summary metrics, FAILED when the run raises, KILLED on Ctrl-C; it
+re-opens them (RUNNING) on a re-run and logs the resolved spec on them (parameters and the
+``spec.resolved.json`` artifact). :func:`run_worker` (``harness worker``) never closes a
+parent: with ``--workers 0`` the parents stay RUNNING until a later ``harness run`` of the
+study (which finds nothing left to train) closes them.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 import optuna
@@ -27,11 +34,31 @@ from optuna.trial import TrialState
 
 from harness.config import StudySpec, TuneConfig
 from harness.errors import HarnessError
-from harness.schema import EVALUATE, T_FAIL_REASON, TUNE, U_RETRY_OF, U_RUN_CLOSED, U_SPURIOUS, U_WORKER, Cell
+from harness.schema import (
+    EVALUATE,
+    O_CELL,
+    STAGE_CELLS,
+    STAGE_CELLS_DONE,
+    STAGE_CELLS_FAILED,
+    STAGE_TRIALS_COMPLETE,
+    STAGE_TRIALS_FAILED,
+    STAGE_TRIALS_PRUNED,
+    SPEC_ARTIFACT,
+    T_FAIL_REASON,
+    TUNE,
+    U_ENCODING_NAME,
+    U_ENCODING_OPTIONS,
+    U_RETRY_OF,
+    U_RUN_CLOSED,
+    U_SPURIOUS,
+    U_WORKER,
+    Cell,
+)
 from harness.spec import SpecError, load_spec
 from harness.storage import (
     Heartbeat,
     StorageError,
+    cell_distributions,
     enqueue_cells,
     fail_reason,
     failures,
@@ -52,7 +79,11 @@ __all__ = ["StorageError", "run_study", "run_worker", "study_status"]
 def run_study(spec_path: str, overrides: list[str], *, workers: int | None = None, storage: str | None = None,
               tracking_uri: str | None = None, progress: bool | None = None) -> StudySpec:
     """Run a whole study: create the storage and studies, then the tune and evaluate stages
-    with ``workers`` processes (None: the spec's ``workers``). Returns the resolved spec."""
+    with ``workers`` processes (None: the spec's ``workers``). Returns the resolved spec.
+
+    Opens (or re-opens) each stage's MLflow parent run with the resolved spec, and closes it
+    once the workers end: FINISHED with the stage's summary metrics, FAILED when they raise,
+    KILLED on Ctrl-C. With ``workers=0`` the parents stay open for ``harness worker`` processes."""
     extra = [f"storage={storage}"] if storage else []
     extra += [f"tracking_uri={tracking_uri}"] if tracking_uri else []
     spec = load_spec(spec_path, [*overrides, *extra])
@@ -71,31 +102,74 @@ def run_study(spec_path: str, overrides: list[str], *, workers: int | None = Non
         storage_obj = open_storage(spec.storage_url(), spec.heartbeat)
     tracker = Tracker(spec.tracking(), spec.name)
     studies = open_studies(spec, storage_obj)
+    resolved_file = spec.run_dir / SPEC_ARTIFACT
+    resolved_file.write_text(json.dumps(spec.resolved, indent=2, default=str))
+    parents = {}
     for stage in ([TUNE] if spec.tune else []) + [EVALUATE]:
-        tracker.parent_run(spec.name, stage)
-    (spec.run_dir / "spec.resolved.json").write_text(json.dumps(spec.resolved, indent=2, default=str))
+        parents[stage] = tracker.parent_run(spec.name, stage, reopen=True)  # a re-run re-opens it
+        tracker.log_params(parents[stage], spec.resolved)
+        tracker.log_files(parents[stage], [resolved_file])
     reap_stale(studies[EVALUATE], tracker)
     enqueue_cells(studies[EVALUATE], spec.cells(), spec.max_retries)
     args = (spec_path, [*overrides, *extra], progress)
     workers = spec.workers if workers is None else workers
-    if workers == 0:  # only create the study: `harness worker` processes do the work
+    if workers == 0:  # only create the study: `harness worker` processes do the work (the parents stay open)
         return spec
-    if workers == 1:
-        run_worker(*args)
-    else:
-        ctx = mp.get_context("spawn")
-        # one process per share of the cores: oversubscribed OpenMP threads slow torch down many times
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        procs = [ctx.Process(target=_worker_main, args=(*args, threads), name=f"harness-worker-{i}")
-                 for i in range(workers)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
-        bad = [p.exitcode for p in procs if p.exitcode]
-        if bad:
-            raise HarnessError(f"{len(bad)} of {workers} workers exited with an error (exit codes {bad})")
+    try:
+        if workers == 1:
+            run_worker(*args)
+        else:
+            ctx = mp.get_context("spawn")
+            # one process per share of the cores: oversubscribed OpenMP threads slow torch down many times
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            procs = [ctx.Process(target=_worker_main, args=(*args, threads), name=f"harness-worker-{i}")
+                     for i in range(workers)]
+            for p in procs:
+                p.start()
+            for p in procs:
+                p.join()
+            bad = [p.exitcode for p in procs if p.exitcode]
+            if bad:
+                raise HarnessError(f"{len(bad)} of {workers} workers exited with an error (exit codes {bad})")
+    except BaseException as exc:
+        _close_parents(spec, studies, tracker, parents, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    _close_parents(spec, studies, tracker, parents, "FINISHED")
     return spec
+
+
+def _close_parents(spec: StudySpec, studies: dict[str, optuna.Study], tracker: Tracker, parents: dict[str, str],
+                   status: str) -> None:
+    """Log each stage's summary metrics on its parent run and close it: ``status`` for a stage
+    that did not complete (a tune stage whose every study spent its budget is FINISHED even
+    when the evaluate stage then failed). Tracking errors while closing never hide ``status``'s cause."""
+    for stage, run_id in parents.items():
+        try:
+            summary = _stage_summary(spec, studies, stage)
+            tracker.log_metrics(run_id, summary)
+            done = status == "FINISHED" or (stage == TUNE and summary[STAGE_TRIALS_COMPLETE]
+                                            + summary[STAGE_TRIALS_PRUNED] >= spec.tune.trials * (len(studies) - 1))
+            tracker.end(run_id, "FINISHED" if done else status)
+        except Exception as exc:  # noqa: BLE001 - the run's own outcome matters more than its parent's bookkeeping
+            if status == "FINISHED":
+                raise
+            print(f"warning: could not close the {stage} parent run {run_id}: {exc}", file=sys.stderr)
+
+
+def _stage_summary(spec: StudySpec, studies: dict[str, optuna.Study], stage: str) -> dict[str, float]:
+    """A stage's summary metrics: evaluate: cells, cells done, cells failed for good;
+    tune: trials complete, pruned and failed over every (encoding, train resolution)."""
+    if stage == TUNE:
+        trials = [t for key, s in studies.items() if key.startswith(TUNE) for t in s.get_trials(deepcopy=False)]
+        return {STAGE_TRIALS_COMPLETE: sum(t.state == TrialState.COMPLETE for t in trials),
+                STAGE_TRIALS_PRUNED: sum(t.state == TrialState.PRUNED for t in trials),
+                STAGE_TRIALS_FAILED: sum(t.state == TrialState.FAIL for t in trials)}
+    trials = studies[EVALUATE].get_trials(deepcopy=False)
+    cells = spec.cells()
+    done = {trial_cell(t) for t in trials if t.state == TrialState.COMPLETE}
+    tries = Counter(trial_cell(t) for t in trials if t.state == TrialState.FAIL)
+    return {STAGE_CELLS: len(cells), STAGE_CELLS_DONE: sum(c in done for c in cells),
+            STAGE_CELLS_FAILED: sum(c not in done and tries[c] > spec.max_retries for c in cells)}
 
 
 def study_status(spec: StudySpec) -> list[dict[str, str]]:
@@ -138,7 +212,9 @@ def _worker_main(spec_path: str, overrides: list[str], progress: bool | None, th
 
 def run_worker(spec_path: str, overrides: list[str], progress: bool | None = None) -> None:
     """Work on a study until its trials are done: every tune study's budget, then every
-    evaluate cell. Plugins named in the spec are loaded again here (``load_spec`` does)."""
+    evaluate cell. Plugins named in the spec are loaded again here (``load_spec`` does).
+    A worker logs its trials under the stages' parent runs but never closes them: only
+    :func:`run_study` (``harness run``) does, once its own workers have ended."""
     spec = load_spec(spec_path, overrides)
     check_reachable(spec.tracking())
     storage = open_storage(spec.storage_url(), spec.heartbeat)
@@ -164,7 +240,7 @@ def _evaluate_loop(study: optuna.Study, storage, spec: StudySpec, tracker: Track
     failing those whose worker stopped sending heartbeats and enqueueing them again (up to
     ``max_retries``), so that the study ends with every cell completed exactly once."""
     cells = spec.cells()
-    dist = {"cell": optuna.distributions.CategoricalDistribution([c.key for c in cells])}
+    dist = cell_distributions(cells)
     while True:
         reap_stale(study, tracker)
         enqueue_cells(study, cells, spec.max_retries)
@@ -174,7 +250,7 @@ def _evaluate_loop(study: optuna.Study, storage, spec: StudySpec, tracker: Track
             time.sleep(min(spec.heartbeat, 2))  # another worker's cell: wait until it ends or goes stale
             continue
         trial = study.ask(dist)
-        cell = Cell.parse(trial.params["cell"]) if "encoding" in trial.user_attrs else None
+        cell = Cell.parse(trial.params[O_CELL]) if "encoding" in trial.user_attrs else None
         if cell is None or taken(study, trial.number, cell):
             # not an enqueued cell (another worker took the last one), or a cell someone else
             # completes or runs: never train a cell twice
@@ -182,6 +258,9 @@ def _evaluate_loop(study: optuna.Study, storage, spec: StudySpec, tracker: Track
             study.tell(trial, state=TrialState.FAIL)
             continue
         trial.set_user_attr(U_WORKER, worker_id())
+        enc = spec.encoding(cell.encoding)
+        trial.set_user_attr(U_ENCODING_NAME, enc.name)
+        trial.set_user_attr(U_ENCODING_OPTIONS, json.dumps(enc.options, sort_keys=True, default=str))
         failed = failures(study, cell)
         if failed:
             trial.set_user_attr(U_RETRY_OF, failed[-1].number)  # the link in Optuna (MLflow: a tag)

@@ -2,6 +2,12 @@
 
 Everything goes through ``MlflowClient`` with explicit run ids (no global active run), so
 several worker processes can log to one experiment, and metrics go in batches.
+
+A stage's parent run is opened (created, or re-opened as RUNNING on a re-run: never a
+duplicate) and closed only by ``harness run`` (``harness.study.run_study``, in the main
+process, after its workers end): FINISHED when the stage completes, FAILED when the run
+raises, KILLED on Ctrl-C. Standalone ``harness worker`` processes find the parent and log
+their child runs under it, but never close it.
 """
 
 from __future__ import annotations
@@ -20,7 +26,16 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from harness.errors import HarnessError, redact_url
-from harness.schema import T_CELL, T_PARENT, T_PARENT_RUN, T_STAGE, T_STUDY
+from harness.schema import (
+    EVALUATE,
+    REPORT_ARTIFACTS,
+    REPORT_SUFFIXES,
+    T_CELL,
+    T_PARENT,
+    T_PARENT_RUN,
+    T_STAGE,
+    T_STUDY,
+)
 
 __all__ = ["Tracker", "TrackingError", "check_reachable", "flatten"]
 
@@ -85,8 +100,9 @@ class Tracker:
                                 f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
 
     # ------------------------------------------------------------------ runs
-    def parent_run(self, study: str, stage: str) -> str:
-        """The parent run of ``stage``, created once and found again on a re-run."""
+    def parent_run(self, study: str, stage: str, *, reopen: bool = False) -> str:
+        """The parent run of ``stage``, created once and found again on a re-run; with
+        ``reopen`` a closed one is set back to RUNNING (``harness run`` re-opens it)."""
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{T_STUDY}` = '{study}' and tags.`{T_STAGE}` = '{stage}' "
@@ -94,6 +110,8 @@ class Tracker:
             max_results=1,
         )
         if runs:
+            if reopen and runs[0].info.status != "RUNNING":
+                self.client.update_run(runs[0].info.run_id, status="RUNNING")
             return runs[0].info.run_id
         run = self.client.create_run(self.experiment_id, run_name=f"{study}/{stage}", tags={
             T_STUDY: study, T_STAGE: stage, T_PARENT: "1"})
@@ -114,6 +132,37 @@ class Tracker:
         items = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items()]
         for i in range(0, len(items), 500):
             self.client.log_batch(run_id, metrics=items[i:i + 500])
+
+    def log_series(self, run_id: str, key: str, values: dict[int, float]) -> None:
+        """One metric ``key`` at several steps (``{step: value}``), e.g. accuracy against resolution."""
+        ts = int(time.time() * 1000)
+        items = [Metric(key, float(v), ts, int(step)) for step, v in sorted(values.items())]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(run_id, metrics=items[i:i + 500])
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        """Parameters (nested mappings flattened, values cut to MLflow's 6000 characters); the
+        keys the run already has are left alone (MLflow parameters cannot change)."""
+        have = self.client.get_run(run_id).data.params
+        items = [Param(k, v[:6000]) for k, v in flatten(params).items() if k not in have]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+    def log_files(self, run_id: str, paths: list[Path], artifact_path: str | None = None) -> None:
+        """Files as artifacts of the run (under ``artifact_path``)."""
+        for path in paths:
+            self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_report(self, study: str, folder: Path) -> str:
+        """The report files of ``folder`` (``report.html``, ``report.md``, the CSVs and the
+        figures) as artifacts of the study's evaluate parent run, under ``report/``; returns the run id."""
+        run_id = self.parent_run(study, EVALUATE)
+        folder = Path(folder)
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and path.suffix in REPORT_SUFFIXES:
+                sub = path.parent.relative_to(folder).as_posix()
+                self.client.log_artifact(run_id, str(path), REPORT_ARTIFACTS + ("" if sub == "." else f"/{sub}"))
+        return run_id
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])

@@ -1,7 +1,10 @@
 """One trial: train one model of a study's cell and track it as an MLflow child run.
 
 Everything a run records goes through the names of ``harness.schema``: its parameters
-(the cell and the resolved config), its tags, its per-epoch curves and its final metrics.
+(the cell, the resolved config and, once trained, the parameter count), its tags, its
+per-epoch curves, its final metrics and, per evaluation variant, the series of test accuracy
+against (square) test resolution. The trial reports the per-epoch validation accuracy to
+Optuna in every stage (intermediate values); only the tune stage prunes on it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from harness.provenance import git_commit, versions
 from harness.schema import (
     IMAGES_PER_S,
     P_CONFIG,
+    P_PARAM_COUNT,
     PARAM_COUNT,
     RESUMED_FROM,
     SPEC_ARTIFACT,
@@ -44,6 +48,7 @@ from harness.schema import (
     NO_POLICY,
     Size,
     Variant,
+    acc_vs_res,
     eval_metric,
 )
 from harness.tracking import Tracker
@@ -103,15 +108,16 @@ def train_one(spec: StudySpec, cell: Cell, *, stage: str, tracker: Tracker, pare
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         tracker.log_metrics(run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
-        if stage == TUNE and trial is not None:
+        if trial is not None:  # intermediate values for the dashboards; only the tune stage prunes
             trial.report(metrics[VAL_ACC], epoch)
-            if trial.should_prune():
+            if stage == TUNE and trial.should_prune():
                 tracker.set_tags(run_id, {T_PRUNED_AT: str(epoch)})
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
     try:
         result = train_model(model, data, train_cfg, train_resolution=res, test_resolutions=(), seed=cell.seed,
-                             checkpoint=ckpt, on_epoch=on_epoch, progress=progress)
+                             checkpoint=ckpt, on_epoch=on_epoch, progress=progress,
+                             label=f"{_position(spec, cell, stage, trial)} {cell.encoding} r{res} seed {cell.seed}")
         tested = {} if stage == TUNE else evaluate_variants(
             model, data, train_cfg, train_resolution=res, sizes={r: spec.sizes(r) for r in spec.regimes},
             variants=variants_of(spec, type(model.pe)))
@@ -135,11 +141,27 @@ def train_one(spec: StudySpec, cell: Cell, *, stage: str, tracker: Tracker, pare
         final[eval_metric("acc", variant, size)] = m["acc"]
         final[eval_metric("loss", variant, size)] = m["loss"]
     tracker.log_metrics(run_id, final, step=len(result.history))
+    tracker.log_params(run_id, {P_PARAM_COUNT: result.params})
+    by_variant: dict[Variant, dict[int, float]] = {}
+    for (variant, size), m in tested.items():
+        if size.square:  # step = the test size in px: MLflow draws accuracy against resolution
+            by_variant.setdefault(variant, {})[size.rows] = m["acc"]
+    for variant, series in by_variant.items():
+        tracker.log_series(run_id, acc_vs_res(variant), series)
     tracker.set_tags(run_id, {T_DEVICE: result.device})
     tracker.end(run_id, "FINISHED")
     ckpt.unlink(missing_ok=True)
     at_train = [m["acc"] for (_, size), m in tested.items() if size == Size(res, res)]
     return at_train[0] if at_train else result.history[-1][VAL_ACC]
+
+
+def _position(spec: StudySpec, cell: Cell, stage: str, trial: optuna.Trial | None) -> str:
+    """Where a training stands, for progress lines: ``cell 3/42``, ``tune trial 5``, or the stage
+    (``harness train`` of a cell the spec does not list)."""
+    if stage == TUNE and trial is not None:
+        return f"tune trial {trial.number}"
+    cells = spec.cells()
+    return f"cell {cells.index(cell) + 1}/{len(cells)}" if cell in cells else stage
 
 
 def variants_of(spec: StudySpec, encoding: type[PositionalEncoding]) -> list[Variant]:

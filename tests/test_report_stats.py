@@ -52,20 +52,10 @@ def label(encoding, policy="na", temperature="none"):
     return rs.variant_label(encoding, policy, temperature)
 
 
-@pytest.fixture(params=["scipy", "plain"])
-def t_backend(request, monkeypatch):
-    """Run a test with scipy's t distribution and with the plain fallback."""
-    if request.param == "plain":
-        monkeypatch.setattr(cmp, "_scipy_stats", lambda: None)
-    elif cmp._scipy_stats() is None:
-        pytest.skip("scipy is not installed")
-    return request.param
-
-
 # ------------------------------------------------------------------ t distribution
 
 
-def test_plain_t_distribution_matches_closed_forms_and_tables():
+def test_t_distribution_matches_closed_forms_and_tables():
     for t in (0.0, 0.5, 1.0, 3.0, 25.0):
         # df = 1 is the Cauchy distribution, df = 2 has P(|T| >= t) = 1 - t / sqrt(t^2 + 2)
         assert cmp.t_two_sided_p(t, 1) == pytest.approx(1 - 2 / math.pi * math.atan(t), abs=1e-12)
@@ -344,7 +334,7 @@ COMPARISON_COLUMNS = ["kind", "regime", "train_resolution", "test_resolution", "
                       "mean_diff", "p_value", "p_holm", "note"]
 
 
-def test_policy_and_temperature_are_paired_by_run(t_backend):
+def test_policy_and_temperature_are_paired_by_run():
     df = table([
         # three runs; each evaluated under two policies and two temperatures, at 32 (train) and 48
         *(row("rope", 32, t, s, base + d, run_id=f"r{s}", policy=pol, temperature=temp)
@@ -369,7 +359,7 @@ def test_policy_and_temperature_are_paired_by_run(t_backend):
     assert pol["p_holm"].tolist() == pytest.approx([min(1, 2 * P_A)] * 2)
 
 
-def test_encodings_are_paired_by_seed_against_the_baseline_variant(t_backend):
+def test_encodings_are_paired_by_seed_against_the_baseline_variant():
     df = table([
         *(row("learned", 32, 48, s, 0.5) for s in range(3)),                           # policy na
         *(row("rope", 32, 48, s, a, policy="interpolate") for s, a in enumerate([0.6, 0.7, 0.8])),
@@ -424,7 +414,7 @@ def test_pairing_by_common_seeds_and_row_order():
         pd.testing.assert_frame_equal(cmp.paired_comparisons(shuffled, "learned"), out)
 
 
-def test_paired_zero_variance_and_errors(t_backend):
+def test_paired_zero_variance_and_errors():
     df = table([
         *(row("learned", 32, 32, s, a) for s, a in enumerate([0.5, 0.6, 0.7])),
         *(row("rope", 32, 32, s, a) for s, a in enumerate([0.6, 0.7, 0.8])),   # diffs 0.1 up to rounding
@@ -452,7 +442,7 @@ def test_default_baseline():
 # ------------------------------------------------------------------ headline
 
 
-def test_headline_names_the_best_variant_its_margin_and_significance(t_backend):
+def test_headline_names_the_best_variant_its_margin_and_significance():
     above = {("rope", "interpolate"): [0.9, 0.91, 0.92], ("rope", "extrapolate"): [0.7, 0.7, 0.7],
              ("learned", "na"): [0.3, 0.4, 0.5]}
     df = table([

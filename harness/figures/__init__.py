@@ -2,8 +2,9 @@
 
 A figure is a subclass of :class:`ReportFigure` with a ``title``, a ``caption`` and one
 method, ``draw(runs, tables)``, that returns a matplotlib figure (or None when the study has
-nothing to show, e.g. no tune stage). The report saves it as ``<name>.png`` and embeds it in
-the page with its caption, in the order of ``order`` (then name). Built-in figures live in
+nothing to show, e.g. no tune stage). The report saves it as ``<name>.png`` and ``<name>.pdf``
+(:func:`harness.figures.plotting.save`) and embeds the PNG in the page with its caption, in
+the order of ``order`` (then name). Built-in figures live in
 this package, one module each; a plugin file registers more with ``@register_figure(name)``
 (spec ``plugins:``, ``--plugin``, or an entry point in the group ``harness.figures``).
 
@@ -37,7 +38,7 @@ class ReportFigure:
     opens but does not return.
     """
 
-    #: set by the registry: the figure's name, and the stem of its file (``<name>.png``)
+    #: set by the registry: the figure's name, and the stem of its files (``<name>.png``, ``<name>.pdf``)
     name: str = ""
     #: a few words, shown above the caption
     title: str = ""

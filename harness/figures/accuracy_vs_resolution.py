@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.lines import Line2D
 
 from harness.figures import ReportFigure, register_figure
-from harness.figures.plotting import encoding_palette, size_order
+from harness.figures.plotting import chance_line, encoding_palette, size_order
 from harness.report_stats import INTERVAL_METHOD
 from harness.schema import NO_POLICY
 
@@ -25,7 +25,8 @@ class AccuracyVsResolution(ReportFigure):
                "column per new-grid policy; encodings without a policy (policy na) are drawn in every column. "
                "Line: mean over the seeds that trained, bars: its interval "
                f"({INTERVAL_METHOD}); dots: each seed's run; crosses: runs that did not train (not in the mean); "
-               "line style: attention temperature; dotted grey: chance; dashed: the training size.")
+               "line style: attention temperature; dotted grey: chance (1 / number of classes, labelled); dashed: the "
+               "training size.")
     order = 10
 
     def draw(self, runs, tables):
@@ -40,6 +41,7 @@ class AccuracyVsResolution(ReportFigure):
         temps = sorted(set(acc["temperature"]), key=lambda t: (t != "none", t))
         fig, axes = plt.subplots(len(panels), len(policies), figsize=(5.2 * len(policies) + 2.5, 3.6 * len(panels)),
                                  squeeze=False, sharey=True)
+        chance = []  # the chance line(s) of a panel, for the legend
         width = 0.5 / max(1, acc["variant"].nunique() // max(1, len(policies)))
         for (regime, train), row in zip(panels.itertuples(index=False), axes):
             part = acc.loc[(acc["regime"] == regime) & (acc["train_resolution"] == train)]
@@ -63,9 +65,7 @@ class AccuracyVsResolution(ReportFigure):
                         s = seeds.loc[seeds["trained"] == ok]
                         ax.scatter([pos[v] + dx for v in s["test_resolution"]], s["test_acc"], color=palette[enc],
                                    marker=marker, s=14 if ok else 22, alpha=0.6, linewidths=1, zorder=3)
-                chance = pts["chance"].dropna()
-                if len(chance):
-                    ax.axhline(float(chance.iloc[0]), color="grey", linestyle=":", linewidth=1)
+                chance = chance_line(ax, pts) or chance
                 if str(train) in pos:
                     ax.axvline(pos[str(train)], color="black", linestyle="--", linewidth=0.8)
                 ax.set_xticks(range(len(sizes)), [f"{s}" for s in sizes])
@@ -75,6 +75,7 @@ class AccuracyVsResolution(ReportFigure):
         handles += [Line2D([], [], color="black", linestyle=_DASHES.get(t, ":"), label=f"temperature {t}")
                     for t in temps]
         handles += [Line2D([], [], color="black", marker="x", linestyle="", label="did not train")]
+        handles += [Line2D([], [], color="grey", linestyle=":", label=line.get_label()) for line in chance]
         # on the top-right panel, right of it: the saved figure makes room for it
         axes[0][-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
         return fig

@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 
 from harness.figures import ReportFigure, register_figure
+from harness.figures.plotting import count_axis, count_format
 
 __all__ = ["Cost"]
 
@@ -16,7 +17,7 @@ class Cost(ReportFigure):
     order = 30
     caption = ("Cost per encoding: parameters added over none, and the training throughput measured during the "
                "study on its device, relative to none when it ran. Measured while the study trained, not a "
-               "benchmark: `harness bench` is one.")
+               "benchmark: `harness bench` is one. Counts as numbers: 142k, 1.2M.")
 
     def draw(self, runs, tables):
         cost = tables["cost"]
@@ -28,6 +29,8 @@ class Cost(ReportFigure):
         sns.barplot(data=cost, y="encoding", x="params_vs_none" if rel else "params", ax=axes[0], color="tab:blue")
         axes[0].set(title="parameters added over none" if rel else "trainable parameters", xlabel="parameters",
                     ylabel="")
+        count_axis(axes[0])
+        _label_bars(axes[0], count_format)
         rel = cost.dropna(subset=["throughput_vs_none"]).empty is False
         sns.barplot(data=cost, y="encoding", x="throughput_vs_none" if rel else "images_per_s", ax=axes[1],
                     color="tab:green")
@@ -36,4 +39,15 @@ class Cost(ReportFigure):
                     xlabel="ratio to none" if rel else "images / s", ylabel="")
         if rel:
             axes[1].axvline(1.0, color="black", linewidth=1)
+            _label_bars(axes[1], lambda v: "–" if v != v else f"{v:.2f}")
+        else:
+            count_axis(axes[1])
+            _label_bars(axes[1], count_format)
         return fig
+
+
+def _label_bars(ax, fmt) -> None:
+    """Each bar's value written at its end, by ``fmt`` (with room for it right of the longest bar)."""
+    ax.margins(x=0.12)
+    for bars in ax.containers:
+        ax.bar_label(bars, labels=[fmt(b.get_width()) for b in bars], fontsize=7, padding=2)

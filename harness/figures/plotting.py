@@ -1,9 +1,12 @@
-"""What the report's figures share: the theme, one colour per encoding, the order of test sizes, the legend, saving."""
+"""What the report's figures share: the theme, one colour per encoding, the order of test sizes, the legend,
+counts written as numbers (``142k``), the labelled chance line, saving (PNG and PDF)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import math
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -11,8 +14,13 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter
 
-__all__ = ["encoding_palette", "legend_outside", "save", "size_order", "theme"]
+__all__ = ["chance_line", "count_axis", "count_format", "encoding_palette", "legend_outside", "save", "size_order",
+           "theme"]
+
+_PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
 
 
 def theme() -> None:
@@ -38,9 +46,48 @@ def legend_outside(ax: Axes) -> None:
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), title="encoding")
 
 
+def count_format(value: Any) -> str:
+    """A count or a rate as people write it: three significant digits with k / M / G / T
+    (``142k``, ``1.2M``, ``10.3k``, ``-4.1k``), plainly below a thousand (``950``, ``12.5``);
+    "–" for a missing value."""
+    if value is None or pd.isna(value):
+        return "–"
+    v = float(value)
+    if math.isinf(v):
+        return "∞" if v > 0 else "-∞"
+    for scale, prefix in _PREFIXES:
+        # the prefix whose 3-digit rounding stays below 1000 of it (999,950 is 1M, not 1000k)
+        if abs(float(f"{v:.3g}")) >= scale:
+            return f"{float(f'{v / scale:.3g}'):g}{prefix}"
+    return f"{float(f'{v:.3g}'):g}"
+
+
+def count_axis(ax: Axes, which: str = "x") -> None:
+    """Tick labels of ``ax``'s x (or y) axis written by :func:`count_format`."""
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: count_format(v)))
+
+
+def chance_line(ax: Axes, results: pd.DataFrame) -> list[Line2D]:
+    """The dataset's chance level (the ``chance`` column of the results table: 1 / classes) as a
+    dotted grey line across ``ax``, labelled on the axes ("chance 0.1") and named in a legend
+    built from the axes' artists; nothing when chance is unknown. Returns the lines drawn."""
+    lines = []
+    values = sorted(pd.to_numeric(results["chance"], errors="coerce").dropna().unique()) if len(results) else []
+    for value in values:
+        label = f"chance ({value:.3g})"
+        lines.append(ax.axhline(float(value), color="grey", linestyle=":", linewidth=1.2, label=label, zorder=1))
+        ax.text(0.01, float(value), label, transform=ax.get_yaxis_transform(), ha="left", va="bottom", fontsize=7,
+                color="dimgrey")
+    return lines
+
+
 def save(fig: Figure, path: Path) -> Path:
-    """Write ``fig`` as a PNG at ``path`` and close it."""
+    """Write ``fig`` as a PNG at ``path`` (what the page embeds) and as a PDF beside it (the same
+    name, ``.pdf``: vector, for a paper), and close it. Returns the PNG's path."""
+    path = Path(path)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    fig.savefig(path.with_suffix(".pdf"))
     plt.close(fig)
     return path

@@ -1,0 +1,212 @@
+"""Issue #13: what the MLflow UI and optuna-dashboard show of a study.
+
+- a stage's parent run is closed (FINISHED / FAILED / KILLED) by ``harness run``, re-opened
+  on a re-run (never duplicated), and holds the resolved spec, the stage's summary metrics
+  and (evaluate) the report;
+- per evaluation variant, a series of test accuracy against the square test size;
+- the parameter count as a run parameter (the report reads it, falling back to the metric);
+- Optuna: named objectives, the cell's real parameters, per-epoch intermediate values.
+
+The fast tests drive ``run_study`` in-process with a stand-in worker; the slow ones share one
+``harness run`` of the smoke study (with its report).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import schema
+from harness.schema import EVALUATE, Cell, Variant
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "studies" / "smoke.yaml"
+CELLS = 3 * 1 * 2  # encodings x train resolutions x seeds
+
+
+def tracker_of(out: Path):
+    from harness.tracking import Tracker
+
+    return Tracker(f"sqlite:///{out / 'smoke' / 'mlflow.db'}", "smoke")
+
+
+def parents(tracker, stage: str = EVALUATE) -> list:
+    return tracker.client.search_runs(
+        [tracker.experiment_id],
+        filter_string=f"tags.`{schema.T_STUDY}` = 'smoke' and tags.`{schema.T_STAGE}` = '{stage}' "
+                      f"and tags.`{schema.T_PARENT}` = '1'")
+
+
+# ------------------------------------------------------------------------------ fast
+def test_parent_run_is_reopened_never_duplicated(tmp_path):
+    from harness.tracking import Tracker
+
+    t = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "smoke")
+    first = t.parent_run("smoke", EVALUATE)
+    t.end(first, "FINISHED")
+    assert t.parent_run("smoke", EVALUATE) == first and t.status(first) == "FINISHED"  # a worker only finds it
+    assert t.parent_run("smoke", EVALUATE, reopen=True) == first
+    assert t.status(first) == "RUNNING" and len(parents(t)) == 1
+
+
+def test_harness_run_closes_its_parent_runs_failed_killed_and_finished(tmp_path, monkeypatch):
+    """The parent's status follows how ``run_study`` ends; each re-run re-opens the same parent."""
+    import harness.study as study
+
+    out = tmp_path / "runs"
+    overrides = [f"output={out}"]
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the worker broke")
+
+    monkeypatch.setattr(study, "run_worker", crash)
+    with pytest.raises(RuntimeError):
+        study.run_study(str(SMOKE), overrides, workers=1)
+    t = tracker_of(out)
+    (parent,) = parents(t)
+    assert parent.info.status == "FAILED" and parent.info.end_time
+    run_id = parent.info.run_id
+    # the resolved spec: flattened as parameters and whole as an artifact
+    assert parent.data.params["train.epochs"] == "2" and parent.data.params["name"] == "smoke"
+    assert "spec.resolved.json" in [a.path for a in t.client.list_artifacts(run_id)]
+    assert parent.data.metrics[schema.STAGE_CELLS] == CELLS and parent.data.metrics[schema.STAGE_CELLS_DONE] == 0
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study, "run_worker", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        study.run_study(str(SMOKE), overrides, workers=1)
+    (parent,) = parents(t)
+    assert parent.info.run_id == run_id and parent.info.status == "KILLED"
+
+    monkeypatch.setattr(study, "run_worker", lambda *args, **kwargs: None)
+    study.run_study(str(SMOKE), overrides, workers=1)
+    (parent,) = parents(t)
+    assert parent.info.run_id == run_id and parent.info.status == "FINISHED"
+
+    # --workers 0 only creates the study: `harness worker` processes work, nobody closes the parent yet
+    study.run_study(str(SMOKE), overrides, workers=0)
+    (parent,) = parents(t)
+    assert parent.info.run_id == run_id and parent.info.status == "RUNNING"
+
+
+def test_report_reads_the_parameter_count_param_and_falls_back_to_the_metric(tmp_path):
+    from harness.report import results_table
+    from harness.tracking import Tracker
+
+    t = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "s")
+    parent = t.parent_run("s", EVALUATE)
+    counts = {}
+    for seed, param, metric in ((0, 123, 999.0), (1, None, 456.0)):  # a new run, and an old one (metric only)
+        cell = Cell("none", 16, seed)
+        run = t.child_run(parent, cell.tag, study="s", stage=EVALUATE, params=cell.params(),
+                          tags={schema.T_CELL: cell.tag})
+        t.log_metrics(run, {schema.PARAM_COUNT: metric, schema.acc_at(16, Variant()): 0.5, schema.VAL_ACC: 0.5})
+        if param is not None:
+            t.log_params(run, {schema.P_PARAM_COUNT: param})
+        t.end(run)
+        counts[seed] = param or metric
+    df = results_table(t, "s").results
+    assert {int(s): float(p) for s, p in zip(df["seed"], df["params"])} == counts
+
+
+def test_acc_vs_res_key_is_named_by_the_schema_and_is_not_a_test_metric():
+    key = schema.acc_vs_res(Variant("canvas", "extrapolate", "log"))
+    assert key == "test_acc_vs_res/canvas/extrapolate/log"
+    assert schema.parse_test_metric(key) is None  # the report's readers never mistake it for a test accuracy
+
+
+# ------------------------------------------------------------------------------ slow: one smoke run
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    """One `harness run` of the smoke study, with its report (written under <tmp>/reports/smoke)."""
+    base = tmp_path_factory.mktemp("habits")
+    out = base / "runs"
+    r = subprocess.run([sys.executable, "-m", "harness", "run", str(SMOKE), "--set", f"output={out}"],
+                       capture_output=True, text=True, cwd=base, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (base / "stdout.txt").write_text(r.stdout)
+    (base / "stderr.txt").write_text(r.stderr)
+    return out
+
+
+@pytest.mark.slow
+def test_a_piped_run_logs_a_line_per_trial_and_prints_the_results(smoke):
+    """stderr is a pipe here (as under nohup, SLURM or CI): one start and one end line per cell,
+    labelled with its place in the study; stdout ends with the headlines and accuracy tables."""
+    err = (smoke.parent / "stderr.txt").read_text()
+    out = (smoke.parent / "stdout.txt").read_text()
+    for i in range(1, CELLS + 1):
+        assert sum(f"cell {i}/{CELLS} " in line and "training started" in line for line in err.splitlines()) == 1
+        assert sum(f"cell {i}/{CELLS} " in line and "training done" in line for line in err.splitlines()) == 1
+    assert "\r" not in err  # no progress bars drawn into a log
+    report = (smoke.parent / "reports" / "smoke" / "report.md").read_text()
+    assert report.split("\n## ")[0].strip() in out  # the headlines
+    assert "## Test accuracy per encoding variant" in out and "| encoding variant |" in out
+
+
+@pytest.mark.slow
+def test_parent_run_is_finished_with_spec_summary_and_report(smoke):
+    t = tracker_of(smoke)
+    (parent,) = parents(t)
+    assert parent.info.status == "FINISHED" and parent.info.end_time
+    m, p = parent.data.metrics, parent.data.params
+    assert m[schema.STAGE_CELLS] == CELLS and m[schema.STAGE_CELLS_DONE] == CELLS and m[schema.STAGE_CELLS_FAILED] == 0
+    assert p["dataset.name"] == "rendered" and [e["label"] for e in json.loads(p["encodings"])] == \
+        ["none", "rope_axial", "alibi2d"]
+    top = [a.path for a in t.client.list_artifacts(parent.info.run_id)]
+    assert "spec.resolved.json" in top and schema.REPORT_ARTIFACTS in top
+    report = {Path(a.path).name for a in t.client.list_artifacts(parent.info.run_id, schema.REPORT_ARTIFACTS)}
+    on_disk = {f.name for f in (smoke.parent / "reports" / "smoke").iterdir() if f.suffix in schema.REPORT_SUFFIXES}
+    assert {"report.html", "report.md", "results.csv", "comparisons.csv"} <= report
+    assert any(n.endswith(".png") for n in report) and report == on_disk
+    for r in t.runs("smoke", EVALUATE):  # the children hang under that one parent
+        assert r.data.tags[schema.T_PARENT_RUN] == parent.info.run_id
+
+
+@pytest.mark.slow
+def test_accuracy_against_resolution_series_and_parameter_count_param(smoke):
+    t = tracker_of(smoke)
+    runs = t.runs("smoke", EVALUATE)
+    assert len(runs) == CELLS
+    for r in runs:
+        m = r.data.metrics
+        tested = {}
+        for key, value in m.items():
+            parsed = schema.parse_test_metric(key)
+            if parsed and parsed[0] == "acc":
+                tested.setdefault(parsed[1], {})[parsed[2].rows] = value
+        assert tested
+        for variant, by_size in tested.items():
+            history = t.client.get_metric_history(r.info.run_id, schema.acc_vs_res(variant))
+            assert {h.step: h.value for h in history} == pytest.approx(by_size)
+            assert sorted(h.step for h in history) == [8, 16, 24]
+        assert int(r.data.params[schema.P_PARAM_COUNT]) == m[schema.PARAM_COUNT] > 0  # the metric is kept
+
+
+@pytest.mark.slow
+def test_optuna_trials_have_named_objective_real_parameters_and_intermediate_values(smoke):
+    import optuna
+
+    study = optuna.load_study(study_name="smoke/evaluate", storage=f"sqlite:///{smoke / 'smoke' / 'optuna.db'}")
+    assert study.metric_names == [schema.OBJECTIVE_EVALUATE]
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == CELLS
+    found = set()
+    for t in done:
+        cell = Cell.parse(t.params[schema.O_CELL])  # the queue's key is still there
+        assert (t.params["encoding"], t.params["train_resolution"], t.params["seed"]) == \
+               (cell.encoding, cell.train_resolution, cell.seed)
+        assert isinstance(t.params["seed"], int) and isinstance(t.params["train_resolution"], int)
+        assert sorted(t.intermediate_values) == [1, 2] and all(0 <= v <= 1 for v in t.intermediate_values.values())
+        assert t.user_attrs[schema.U_ENCODING_NAME] == cell.encoding  # the smoke study's labels are the names
+        assert json.loads(t.user_attrs[schema.U_ENCODING_OPTIONS]) == {}
+        assert not math.isnan(t.value)
+        found.add(cell)
+    assert len(found) == CELLS
