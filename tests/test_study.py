@@ -77,7 +77,8 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
 @pytest.mark.slow
 def test_interrupted_trial_resumes_from_its_checkpoint(tmp_path):
     out = tmp_path / "runs"
-    longer = ["--set", "train.epochs=40", "--set", "encodings=[rope_axial]", "--set", "seeds=[0]"]
+    # long enough that the Ctrl-C lands mid-trial even when an epoch takes milliseconds
+    longer = ["--set", "train.epochs=100", "--set", "encodings=[rope_axial]", "--set", "seeds=[0]"]
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(SMOKE), "--set", f"output={out}", *longer],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ckpt = out / "smoke" / "checkpoints" / "evaluate" / "rope_axial_r16_s0.pt"
