@@ -20,12 +20,15 @@ study (which finds nothing left to train) closes them.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import multiprocessing as mp
 import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import optuna
@@ -249,7 +252,8 @@ def _evaluate_loop(study: optuna.Study, storage, spec: StudySpec, tracker: Track
                 return
             time.sleep(min(spec.heartbeat, 2))  # another worker's cell: wait until it ends or goes stale
             continue
-        trial = study.ask(dist)
+        with _pop_lock(spec):
+            trial = study.ask(dist)
         cell = Cell.parse(trial.params[O_CELL]) if "encoding" in trial.user_attrs else None
         if cell is None or taken(study, trial.number, cell):
             # not an enqueued cell (another worker took the last one), or a cell someone else
@@ -282,6 +286,27 @@ def _evaluate_loop(study: optuna.Study, storage, spec: StudySpec, tracker: Track
             raise
         beat.stop()
         study.tell(trial, value)
+
+
+@contextlib.contextmanager
+def _pop_lock(spec: StudySpec) -> Iterator[None]:
+    """Hold an exclusive lock while popping a waiting trial from a SQLite storage. Optuna claims
+    a waiting trial with SELECT ... FOR UPDATE, which SQLite ignores: two worker processes can
+    both read the trial as WAITING and both set it RUNNING, and then train the same cell
+    (seen with two workers: "Cannot tell a COMPLETE trial"). A SQLite file lives on one
+    machine, so a file lock beside it serialises the pops; a server database needs none."""
+    url = spec.storage_url()
+    if not url.startswith("sqlite:///"):
+        yield
+        return
+    path = spec.run_dir / ".queue.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _best_params(spec: StudySpec, storage, cell: Cell) -> dict[str, Any]:
