@@ -79,8 +79,11 @@ def test_interrupted_trial_resumes_from_its_checkpoint(tmp_path):
     out = tmp_path / "runs"
     # long enough that the Ctrl-C lands mid-trial even when an epoch takes milliseconds
     longer = ["--set", "train.epochs=100", "--set", "encodings=[rope_axial]", "--set", "seeds=[0]"]
+    # Ctrl-C must reach it: a job started in the background (`bash .ci/run &`) inherits SIGINT
+    # ignored, and Python then keeps it ignored; give the child the terminal's default back
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(SMOKE), "--set", f"output={out}", *longer],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ckpt = out / "smoke" / "checkpoints" / "evaluate" / "rope_axial_r16_s0.pt"
     deadline = time.time() + 300
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
