@@ -10,6 +10,18 @@ from harness.encodings._rotary import RotaryEncoding
 from harness.encodings.base import Policy, register_encoding, rescale
 
 
+def mixed_frequencies(dims, base: float) -> torch.Tensor:
+    """RoPE-Mixed's initial frequencies (L, h, d/2, 2) = (f_x, f_y) per pair: magnitudes
+    base^(-4k/d), one random angle alpha ~ U[0, 2 pi) per (layer, head), f_j = m_j (cos, -sin)
+    for the first d/4 pairs and m_j (sin, cos) for the rest (draws from torch's generator)."""
+    d, q = dims.head_dim, dims.head_dim // 4
+    mag = base ** (-4 * torch.arange(q, dtype=torch.float32) / d)  # (d/4,)
+    alpha = torch.rand(dims.depth, dims.heads, 1) * (2 * math.pi)  # one angle per (layer, head)
+    fx = torch.cat([mag * alpha.cos(), mag * -alpha.sin()], dim=-1)  # (L, h, d/2)
+    fy = torch.cat([mag * alpha.sin(), mag * alpha.cos()], dim=-1)
+    return torch.stack([fx, fy], dim=-1)
+
+
 @register_encoding("rope_mixed")
 class RoPEMixed(RotaryEncoding):
     """RoPE-Mixed: learned 2-D frequencies per layer and head, magnitudes 10^(-4k/d), random initial angle."""
@@ -28,12 +40,7 @@ class RoPEMixed(RotaryEncoding):
 
     def __init__(self, dims, **options):
         super().__init__(dims, **options)
-        d, q = dims.head_dim, dims.head_dim // 4
-        mag = self.opts.base ** (-4 * torch.arange(q, dtype=torch.float32) / d)  # (d/4,)
-        alpha = torch.rand(dims.depth, dims.heads, 1) * (2 * math.pi)  # one angle per (layer, head)
-        fx = torch.cat([mag * alpha.cos(), mag * -alpha.sin()], dim=-1)  # (L, h, d/2)
-        fy = torch.cat([mag * alpha.sin(), mag * alpha.cos()], dim=-1)
-        self.freqs = nn.Parameter(torch.stack([fx, fy], dim=-1))  # (L, h, d/2, 2) = (f_x, f_y) per pair
+        self.freqs = nn.Parameter(mixed_frequencies(dims, self.opts.base))
 
     def angles(self, grid, device):
         y, x = grid.yx(device)

@@ -64,7 +64,6 @@ code.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -74,6 +73,7 @@ from torch import nn
 from harness.encodings._precision import autocast_off
 from harness.encodings._rotary import RotaryEncoding, rotate_complex
 from harness.encodings.base import register_encoding, rescale
+from harness.encodings.rope_mixed import mixed_frequencies
 
 
 @register_encoding("string")
@@ -95,13 +95,9 @@ class CayleySTRING(RotaryEncoding):
 
     def __init__(self, dims, **options):
         super().__init__(dims, **options)
-        d, q = dims.head_dim, dims.head_dim // 4
-        # the RoPE part: rope_mixed's frequencies and initialisation
-        mag = self.opts.base ** (-4 * torch.arange(q, dtype=torch.float32) / d)  # (d/4,)
-        alpha = torch.rand(dims.depth, dims.heads, 1) * (2 * math.pi)  # one angle per (layer, head)
-        fx = torch.cat([mag * alpha.cos(), mag * -alpha.sin()], dim=-1)  # (L, h, d/2)
-        fy = torch.cat([mag * alpha.sin(), mag * alpha.cos()], dim=-1)
-        self.freqs = nn.Parameter(torch.stack([fx, fy], dim=-1))  # (L, h, d/2, 2) = (f_x, f_y) per pair
+        d = dims.head_dim
+        # the RoPE part: rope_mixed's frequencies and initialisation, (L, h, d/2, 2) = (f_x, f_y) per pair
+        self.freqs = nn.Parameter(mixed_frequencies(dims, self.opts.base))
         # S = U - U^T: the strictly upper-triangular entries of U (triu_indices order), S = 0 at init
         self.skew = nn.Parameter(torch.zeros(dims.depth, dims.heads, d * (d - 1) // 2))
         self.register_buffer("_upper", torch.triu_indices(d, d, offset=1), persistent=False)

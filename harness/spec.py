@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from harness.config import (
 from harness.data import DATASETS, check_regime
 from harness.encodings import build_encoding
 from harness.errors import HarnessError, did_you_mean, redact_url
-from harness.presets import config_dir, list_presets
+from harness.presets import PresetError, SpecLoader, config_dir, list_presets, load_yaml, parse_value
 from harness.registry import Registry, load_plugin
 from harness.schema import Size
 from harness.variants import POLICIES, TEMPERATURES
@@ -58,43 +57,13 @@ _PRESET_SECTIONS = ("model", "dataset", "train")
 _SCALARS = {"storage": str | None, "tracking_uri": str | None, "baseline": str | None}
 
 
-# ------------------------------------------------------------------------------ YAML 1.2 floats
-class SpecLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, with floats as YAML 1.2 (and Python's ``float``) read them.
-
-    PyYAML follows YAML 1.1, where a float needs a dot and a signed exponent: ``3e-4``, ``1E5``
-    and ``1.5e3`` were strings, so ``lr: 3e-4`` was refused. The YAML 1.2 core schema adds
-    them: ``[-+]? ( .digits | digits [. digits?] ) ([eE] [-+]? digits)?`` (with a dot or an
-    exponent, so integers stay integers). Quoted scalars stay strings."""
-
-
-_FLOAT_12 = re.compile(r"""^[-+]?(?:[0-9]+(?:\.[0-9]*)?[eE][-+]?[0-9]+
-                              |\.[0-9]+(?:[eE][-+]?[0-9]+)?
-                              |[0-9]+\.[0-9]*)$""", re.X)
-# after the YAML 1.1 resolvers of these first characters: what they read is unchanged
-SpecLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+.0123456789"))
-
-
-def parse_value(text: str) -> Any:
-    """A YAML value as a spec file would read it (``--set`` and ``KEY=VALUE`` values)."""
-    return yaml.load(text, Loader=SpecLoader)  # noqa: S506 - SpecLoader is a SafeLoader
-
-
 def _load_yaml(path: Path) -> Any:
-    """Parse a spec or preset file with :class:`SpecLoader`; a syntax error names the file and line."""
+    """Parse a spec or preset file (YAML 1.2 floats, :class:`harness.presets.SpecLoader`); an
+    unreadable or malformed file is a :class:`SpecError` naming the file and line."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot be read ({exc.strerror})") from None
-    try:
-        return parse_value(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(f"{path}:{where}: malformed YAML: {problem}") from None
+        return load_yaml(path)
+    except PresetError as exc:
+        raise SpecError(str(exc)) from None
 
 
 # ------------------------------------------------------------------------------ loading
