@@ -9,15 +9,33 @@ Precision: the angles and the table are computed in float32, with autocast off a
 (``build``, see ``_precision``), and the rotation runs in float32 (complex64) whatever the dtype
 of q and k; the result is cast back to q's dtype. Under bf16 autocast an angle computed in bf16
 would be off by up to ~0.1 rad.
+
+Under ``torch.compile`` (``train.compile: true``): TorchInductor cannot generate code for complex
+operators (it warns, and the rotation falls out of the fused graph), so while the model is being
+compiled (``torch.compiler.is_compiling()``) the table is real, (..., T, d/2, 2) float32 holding
+(cos a, sin a), built inside the compiled graph (never taken from the eager cache), and the
+rotation is the same formula in real arithmetic (``rotate_pairs``). :func:`rotate` picks the
+form from the table's dtype; ``tests/test_rotary_compile.py`` checks that both forms give the
+same values and gradients for every rotary encoding. One difference remains: in a compiled graph
+the table is built with autocast off but under the process's float32 matmul precision (switching
+it to "highest" inside the graph would break the graph), so on CUDA with TF32 on, the few angle
+products that are matmuls (``rope_mixed``, ``string``: positions times learned frequencies)
+keep 10 mantissa bits of their inputs; ``bench/gpu_check.sh`` compares compiled and eager training.
 """
 
 from __future__ import annotations
 
 import torch
 
+from harness.encodings._precision import autocast_off
 from harness.encodings.base import PatchGrid, PositionalEncoding
 
-__all__ = ["RotaryEncoding", "rotate_complex", "rotate_pairs"]
+__all__ = ["RotaryEncoding", "compiling", "cis_table", "rotate", "rotate_complex", "rotate_pairs", "rotate_real"]
+
+
+def compiling() -> bool:
+    """Whether this code is being traced by ``torch.compile`` (then the real-arithmetic path)."""
+    return torch.compiler.is_compiling()
 
 
 def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -38,6 +56,25 @@ def rotate_complex(x: torch.Tensor, cis: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(xc * cis).flatten(-2).to(x.dtype)
 
 
+def rotate_real(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """``rotate_complex`` in real arithmetic, for compiled models: ``table`` (..., T, d/2, 2) float32
+    holds (cos a, sin a) of each pair."""
+    return rotate_pairs(x, table[..., 0], table[..., 1])
+
+
+def cis_table(a: torch.Tensor) -> torch.Tensor:
+    """The rotation table of angles ``a`` (..., d/2): cos a + i sin a (complex64) in eager mode;
+    under ``torch.compile`` the real form (..., d/2, 2) = (cos a, sin a) float32, which Inductor fuses."""
+    if compiling():
+        return torch.stack((a.cos(), a.sin()), dim=-1)
+    return torch.polar(torch.ones_like(a), a)
+
+
+def rotate(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Rotate the interleaved pairs of ``x`` by ``table``: complex (eager) or real (compiled) form."""
+    return rotate_complex(x, table) if table.is_complex() else rotate_real(x, table)
+
+
 class RotaryEncoding(PositionalEncoding):
     """Base of the rotary encodings: a subclass gives the angles, this class turns q and k."""
 
@@ -47,12 +84,21 @@ class RotaryEncoding(PositionalEncoding):
         """Angles (L or 1, h or 1, N, d/2) in float32 for the N patches of ``grid``."""
         raise NotImplementedError
 
+    def state(self, grid: PatchGrid, device: torch.device | str):
+        """As the base class's, except under ``torch.compile``: the real table, built in the
+        compiled graph every forward (a cached eager table is complex: Inductor cannot fuse it)."""
+        if compiling():
+            with autocast_off(device):
+                return self.build(grid, torch.device(device))
+        return super().state(grid, device)
+
     def build(self, grid: PatchGrid, device: torch.device) -> torch.Tensor:
-        """The table cos a + i sin a, (L|1, h|1, T, d/2) complex64; prefix tokens get a = 0."""
+        """The table cos a + i sin a, (L|1, h|1, T, d/2) complex64 (compiled: (..., d/2, 2) float32,
+        see :func:`cis_table`); prefix tokens get a = 0."""
         a = self.angles(grid, device).float()  # (L|1, h|1, N, d/2)
         a = torch.nn.functional.pad(a, (0, 0, grid.num_prefix, 0))  # prefix tokens: angle 0, cis exactly 1
-        return torch.polar(torch.ones_like(a), a)
+        return cis_table(a)
 
     def qk(self, q, k, grid, state, layer):
-        cis = state[layer if state.shape[0] > 1 else 0]  # (h|1, T, d/2)
-        return rotate_complex(q, cis), rotate_complex(k, cis)
+        cis = state[layer if state.shape[0] > 1 else 0]  # (h|1, T, d/2) complex, or (h|1, T, d/2, 2) real
+        return rotate(q, cis), rotate(k, cis)

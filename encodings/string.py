@@ -71,7 +71,7 @@ import torch
 from torch import nn
 
 from harness.encodings._precision import autocast_off
-from harness.encodings._rotary import RotaryEncoding, rotate_complex
+from harness.encodings._rotary import RotaryEncoding, cis_table, rotate
 from harness.encodings.base import register_encoding, rescale
 from harness.encodings.rope_mixed import mixed_frequencies
 
@@ -123,9 +123,10 @@ class CayleySTRING(RotaryEncoding):
         return torch.einsum("nc,lhjc->lhnj", pos, self.freqs.float())  # (L, h, N, d/2), f_j . p
 
     def build(self, grid, device):
-        """(cis, P): the patches' cos a + i sin a (L, h, N, d/2) complex64 and P (L, h, d, d) float32."""
+        """(cis, P): the patches' cos a + i sin a (L, h, N, d/2) complex64 (compiled: the real form
+        (L, h, N, d/2, 2), ``_rotary.cis_table``) and P (L, h, d, d) float32."""
         a = self.angles(grid, device).float()
-        return torch.polar(torch.ones_like(a), a), self.basis()
+        return cis_table(a), self.basis()
 
     def qk(self, q, k, grid, state, layer):
         cis, basis = state
@@ -141,5 +142,5 @@ def _turn(x: torch.Tensor, cis: torch.Tensor, basis: torch.Tensor, prefix: int) 
     once to x's dtype; the ``prefix`` tokens (cls) are returned as they are."""
     with autocast_off(x.device):
         mixed = torch.einsum("bhnd,hed->bhne", x[:, :, prefix:].float(), basis)  # (B, h, N, d): P x per token
-        out = rotate_complex(mixed, cis).to(x.dtype)
+        out = rotate(mixed, cis).to(x.dtype)
     return torch.cat([x[:, :, :prefix], out], dim=2)
