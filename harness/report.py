@@ -31,7 +31,7 @@ import pandas as pd
 from harness import comparisons as cmp
 from harness import report_stats as st
 from harness import schema
-from harness.errors import HarnessError
+from harness.errors import HarnessError, redact_url
 from harness.figures import FIGURES
 from harness.figures.plotting import count_format, save, size_order, theme
 from harness.schema import Cell
@@ -203,18 +203,26 @@ def summary_tables(results: pd.DataFrame, expected: Sequence[Cell], baseline: st
 def build_report(tracking_uri: str, experiment: str, out_dir: str | Path, *, baseline: str | None = None,
                  spec: dict | None = None) -> Path:
     """Build the report of ``experiment`` into ``out_dir``; return the HTML page's path."""
+    shown = redact_url(tracking_uri)  # what a message or a page shows: never the password
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
-        raise ReportError(f"no MLflow tracking store at {tracking_uri}")
-    tracker = Tracker(tracking_uri, experiment, create=False)
+        raise ReportError(f"no MLflow tracking store at {shown}")
+    tracker = Tracker(tracking_uri, experiment, create=False)  # an existing MLflow store only: nothing created
     if tracker.client.get_experiment(tracker.experiment_id).lifecycle_stage != "active":
-        raise ReportError(f"experiment {experiment!r} at {tracking_uri} is deleted")
+        raise ReportError(f"experiment {experiment!r} at {shown} is deleted")
     data = results_table(tracker, experiment)
     df = data.results
     if not (df["status"] == "FINISHED").any():
-        raise ReportError(f"experiment {experiment!r} at {tracking_uri} has no finished evaluate runs yet: "
+        raise ReportError(f"experiment {experiment!r} at {shown} has no finished evaluate runs yet: "
                           "nothing to report (run the study first)")
-    spec = spec or data.spec
+    spec = dict(spec or data.spec)
+    for key in ("storage", "tracking_uri"):  # a spec logged by an older version: its URLs redacted again
+        if isinstance(spec.get(key), str):
+            spec[key] = redact_url(spec[key])
     expected = schema.cells(spec) if spec.get("encodings") else data.cells
+    labels = list(dict.fromkeys(c.encoding for c in expected))
+    if baseline is not None and baseline not in labels:  # before anything is written
+        raise ReportError(f"--baseline {baseline!r}: not an encoding of study {experiment!r} "
+                          f"(its encodings: {', '.join(labels) or 'none'})")
     tables, baseline = summary_tables(df, expected, baseline or spec.get("baseline"))
     out = Path(out_dir)
     try:

@@ -33,12 +33,20 @@ from harness.encodings.base import PatchGrid, build_encoding, get_encoding
 from harness.errors import HarnessError
 from harness.presets import load_preset
 
-__all__ = ["show_encoding"]
+__all__ = ["MAX_GRID_SIDE", "show_encoding"]
+
+#: the largest grid side a figure can show: the similarity figure gives each position a
+#: 0.6-inch panel (66 px at 110 dpi) showing the whole grid, two pixels a patch at 32 (a 32x32
+#: grid takes about 30 s on a CPU; 1000x1000 would never end)
+MAX_GRID_SIDE = 32
 
 
 def show_encoding(name: str, *, grid: tuple[int, int], out: str | Path, preset: str = "small",
                   options: dict[str, Any] | None = None) -> list[Path]:
     """Write the PNG figures for encoding ``name`` on a ``grid`` = (rows, cols); return their paths."""
+    rows, cols = grid
+    if not (1 <= rows <= MAX_GRID_SIDE and 1 <= cols <= MAX_GRID_SIDE):
+        raise HarnessError(f"--grid {rows}x{cols}: a figure shows grids of 1 to {MAX_GRID_SIDE} patches a side")
     hooks = get_encoding(name).describe().hooks  # unknown name: a clear error before anything is written
     matplotlib.use("Agg")  # files only, never a window
     cfg = ViTConfig.from_dict(load_preset("model", preset))
