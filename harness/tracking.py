@@ -12,12 +12,17 @@ their child runs under it, but never close it.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import os
+import re
+import sqlite3
 import tempfile
 import time
 import urllib.error
 import urllib.request
+from urllib.parse import unquote
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +30,12 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from harness.errors import HarnessError, redact_url
+from harness.errors import HarnessError, db_url, redact_url, split_userinfo
 from harness.schema import (
     EVALUATE,
+    MODEL_ARTIFACTS,
+    MODEL_META,
+    MODEL_WEIGHTS,
     REPORT_ARTIFACTS,
     REPORT_SUFFIXES,
     T_CELL,
@@ -37,7 +45,7 @@ from harness.schema import (
     T_STUDY,
 )
 
-__all__ = ["Tracker", "TrackingError", "check_reachable", "flatten"]
+__all__ = ["Tracker", "TrackingError", "check_reachable", "check_tracking_uri", "flatten"]
 
 
 class TrackingError(HarnessError):
@@ -56,37 +64,168 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
-    """An http(s) tracking server must answer its health check, quickly (MLflow's own client
-    would retry for minutes)."""
-    if not tracking_uri.startswith(("http://", "https://")):
+#: MLflow's HTTP client retries a request 7 times with a backoff factor of 2 and waits 120 s
+#: for each answer: minutes before a dead server is reported. These apply unless set.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+#: the schemes of a tracking URI (a database's may name its driver: postgresql+psycopg2)
+TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks", "file")
+
+
+def check_tracking_uri(tracking_uri: str) -> None:
+    """Refuse a tracking URI MLflow cannot use as a store, before anything is written."""
+    shown = redact_url(tracking_uri)
+    if tracking_uri == "databricks":
         return
+    m = re.match(r"([A-Za-z][A-Za-z0-9.+-]*)://(.*)\Z", tracking_uri, re.DOTALL)
+    if not m:
+        raise TrackingError(f"MLflow tracking URI {shown!r}: expected a URI such as sqlite:///path/mlflow.db, "
+                            "http://host:5000 or postgresql://user@host/db")
+    scheme, rest = m.group(1).lower(), m.group(2)
+    base, _, driver = scheme.partition("+")
+    if base not in TRACKING_SCHEMES or (driver and base not in ("postgresql", "mysql", "mssql")):
+        raise TrackingError(f"MLflow tracking URI {shown!r}: unknown scheme {scheme!r} (expected "
+                            f"{', '.join(TRACKING_SCHEMES[:-1])}, or file with MLFLOW_ALLOW_FILE_STORE=true)")
+    if base == "file" and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
+        raise TrackingError(f"MLflow tracking URI {shown!r}: MLflow refuses its file store unless "
+                            "MLFLOW_ALLOW_FILE_STORE=true; use sqlite:///path/mlflow.db")
+    if base == "sqlite":
+        path = rest[1:].split("?")[0] if rest.startswith("/") else ""
+        if not path or path == ":memory:":
+            raise TrackingError(f"MLflow tracking URI {shown!r}: expected sqlite:///path/to/mlflow.db "
+                                "(an in-memory database keeps nothing)")
+    if base in ("http", "https"):
+        where = split_userinfo(tracking_uri)[0][len(scheme) + 3:]
+        if not re.match(r"(\[[^\]]+\]|[^/?#:@\s]+)(:\d+)?([/?#]\S*)?\Z", where):
+            raise TrackingError(f"MLflow tracking URI {shown!r}: expected {scheme}://[user:password@]host[:port]")
+
+
+def http_credentials(tracking_uri: str) -> tuple[str, str | None, str | None]:
+    """``(uri without user info, user, password)`` of an http(s) tracking URI, percent-decoded
+    (``http://user:pa%40ss@host`` has the password ``pa@ss``)."""
+    bare, user, password = split_userinfo(tracking_uri)
+    return bare, None if user is None else unquote(user), None if password is None else unquote(password)
+
+
+def check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
+    """A tracking URI MLflow can use (:func:`check_tracking_uri`); an http(s) tracking server
+    must also answer its health check, quickly (MLflow's own client would retry for minutes).
+    The URI's user info is sent as HTTP basic auth, as MLflow sends it."""
+    check_tracking_uri(tracking_uri)
+    if not tracking_uri.lower().startswith(("http://", "https://")):
+        return
+    bare, user, password = http_credentials(tracking_uri)
+    request = urllib.request.Request(bare.rstrip("/") + "/health")
+    if user is not None:
+        token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    shown = redact_url(tracking_uri)
     try:
-        with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout) as r:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
             if r.status != 200:
-                raise TrackingError(f"MLflow tracking server {redact_url(tracking_uri)}: health check answered {r.status}")
+                raise TrackingError(f"MLflow tracking server {shown}: health check answered {r.status}")
+    except urllib.error.HTTPError as exc:
+        hint = " (wrong or missing user and password?)" if exc.code in (401, 403) else ""
+        raise TrackingError(f"MLflow tracking server {shown}: health check answered {exc.code}{hint}") from None
     except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise TrackingError(f"MLflow tracking server {redact_url(tracking_uri)} does not answer ({reason})") from None
+        reason = redact_url(str(getattr(exc, "reason", exc)))
+        raise TrackingError(f"MLflow tracking server {shown} does not answer ({reason})") from None
+
+
+def _sqlite_path(uri: str) -> Path:
+    return Path(unquote(uri[len("sqlite:///"):].split("?")[0]))
+
+
+def _check_mlflow_store(uri: str) -> None:
+    """An MLflow store exists at database ``uri``: looked at without writing (MLflow would add
+    its tables to a user's unrelated database, or create an empty store)."""
+    shown = redact_url(uri)
+    if uri.startswith("sqlite:///"):
+        path = _sqlite_path(uri)
+        if not path.is_file():
+            raise TrackingError(f"MLflow tracking store {shown}: no such file")
+        try:
+            con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                tables = {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
+            finally:
+                con.close()
+        except sqlite3.Error as exc:
+            raise TrackingError(f"MLflow tracking store {shown}: not an SQLite database ({exc})") from None
+    else:
+        import sqlalchemy
+
+        try:
+            engine = sqlalchemy.create_engine(uri)
+            try:
+                tables = set(sqlalchemy.inspect(engine).get_table_names())
+            finally:
+                engine.dispose()
+        except Exception as exc:  # noqa: BLE001 - an unreachable database is the user's to fix
+            detail = redact_url(str(exc).splitlines()[0]) if str(exc) else ""
+            raise TrackingError(f"MLflow tracking store {shown}: cannot be used ({type(exc).__name__}: {detail})"
+                                ) from None
+    missing = {"experiments", "runs", "alembic_version"} - tables
+    if missing:
+        raise TrackingError(f"MLflow tracking store {shown}: not an MLflow tracking store (no table "
+                            f"{', '.join(sorted(missing))}); left as it is")
+
+
+def _quoted(value: str) -> str | None:
+    """``value`` as a string literal of an MLflow filter, or None when it holds both quotes
+    (MLflow's filter strings have no escape)."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    return None
+
+
+def _tag_is(key: str, value: str) -> tuple[str, bool]:
+    """The filter clause "tag ``key`` is ``value``", and whether what it finds must be checked
+    again (a value with both quotes is matched with LIKE, each quote or backslash as ``_``)."""
+    literal = _quoted(value)
+    if literal is not None:
+        return f"tags.`{key}` = {literal}", False
+    pattern = re.sub(r"""['"\\]""", "_", value)
+    return f"tags.`{key}` LIKE '{pattern}'", True
 
 
 class Tracker:
     def __init__(self, tracking_uri: str, experiment: str, *, create: bool = True) -> None:
+        """The MLflow experiment ``experiment`` at ``tracking_uri``, created when missing; with
+        ``create=False`` the store and the experiment must exist (nothing is created or written).
+        An http(s) URI's user info goes to MLflow as MLFLOW_TRACKING_USERNAME/PASSWORD."""
         for name in ("mlflow", "alembic"):  # table creation and migrations are not news
             logging.getLogger(name).setLevel(logging.WARNING)
 
         self.uri = tracking_uri
-        if tracking_uri.startswith("sqlite:///"):
-            Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        shown = redact_url(tracking_uri)
+        check_reachable(tracking_uri)  # a bad URI or a dead server: one line, not minutes of retries
+        for key, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per error, no bars
+        client_uri = tracking_uri
+        if tracking_uri.lower().startswith(("http://", "https://")):
+            client_uri, user, password = http_credentials(tracking_uri)
+            if user is not None:  # how MLflow sends basic auth (it would not take the URI's user info off)
+                os.environ["MLFLOW_TRACKING_USERNAME"] = user
+                os.environ["MLFLOW_TRACKING_PASSWORD"] = password or ""
+        elif not tracking_uri.startswith(("sqlite:", "file:", "databricks")):
+            client_uri = db_url(tracking_uri)  # a password holding '@': percent-encoded for SQLAlchemy
+        if not create and not tracking_uri.lower().startswith(("http://", "https://", "databricks", "file:")):
+            _check_mlflow_store(client_uri)
+        elif tracking_uri.startswith("sqlite:///"):
+            _sqlite_path(tracking_uri).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.client = MlflowClient(tracking_uri=tracking_uri)
+            self.client = MlflowClient(tracking_uri=client_uri)
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None and not create:
-                raise TrackingError(f"MLflow tracking store {tracking_uri}: no experiment named {experiment!r}")
+                raise TrackingError(f"MLflow tracking store {shown}: no experiment named {experiment!r}")
             if exp is None:
                 artifacts = None
                 if tracking_uri.startswith("sqlite:///"):
-                    artifacts = (Path(tracking_uri[len("sqlite:///"):]).parent / "artifacts").resolve().as_uri()
+                    artifacts = (_sqlite_path(tracking_uri).parent / "artifacts").resolve().as_uri()
                 try:
                     self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifacts)
                 except mlflow.exceptions.MlflowException:  # another worker created it first
@@ -96,19 +235,20 @@ class Tracker:
         except HarnessError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure to reach the store is the user's to fix
-            raise TrackingError(f"MLflow tracking store {redact_url(tracking_uri)}: cannot be used ({type(exc).__name__}: "
-                                f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+            detail = redact_url(str(exc).splitlines()[0]) if str(exc) else ""
+            raise TrackingError(f"MLflow tracking store {shown}: cannot be used ({type(exc).__name__}: {detail})"
+                                ) from None
 
     # ------------------------------------------------------------------ runs
     def parent_run(self, study: str, stage: str, *, reopen: bool = False) -> str:
         """The parent run of ``stage``, created once and found again on a re-run; with
         ``reopen`` a closed one is set back to RUNNING (``harness run`` re-opens it)."""
+        (study_is, again), (stage_is, again_stage) = _tag_is(T_STUDY, study), _tag_is(T_STAGE, stage)
         runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{T_STUDY}` = '{study}' and tags.`{T_STAGE}` = '{stage}' "
-                          f"and tags.`{T_PARENT}` = '1'",
-            max_results=1,
+            [self.experiment_id], filter_string=f"{study_is} and {stage_is} and tags.`{T_PARENT}` = '1'",
+            max_results=1000 if again or again_stage else 1,
         )
+        runs = [r for r in runs if r.data.tags.get(T_STUDY) == study and r.data.tags.get(T_STAGE) == stage]
         if runs:
             if reopen and runs[0].info.status != "RUNNING":
                 self.client.update_run(runs[0].info.run_id, status="RUNNING")
@@ -173,6 +313,35 @@ class Tracker:
             path.write_text(text, encoding="utf-8")
             self.client.log_artifact(run_id, str(path))
 
+    def log_model(self, run_id: str, state_dict: dict, meta: dict[str, Any]) -> None:
+        """A trained model as artifacts of its run, under ``model/``: the weights (``weights.pt``,
+        a ``state_dict`` saved with ``torch.save``) and ``model.json`` (``meta``: what rebuilds it)."""
+        import torch  # only the commands that train import torch
+
+        with tempfile.TemporaryDirectory() as tmp:
+            weights = Path(tmp) / MODEL_WEIGHTS
+            torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, weights)
+            meta_file = Path(tmp) / MODEL_META
+            meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str), encoding="utf-8")
+            self.client.log_artifact(run_id, str(weights), MODEL_ARTIFACTS)
+            self.client.log_artifact(run_id, str(meta_file), MODEL_ARTIFACTS)
+
+    def load_model(self, run_id: str, dst: Path) -> tuple[dict, dict[str, Any]] | None:
+        """The ``(state_dict, meta)`` a run's ``model/`` artifacts hold (downloaded under ``dst``),
+        or None when the run kept no model (trained before models were kept)."""
+        import torch
+
+        import os
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per cell is noise
+        names = {Path(f.path).name for f in self.client.list_artifacts(run_id, MODEL_ARTIFACTS)}
+        if not {MODEL_WEIGHTS, MODEL_META} <= names:
+            return None
+        folder = Path(self.client.download_artifacts(run_id, MODEL_ARTIFACTS, str(dst)))
+        meta = json.loads((folder / MODEL_META).read_text(encoding="utf-8"))
+        state = torch.load(folder / MODEL_WEIGHTS, map_location="cpu", weights_only=True)
+        return state, meta
+
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 
@@ -182,17 +351,16 @@ class Tracker:
 
     def runs(self, study: str, stage: str | None = None, status: str | None = None, cell: str | None = None) -> list:
         """Child runs of a study (optionally of one stage, one status, one cell)."""
-        f = f"tags.`{T_STUDY}` = '{study}' and tags.`{T_PARENT}` != '1'"
-        if stage:
-            f += f" and tags.`{T_STAGE}` = '{stage}'"
-        if cell:
-            f += f" and tags.`{T_CELL}` = '{cell}'"
+        wanted = {T_STUDY: study, T_STAGE: stage, T_CELL: cell}
+        clauses = [_tag_is(key, value)[0] for key, value in wanted.items() if value]
+        clauses.insert(1, f"tags.`{T_PARENT}` != '1'")
         if status:
-            f += f" and attributes.status = '{status}'"
+            clauses.append(f"attributes.status = {_quoted(status)}")
+        f = " and ".join(clauses)
         out, token = [], None
         while True:
             page = self.client.search_runs([self.experiment_id], filter_string=f, max_results=1000, page_token=token)
-            out.extend(page)
+            out.extend(r for r in page if all(r.data.tags.get(k) == v for k, v in wanted.items() if v))
             token = page.token
             if not token:
                 return out
