@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import types
 import typing
 from collections.abc import Mapping
@@ -34,6 +35,7 @@ __all__ = [
     "ConfigError",
     "DatasetSpec",
     "EncodingSpec",
+    "EVALUATION_ONLY",
     "OPERATIONAL",
     "Invalid",
     "ModelConfigError",
@@ -335,7 +337,7 @@ class TuneConfig(Config):
     trials: int = option(8, gt=0)  # per (encoding, train resolution)
     epochs: int = option(0, ge=0)  # epochs per tuning trial (0: the training recipe's)
     pruner: Literal["median", "none"] = "median"
-    seed: int = 0
+    seed: int = option(0, ge=0, lt=2**32)  # the TPE sampler's (numpy takes 32 bits)
     space: dict = dataclasses.field(default_factory=dict)  # "train.lr": {low, high, log} | {choices: [...]}
 
     def validate(self) -> None:
@@ -348,16 +350,32 @@ class TuneConfig(Config):
             if section != "train" or name not in train_fields:
                 raise Invalid("space", f"{key}: expected a train.* key "
                                        f"(one of {', '.join('train.' + f for f in train_fields)})")
-            if not isinstance(dist, Mapping) or not ({"low", "high"} <= set(dist) or "choices" in dist):
+            if not isinstance(dist, Mapping) or not (set(dist) in ({"low", "high"}, {"low", "high", "log"})
+                                                     or set(dist) == {"choices"}):
                 raise Invalid("space", f"{key}: expected {{low, high[, log]}} or {{choices: [...]}}")
-            if "low" in dist and not (isinstance(dist["low"], (int, float)) and isinstance(dist["high"], (int, float))
-                                      and dist["low"] < dist["high"]):
-                raise Invalid("space", f"{key}: expected numbers with low < high")
+            if "choices" in dist:
+                choices = dist["choices"]
+                if not isinstance(choices, list) or not choices:
+                    raise Invalid("space", f"{key}: expected a non-empty list of choices")
+                if not all(c is None or isinstance(c, (bool, int, float, str)) for c in choices):
+                    raise Invalid("space", f"{key}: expected choices that are numbers, strings, booleans or null")
+                continue
+            low, high = dist["low"], dist["high"]
+            if not all(type_ok(v, float)[0] for v in (low, high)) or not low < high:
+                raise Invalid("space", f"{key}: expected finite numbers with low < high")
+            if not isinstance(dist.get("log", False), bool):
+                raise Invalid("space", f"{key}: expected log: true or false")
+            if dist.get("log") and low <= 0:
+                raise Invalid("space", f"{key}: a log range needs low > 0")
 
 
 # ------------------------------------------------------------------------------ the study
 #: keys that say where and how a study runs, not what it computes (outside its content hash)
 OPERATIONAL = ("storage", "tracking_uri", "output", "heartbeat", "max_retries", "workers")
+#: keys that say how trained models are evaluated and reported, not how they are trained: also
+#: outside the content hash, so ``harness evaluate`` (and ``run``) can add test sizes and variants
+#: to a finished study. Everything else (data, model, recipe, encodings, seeds) pins the study.
+EVALUATION_ONLY = ("test_resolutions", "canvas_resolutions", "policies", "temperatures", "regimes", "baseline")
 
 
 @dataclass(frozen=True)
@@ -403,13 +421,28 @@ class StudySpec:
     baseline: str | None = None  # the encoding reports compare against (default: learned if present)
     heartbeat: int = 30  # seconds between a running trial's heartbeats; silent for 3 intervals = dead worker
     max_retries: int = 2  # times a failed cell is tried again
-    workers: int = 1  # worker processes `harness run` starts (--workers overrides), each with cores/workers threads
+    workers: int | str = 1  # worker processes `harness run` starts (--workers overrides), each with cores/workers threads; "auto": harness.devices
     source: str = ""  # the spec file
     resolved: dict = dataclasses.field(default_factory=dict, repr=False)  # the resolved mapping, as logged
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.output) / self.name
+        """The study's folder, ``output/<name>``."""
+        return self.path_under()
+
+    def path_under(self, *parts: str) -> Path:
+        """``output/<name>/<parts...>``: every path the harness writes for the study is built
+        here, and must stay under ``output`` (a study name or encoding label is one path
+        component; the spec checks them, and this checks the result)."""
+        out = Path(self.output)
+        path = out.joinpath(self.name, *parts)
+        root, full = os.path.abspath(out), os.path.abspath(path)
+        if not self.name or any(not p or p in (".", "..") or "/" in p or "\\" in p or "\0" in p
+                                for p in (self.name, *parts)) \
+                or os.path.commonpath([root, full]) != root or full == root:
+            raise ConfigError(f"{self.source or 'spec'}: the path {path} would leave the output folder "
+                              f"{out} (study {self.name!r})")
+        return path
 
     def storage_url(self) -> str:
         return self.storage or f"sqlite:///{(self.run_dir / 'optuna.db').resolve()}"
@@ -417,15 +450,18 @@ class StudySpec:
     def tracking(self) -> str:
         return self.tracking_uri or f"sqlite:///{(self.run_dir / 'mlflow.db').resolve()}"
 
-    def digest(self) -> str:
-        """Content hash of what the study computes (locations excluded)."""
-        keep = {k: v for k, v in self.resolved.items() if k not in OPERATIONAL}
+    def digest(self, *, legacy: bool = False) -> str:
+        """Content hash of what the study trains: locations (``OPERATIONAL``) and evaluation
+        keys (``EVALUATION_ONLY``) excluded. ``legacy``: the hash studies created before issue #13
+        were pinned with (evaluation keys included), recognised so that they can be re-pinned."""
+        skip = OPERATIONAL if legacy else OPERATIONAL + EVALUATION_ONLY
+        keep = {k: v for k, v in self.resolved.items() if k not in skip}
         return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def differs_in(self, other_resolved: Mapping[str, Any]) -> list[str]:
-        """The keys of what is computed in which ``other_resolved`` differs from this spec."""
+        """The keys of what is trained in which ``other_resolved`` differs from this spec."""
         return [k for k in sorted(set(other_resolved) | set(self.resolved))
-                if k not in OPERATIONAL and other_resolved.get(k) != self.resolved.get(k)]
+                if k not in OPERATIONAL + EVALUATION_ONLY and other_resolved.get(k) != self.resolved.get(k)]
 
     def model_config(self, train_resolution: int, in_chans: int, num_classes: int) -> ViTConfig:
         """The model of one trial: trained at ``train_resolution`` on the study's data."""
@@ -445,4 +481,9 @@ class StudySpec:
         return cells(self.resolved)
 
     def encoding(self, label: str) -> EncodingSpec:
-        return next(e for e in self.encodings if e.label == label)
+        for e in self.encodings:
+            if e.label == label:
+                return e
+        labels = [e.label for e in self.encodings]
+        raise ConfigError(f"{self.source or 'spec'}: the study has no encoding labelled {label!r}"
+                          f"{did_you_mean(label, labels)} (labels: {', '.join(labels)})")

@@ -14,7 +14,8 @@ import yaml
 
 from harness.errors import HarnessError, did_you_mean
 
-__all__ = ["PresetError", "SpecLoader", "config_dir", "list_presets", "load_preset", "load_yaml", "parse_value"]
+__all__ = ["AliasRefused", "PresetError", "SpecLoader", "config_dir", "list_presets", "load_preset", "load_yaml",
+           "parse_value", "yaml_problem"]
 
 
 class PresetError(HarnessError):
@@ -38,9 +39,45 @@ _FLOAT_12 = re.compile(r"""^[-+]?(?:[0-9]+(?:\.[0-9]*)?[eE][-+]?[0-9]+
 SpecLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+.0123456789"))
 
 
+class AliasRefused(yaml.MarkedYAMLError):
+    """A YAML alias (``*name``) in a spec: refused, so that no "billion laughs" of nested
+    aliases can expand a few lines into gigabytes (specs reuse values with ``include:`` and
+    presets instead)."""
+
+
+def _compose_node(self: SpecLoader, parent: Any, index: Any) -> Any:
+    if self.check_event(yaml.AliasEvent):
+        event = self.peek_event()
+        raise AliasRefused(None, None, f"YAML aliases (*{event.anchor}) are not accepted in specs: "
+                                       "write the value out, or share it with 'include:'", event.start_mark)
+    return yaml.composer.Composer.compose_node(self, parent, index)
+
+
+SpecLoader.compose_node = _compose_node  # type: ignore[method-assign]
+
+#: the largest spec, include or preset file read (a spec is a few hundred lines)
+MAX_SPEC_BYTES = 1 << 20
+
+
 def parse_value(text: str) -> Any:
-    """A YAML value as a spec file would read it (``--set`` and ``KEY=VALUE`` values)."""
-    return yaml.load(text, Loader=SpecLoader)  # noqa: S506 - SpecLoader is a SafeLoader
+    """A YAML value as a spec file would read it (``--set`` and ``KEY=VALUE`` values). An
+    alias is refused (:class:`AliasRefused`, a ``yaml.YAMLError``), and so is nesting too deep
+    for Python (a ``yaml.YAMLError`` too)."""
+    try:
+        return yaml.load(text, Loader=SpecLoader)  # noqa: S506 - SpecLoader is a SafeLoader
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line saying where a YAML text is wrong (line and column) and what is wrong."""
+    if isinstance(exc, yaml.reader.ReaderError):  # a control character or a bad byte: not a text file
+        return f"position {exc.position}: not a YAML text (character {exc.character!r}: {exc.reason})"
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    what = "" if isinstance(exc, AliasRefused) else "malformed YAML: "
+    problem = getattr(exc, "problem", None) or str(exc)
+    return " ".join(f"{where}{what}{problem}".split())
 
 
 def config_dir() -> Path:
@@ -58,18 +95,23 @@ def load_yaml(path: Path) -> Any:
     """Parse a YAML file (specs, includes, presets) with :class:`SpecLoader`; a syntax error
     names the file and the line."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise PresetError(f"{path}: file not found") from None
     except OSError as exc:
         raise PresetError(f"{path}: cannot be read ({exc.strerror})") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise PresetError(f"{path}: larger than {MAX_SPEC_BYTES >> 20} MiB: not a spec")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PresetError(f"{path}: not a UTF-8 text file (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+                          ) from None
     try:
         return parse_value(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise PresetError(f"{path}:{where}: malformed YAML: {problem}") from None
+        raise PresetError(f"{path}: {yaml_problem(exc)}") from None
 
 
 def load_preset(kind: str, name: str) -> dict[str, Any]:

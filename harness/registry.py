@@ -27,7 +27,8 @@ from typing import Any, Generic, TypeVar
 
 from harness.errors import HarnessError, did_you_mean
 
-__all__ = ["PluginError", "Registry", "RegistryError", "load_entry_points", "load_plugin", "registries"]
+__all__ = ["LISTING_TIMEOUT_S", "PluginError", "Registry", "RegistryError", "call_bounded", "load_entry_points",
+           "load_plugin", "param_count", "registries"]
 
 T = TypeVar("T")
 
@@ -165,6 +166,46 @@ class Registry(Generic[T]):
         """Load entry points again on the next look-up (tests install packages on the fly)."""
         self._entry_points_loaded = False
         self.broken.clear()
+
+
+#: seconds a listing waits for one plugin's answer (its class description, its parameter count)
+LISTING_TIMEOUT_S = 5.0
+
+
+def call_bounded(fn: Callable[[], T], seconds: float, what: str) -> T:
+    """``fn()``, given up after ``seconds`` with a :class:`TimeoutError` naming ``what``: a
+    listing calls plugin code (``describe``, ``num_trainable``) that may never return (a
+    parameter count of ``9**9**9**9``). Bounded with ``SIGALRM``, which interrupts even one long
+    integer operation; in another thread, or under a timer already running, ``fn()`` is called
+    as it is."""
+    import signal
+    import threading
+
+    if (threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer")
+            or signal.getitimer(signal.ITIMER_REAL)[0] > 0):
+        return fn()
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"{what}: no answer within {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return fn()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def param_count(cls: Any, dims: Any, seconds: float = LISTING_TIMEOUT_S) -> str:
+    """The trainable parameters of encoding class ``cls`` built for ``dims``, as the listing
+    prints them (``12,345``); a count that takes longer than ``seconds`` (:class:`TimeoutError`)
+    or is not a plausible count (:class:`ValueError`) is the plugin's failure."""
+    n = call_bounded(lambda: cls(dims).num_trainable(), seconds, "counting its trainable parameters")
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < 10**15:
+        raise ValueError(f"num_trainable() returned {type(n).__name__} "
+                         f"{n if isinstance(n, int) and n.bit_length() < 64 else '(not a plausible count)'}")
+    return f"{n:,}"
 
 
 def _qualname(obj: Any) -> str:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -39,13 +41,13 @@ from harness.config import (
 from harness.data import DATASETS, check_regime
 from harness.encodings import build_encoding
 from harness.errors import HarnessError, did_you_mean, redact_url
-from harness.presets import PresetError, SpecLoader, config_dir, list_presets, load_yaml, parse_value
+from harness.presets import PresetError, SpecLoader, config_dir, list_presets, load_yaml, parse_value, yaml_problem
 from harness.registry import Registry, load_plugin
 from harness.schema import Size
 from harness.variants import POLICIES, TEMPERATURES
 
-__all__ = ["DatasetSpec", "EncodingSpec", "SpecError", "SpecLoader", "StudySpec", "load_spec", "parse_value",
-           "redact_url"]
+__all__ = ["DatasetSpec", "EncodingSpec", "SpecError", "SpecLoader", "StudySpec", "check_resolution", "check_seed",
+           "load_spec", "memory_bytes", "parse_value", "redact_url"]
 
 
 class SpecError(HarnessError):
@@ -67,8 +69,12 @@ def _load_yaml(path: Path) -> Any:
 
 
 # ------------------------------------------------------------------------------ loading
-def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudySpec:
-    """Resolve and validate the study spec at ``path`` with ``--set`` ``overrides``."""
+def load_spec(path: str | Path, overrides: typing.Sequence[str | tuple[str, str]] = ()) -> StudySpec:
+    """Resolve and validate the study spec at ``path`` with ``--set`` ``overrides``.
+
+    An override is ``"KEY=VALUE"`` (an error in its value names ``--set KEY=...``), or a pair
+    ``("KEY=VALUE", origin)`` whose errors name ``origin`` instead (``"--resolution 17"``: a
+    command's own option turned into an override)."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: spec file not found")
@@ -76,7 +82,8 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     for section in _PRESET_SECTIONS:
         raw[section] = _expand_preset(section, raw.get(section), origins.get(section, str(path)))
     for item in overrides:
-        _apply_override(raw, item, origins)
+        item, origin = (item, None) if isinstance(item, str) else item
+        _apply_override(raw, item, origins, origin)
     return _Validator(raw, origins, path).study()
 
 
@@ -165,23 +172,28 @@ def _section_keys(section: str, raw: dict) -> list[str]:
     return ["name", *(f.name for f in dataclasses.fields(options))] if options else ["name"]
 
 
-def _apply_override(raw: dict, item: str, origins: dict[str, str]) -> None:
+def _apply_override(raw: dict, item: str, origins: dict[str, str], origin: str | None = None) -> None:
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.depth=4")
+        raise SpecError(f"{origin or '--set ' + repr(item)}: expected KEY=VALUE, e.g. --set model.depth=4")
+    # what an error in this value names: the option, never the value (it may hold a password)
+    origin = origin or f"--set {key}=..."
     try:
         value = parse_value(text)
-    except yaml.YAMLError:
-        raise SpecError(f"--set {item!r}: the value is not valid YAML") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{origin}: the value is not valid YAML ({yaml_problem(exc)})") from None
     head, _, rest = key.partition(".")
     if head == "encodings" and rest:
-        _set_encoding_option(raw, key, rest, value)
-        origins[key] = "--set"
+        i = _set_encoding_option(raw, key, rest, value)
+        origins[f"encodings[{i}]"] = origin
         return
     valid = sorted(_TOP - {"include"})
     if head not in valid:
         raise SpecError(f"--set {key}: unknown key {head!r}{did_you_mean(head, valid)} (valid: {', '.join(valid)})")
+    if not rest:  # the whole key: what its parts came from is replaced too
+        for k in [k for k in origins if k.startswith((f"{head}.", f"{head}["))]:
+            del origins[k]
     if rest:
         if head not in ("model", "dataset", "train", "tune") or "." in rest:
             raise SpecError(f"--set {key}: only model.*, dataset.*, train.*, tune.* and "
@@ -195,12 +207,12 @@ def _apply_override(raw: dict, item: str, origins: dict[str, str]) -> None:
         raw[head][rest] = value
     else:
         raw[head] = value
-    origins[key] = "--set"
-    origins.setdefault(head, "--set")
+    origins[key] = origin
+    origins.setdefault(head, origin)
 
 
 
-def _set_encoding_option(raw: dict, key: str, rest: str, value: Any) -> None:
+def _set_encoding_option(raw: dict, key: str, rest: str, value: Any) -> int:
     """``encodings.<label>.options.<name>=value`` (or ``encodings.<label>.options={...}``): one
     option of the spec's encoding entry with that label (a label may itself hold dots)."""
     label, sep, name = rest.rpartition(".options.")
@@ -231,6 +243,38 @@ def _set_encoding_option(raw: dict, key: str, rest: str, value: Any) -> None:
         options = dict(value)
     entry["options"] = options
     raw["encodings"] = [*entries[:i], entry, *entries[i + 1:]]
+    return i
+
+def check_seed(seed: Any, origin: str) -> int:
+    """A seed given on the command line (``--seed``), checked as the spec checks its ``seeds``."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < MAX_SEED:
+        raise SpecError(f"{origin}: {seed_problem(seed)}")
+    return seed
+
+
+def check_resolution(spec: StudySpec, resolution: Any, label: str, origin: str) -> int:
+    """A training resolution given on the command line (``--resolution``) for the encoding
+    labelled ``label``, checked as the spec checks its ``train_resolutions``: a positive size the
+    patch stem tiles, that fits this machine's memory, at which the encoding builds."""
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0:
+        raise SpecError(f"{origin}: expected a positive training resolution in pixels, got {resolution!r}")
+    model = spec.model
+    if not model.tiles_exactly(resolution):
+        raise SpecError(f"{origin}: {model.tiling_hint(resolution)}")
+    validator = _Validator({"encodings": [{"name": e.name} for e in spec.encodings]}, {}, Path(spec.source))
+
+    def fail(key: str, msg: str) -> typing.NoReturn:  # the option is the key
+        raise SpecError(f"{origin}: {msg}")
+
+    validator.fail = fail  # type: ignore[method-assign]
+    validator.memory(model, spec.train, spec.dataset, (resolution,), (), ())
+    enc = spec.encoding(label)
+    try:
+        build_encoding(enc.name, dataclasses.replace(model, image_size=resolution).dims, enc.options)
+    except HarnessError as exc:
+        raise SpecError(f"{origin}: {exc}") from None
+    return resolution
+
 
 def _size(x: Any) -> Size:
     size = Size.parse(x) if not isinstance(x, bool) else None
@@ -249,6 +293,64 @@ def _registered(registry: Registry) -> Any:
     return parse
 
 
+# ------------------------------------------------------------------------------ limits
+#: the longest study name or encoding label (a file name, an MLflow experiment or run name)
+MAX_NAME = 100
+_SAFE_NAME = re.compile(rf"[A-Za-z0-9_-][A-Za-z0-9_.-]{{0,{MAX_NAME - 1}}}")
+_SAFE_LABEL = re.compile(rf"[A-Za-z0-9_+-][A-Za-z0-9_.+-]{{0,{MAX_NAME - 1}}}")
+#: seeds go to torch.manual_seed and torch.Generator.manual_seed (64 bits) and numpy (modulo 2**32)
+MAX_SEED = 2**63
+
+
+def seed_problem(seed: Any) -> str:
+    """What is wrong with a seed (the trainer takes integers 0 <= seed < 2**63)."""
+    return f"expected an integer seed 0 <= seed < 2**63, got {seed!r}"
+
+
+def memory_bytes() -> int:
+    """The memory this machine gives the process: its RAM, or a lower cgroup limit."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        total = 1 << 50
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < total:
+            total = int(text)
+    return total
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n < 2**60 else f"{n / 2**30:.2e} GiB"
+
+
+def _model_bytes(model: ViTConfig) -> int:
+    """A floor of the training memory of the model's parameters: float32 weights, gradients and
+    AdamW's two moments (4 copies)."""
+    d, hidden = model.dim, int(model.dim * model.mlp_ratio)
+    per_block = 4 * d * d + 2 * d * hidden + 9 * d + hidden
+    params = model.depth * per_block + model.in_chans * model.patch_kernel ** 2 * d + d * (model.num_classes + 2)
+    return 16 * params
+
+
+def _size_bytes(model: ViTConfig, rows: int, cols: int, images: int, batch: int, bias_heads: int,
+                training: bool) -> tuple[int, int]:
+    """Tokens per image at ``rows`` x ``cols`` pixels, and a floor of the memory a pass over them
+    needs: ``images`` float32 images held at that size (the split); the activations of one
+    ``batch`` (evaluating: the residual stream and the larger of q, k, v and the MLP's hidden
+    layer, alive at once; training: q, k, v and the hidden layer of every block, kept for the
+    backward pass); ``bias_heads`` attention bias maps of tokens x tokens (an attention-bias
+    encoding's table)."""
+    tokens = model.grid_size(rows) * model.grid_size(cols) + 1
+    pixels = model.in_chans * rows * cols
+    d, hidden = model.dim, int(model.dim * model.mlp_ratio)
+    per_token = model.depth * (3 * d + hidden) if training else d + max(3 * d, hidden)
+    return tokens, 4 * (images * pixels + batch * tokens * per_token + bias_heads * tokens * tokens)
+
+
 # ------------------------------------------------------------------------------ validation
 class _Validator:
     """Turns the merged mapping into a :class:`StudySpec`; every failure names file and key."""
@@ -257,9 +359,11 @@ class _Validator:
         self.raw, self.origins, self.path = raw, origins, path
 
     def where(self, key: str) -> str:
+        """The origin of ``key`` (``seeds[1]``, ``encodings[0].options.base``): the file, or the
+        ``--set`` override, that gave it or the nearest key holding it."""
         k = key
         while k and k not in self.origins:
-            k = k.rpartition(".")[0]
+            k = k[: max(k.rfind("."), k.rfind("["), 0)]
         return self.origins.get(k, str(self.path))
 
     def fail(self, key: str, msg: str) -> typing.NoReturn:
@@ -280,13 +384,18 @@ class _Validator:
             if key not in _TOP:
                 raise SpecError(f"{self.where(key)}: unknown key {key!r}{did_you_mean(key, sorted(_TOP))}")
         name = raw.get("name")
-        if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_." for c in name):
-            self.fail("name", f"expected a study name of letters, digits, '-', '_' or '.', got {name!r}")
+        if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
+            # it names the folder output/<name>/ (one path component: never '.', '..' or a separator)
+            self.fail("name", f"expected a study name of 1 to {MAX_NAME} letters, digits, '-', '_' or '.', "
+                              f"not starting with '.', got {name!r}")
         plugins = self.plugins()  # first: they may register what the spec names
         dataset = self.dataset()
         train_res = self.int_list("train_resolutions", positive=True)
         test_res = self.items("test_resolutions", _size, "integers or ROWSxCOLS sizes")
         seeds = self.int_list("seeds", positive=False)
+        for i, seed in enumerate(seeds):
+            if not 0 <= seed < MAX_SEED:
+                self.fail(f"seeds[{i}]", seed_problem(seed))
         policies = self.items("policies", _registered(POLICIES), "new-grid policies", ("extrapolate", "interpolate"))
         temperatures = self.items("temperatures", _registered(TEMPERATURES), "attention temperatures", ("none",))
         dataset_cls = DATASETS.get(dataset.name)
@@ -295,6 +404,11 @@ class _Validator:
         kernel = model_raw.get("patch_kernel", 4) if isinstance(model_raw, dict) else 4
         probe_size = kernel if isinstance(kernel, int) and not isinstance(kernel, bool) and kernel > 0 else 4
         model = self.section(ViTConfig, "model", exclude=ViTConfig.PER_TRIAL, fixed={"image_size": probe_size})
+        weights = _model_bytes(model)
+        if weights > memory_bytes():  # before any encoding is built at these dimensions
+            given = [f"model.{k}" for k in ("dim", "depth", "mlp_ratio") if f"model.{k}" in self.origins]
+            self.fail((given or ["model"])[-1], f"a model of these sizes needs at least {_gib(weights)} to train "
+                      f"(weights, gradients and AdamW moments), more than this machine's {_gib(memory_bytes())}")
         for i, r in enumerate(train_res):
             if not model.tiles_exactly(r):
                 self.fail(f"train_resolutions[{i}]", model.tiling_hint(r))
@@ -306,6 +420,9 @@ class _Validator:
         model = dataclasses.replace(model, image_size=train_res[0])
         train = self.section(TrainConfig, "train")
         tune = self.section(TuneConfig, "tune") if raw.get("tune") else None
+        if tune is not None:
+            self.tune_space(tune, train)
+        self.memory(model, train, dataset, train_res, test_res, canvas)
         encodings = self.encodings(model, train_res)
         labels = [e.label for e in encodings]
         for key, tp in _SCALARS.items():
@@ -317,6 +434,8 @@ class _Validator:
             self.fail("baseline", f"expected one of the study's encodings ({', '.join(labels)}), got {baseline!r}")
         for key, low in (("heartbeat", 1), ("max_retries", 0), ("workers", 1)):
             v = raw.get(key)
+            if key == "workers" and v == "auto":  # one worker per GPU, else per core (harness.devices)
+                continue
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
                 self.fail(key, f"expected an integer >= {low}, got {v!r}")
         output = raw.get("output", "runs")
@@ -350,6 +469,76 @@ class _Validator:
             max_retries=resolved["max_retries"], workers=resolved["workers"], source=str(self.path),
             resolved=resolved,
         )
+
+    def tune_space(self, tune: TuneConfig, train: TrainConfig) -> None:
+        """Every value the tune stage can draw (each bound of a range, each choice, and
+        ``tune.epochs``) must make a recipe :class:`TrainConfig` accepts with the rest of
+        ``train:``: a trial must never fail on a value its spec allowed."""
+
+        def recipe(key: str, **values: Any) -> None:
+            try:
+                dataclasses.replace(train, **values)
+            except ConfigError as exc:
+                self.fail(key, f"gives the recipe {exc}")
+
+        if tune.epochs:
+            recipe("tune.epochs", epochs=tune.epochs)
+        for name, dist in tune.space.items():
+            field = name.partition(".")[2]
+            key = f"tune.space.{name}"
+            if "choices" in dist:
+                for i, choice in enumerate(dist["choices"]):
+                    recipe(f"{key}.choices[{i}]", **{field: choice})
+                continue
+            # as the tune stage draws: integers when both bounds are integers and the range is not log
+            whole = isinstance(dist["low"], int) and isinstance(dist["high"], int) and not dist.get("log")
+            if not whole and typing.get_type_hints(TrainConfig).get(field) is int:
+                self.fail(key, f"train.{field} takes integers, and this range is drawn as floats: give integer "
+                               f"low and high without log, or choices")
+            for bound in ("low", "high"):
+                recipe(f"{key}.{bound}", **{field: dist[bound] if whole else float(dist[bound])})
+
+    def memory(self, model: ViTConfig, train: TrainConfig, dataset: DatasetSpec, train_res: tuple[int, ...],
+               test_res: tuple[Size, ...], canvas: tuple[Size, ...]) -> None:
+        """Refuse image sizes this machine's memory cannot take, before anything is built at
+        them: each training and test size's floor (:func:`_size_bytes`) against
+        :func:`memory_bytes`, the estimate in the message."""
+        available = memory_bytes()
+        bias = model.heads if self._has_attn_bias() else 0
+        opts = dataset.options
+
+        def check(key: str, size: Size, count: str, batch: int, training: bool) -> None:
+            images = getattr(opts, count, None)
+            images = images if isinstance(images, int) and not isinstance(images, bool) and images > 0 else batch
+            batch = min(batch, images)
+            tokens, need = _size_bytes(model, size.rows, size.cols, images, batch, bias, training)
+            what = "training" if training else "evaluating"
+            if need > available:
+                self.fail(key, f"{size.label} px is {tokens:,} tokens per image: {what} needs at least {_gib(need)} "
+                               f"({images:,} images at that size, the activations of a batch of {batch}"
+                               f"{f' in each of {model.depth} blocks' if training else ''}"
+                               f"{', an attention bias of tokens x tokens per head' if bias else ''}), more than "
+                               f"this machine's {_gib(available)} of memory")
+
+        for i, r in enumerate(train_res):
+            check(f"train_resolutions[{i}]", Size(r, r), "num_train", train.batch_size, True)
+        for key, sizes in (("test_resolutions", test_res), ("canvas_resolutions", canvas)):
+            for i, size in enumerate(sizes):
+                check(f"{key}[{i}]", size, "num_test", train.eval_batch_size, False)
+
+    def _has_attn_bias(self) -> bool:
+        """Whether an encoding of the spec adds an attention bias (a tokens x tokens table)."""
+        from harness.encodings import ENCODINGS
+
+        entries = self.raw.get("encodings")
+        for item in entries if isinstance(entries, list) else []:
+            name = item if isinstance(item, str) else item.get("name") if isinstance(item, dict) else None
+            try:
+                if isinstance(name, str) and name in ENCODINGS and "attn_bias" in ENCODINGS.get(name).describe().hooks:
+                    return True
+            except Exception:  # noqa: BLE001 - a broken plugin class: encodings() names it
+                continue
+        return False
 
     def plugins(self) -> tuple[str, ...]:
         plugins = self.raw.get("plugins") or []
@@ -482,6 +671,10 @@ class _Validator:
                     build_encoding(item["name"], dataclasses.replace(model, image_size=r).dims, options)
                 except HarnessError as exc:
                     self.fail(f"{key}.name" if "unknown encoding" in str(exc) else key, str(exc))
+            if not _SAFE_LABEL.fullmatch(label):  # it names files (checkpoints) and MLflow runs and tags
+                self.fail(f"{key}.label" if item.get("label") else f"{key}.name",
+                          f"expected a label of 1 to {MAX_NAME} letters, digits, '_', '-', '.' or '+', "
+                          f"not starting with '.', got {label!r}")
             out.append(EncodingSpec(item["name"], dict(options), label))
         labels = [e.label for e in out]
         dupes = sorted({x for x in labels if labels.count(x) > 1})
