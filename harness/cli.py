@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, redact_url
 
 __all__ = ["main"]
 
@@ -28,10 +28,27 @@ def _parse_grid(text: str) -> tuple[int, int]:
 def _parse_option(text: str) -> tuple[str, Any]:
     from harness.spec import parse_value  # YAML 1.2 floats (3e-4), as in a spec file
 
+    import yaml
+
+    from harness.presets import yaml_problem
+
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key.strip(), parse_value(value)
+    try:
+        return key.strip(), parse_value(value)
+    except yaml.YAMLError as exc:  # argparse names the option: "argument --option: ..."
+        raise argparse.ArgumentTypeError(f"{text!r}: the value is not valid YAML ({yaml_problem(exc)})") from None
+
+
+def _parse_workers(text: str) -> int | str:
+    """``--workers``: an integer (0: only create the study; a negative one is refused by ``run``) or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 or 'auto', got {text!r}") from None
 
 
 def _is_override(text: str) -> bool:
@@ -113,6 +130,7 @@ def _first_line(obj: Any) -> str:
 # ------------------------------------------------------------------------------ commands
 def cmd_encodings(args: argparse.Namespace) -> int:
     from harness.encodings import ENCODINGS
+    from harness.registry import param_count
 
     broken = _listing_plugins(args.plugin)
     dims = _preset_dims(args.preset)
@@ -120,7 +138,7 @@ def cmd_encodings(args: argparse.Namespace) -> int:
     for name, cls in ENCODINGS.items():
         try:
             about = cls.describe()
-            params = f"{cls(dims).num_trainable():,}"
+            params = param_count(cls, dims)  # bounded: a plugin's count that never ends is named as broken
         except HarnessError as exc:  # options that do not fit this preset's dims
             params = f"? ({exc})"
         except Exception as exc:  # noqa: BLE001 - a plugin's own failure: named, never hiding the others
@@ -177,7 +195,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.study import run_study
 
-    if args.workers is not None and args.workers < 0:
+    if isinstance(args.workers, int) and args.workers < 0:
         raise HarnessError(f"--workers must be 0 or more, got {args.workers}")
     if args.dry_run:
         return _dry_run(args)
@@ -187,17 +205,64 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"study {spec.name}: created with its cells queued; start workers with "
               f"`harness worker {args.spec} --storage URL`")
         return 0
-    print(f"study {spec.name}: done. Results in MLflow: mlflow ui --backend-store-uri {spec.tracking()}")
-    if not args.no_report:
-        from harness.report import build_report
+    from harness.evaluate import evaluate_study
 
-        page = build_report(spec.tracking(), spec.name, Path("reports") / spec.name, spec=spec.resolved)
-        print(_results_summary(page.parent / "report.md"))  # the answer in the log, as lm-evaluation-harness does
-        print(f"report: {page}")
-        from harness.tracking import Tracker
+    # test sizes or variants added to the spec since cells were trained: measured on their kept weights
+    res = evaluate_study(args.spec, args.set, storage=args.storage, tracking_uri=args.tracking_uri)
+    if res.evaluated:
+        print(f"study {spec.name}: {sum(res.evaluated.values())} evaluations added to {len(res.evaluated)} "
+              "cells trained before (their kept weights; nothing retrained)")
+    from harness.study import failed_cells
 
-        Tracker(spec.tracking(), spec.name).log_report(spec.name, page.parent)  # on the evaluate parent run
+    failed = failed_cells(spec)  # cells that failed on every try: the study ended, not done
+    if not failed:
+        print(f"study {spec.name}: done. Results in MLflow: "
+              f"mlflow ui --backend-store-uri {redact_url(spec.tracking())}")
+    if not args.no_report and len(failed) < len(spec.cells()):  # the report shows the failed cells too
+        _write_report(spec)
+    if failed:
+        _print_failed(spec, failed)
+        return 3
     return 0
+
+
+def _print_failed(spec, failed) -> None:
+    """The cells that failed on every try, with their recorded reasons (exit status 3)."""
+    print(f"error: study {spec.name}: {len(failed)} of {len(spec.cells())} cells failed on every try "
+          f"(1 + max_retries {spec.max_retries}); the others are done. Fix the cause and run again with "
+          "a higher --set max_retries to retry them:", file=sys.stderr)
+    for cell, tries, reason in failed:
+        print(f"  {cell.encoding} r{cell.train_resolution} seed {cell.seed}: {tries} tries, last: {reason}",
+              file=sys.stderr)
+
+
+def _write_report(spec) -> None:
+    """``reports/<study>/`` from the study's MLflow runs, its headlines and tables printed, and
+    the report logged on the evaluate parent run (``run`` and ``evaluate`` end with it)."""
+    from harness.report import build_report
+    from harness.tracking import Tracker
+
+    page = build_report(spec.tracking(), spec.name, Path("reports") / spec.name, spec=spec.resolved)
+    print(_results_summary(page.parent / "report.md"))  # the answer in the log, as lm-evaluation-harness does
+    print(f"report: {page}")
+    Tracker(spec.tracking(), spec.name).log_report(spec.name, page.parent)  # on the evaluate parent run
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from harness.evaluate import evaluate_study
+
+    res = evaluate_study(args.spec, args.set, storage=args.storage, tracking_uri=args.tracking_uri)
+    spec = res.spec
+    added = sum(res.evaluated.values())
+    print(f"study {spec.name}: {added} evaluations added to {len(res.evaluated)} cells, "
+          f"{len(res.complete)} cells had them all already; nothing was trained")
+    for what, tags in (("not trained yet (run the study first)", res.untrained),
+                       ("kept no model (trained before models were kept; retrain to evaluate)", res.no_weights)):
+        if tags:
+            print(f"{len(tags)} cells {what}: {', '.join(tags)}")
+    if not args.no_report:
+        _write_report(spec)
+    return 3 if res.no_weights or res.untrained else 0  # as `run` when cells failed: some were not evaluated
 
 
 def _results_summary(markdown: Path) -> str:
@@ -219,9 +284,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         spec = load_spec(args.spec, args.set + ([f"tracking_uri={args.tracking_uri}"] if args.tracking_uri else []))
         name, uri, resolved = spec.name, spec.tracking(), spec.resolved
         if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-            raise ReportError(f"{args.spec}: no tracking store at {uri}: run the study first")
+            raise ReportError(f"{args.spec}: no tracking store at {redact_url(uri)}: run the study first")
     elif args.experiment and args.tracking_uri:
         name, uri, resolved = args.experiment, args.tracking_uri, None
+        redact_url(uri)  # its password is remembered: hidden in whatever a message quotes
     else:
         raise ReportError("report needs a study spec, or --experiment NAME with --tracking-uri URI")
     page = build_report(uri, name, Path(args.out or Path("reports") / name), baseline=args.baseline, spec=resolved)
@@ -232,6 +298,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from harness.study import run_worker
 
+    if args.gpu is not None:  # before CUDA starts in this process: the worker sees that GPU alone, as cuda:0
+        import torch
+
+        from harness.devices import pin_visible_index
+
+        device = pin_visible_index(args.gpu)
+        if not torch.cuda.is_available():  # asked only now: CUDA reads the variable when it starts
+            raise HarnessError(f"--gpu {args.gpu}: no CUDA GPU {device!r} is visible here")
     extra = [f"storage={args.storage}"] + ([f"tracking_uri={args.tracking_uri}"] if args.tracking_uri else [])
     run_worker(args.spec, args.set + extra)
     print("worker: no cells left in the study")
@@ -256,18 +330,23 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from harness.schema import TRAIN, Cell
-    from harness.spec import load_spec
+    from harness.spec import check_resolution, check_seed, load_spec
     from harness.tracking import Tracker
-    from harness.trial import train_one
+    from harness.trial import TrialError, train_one
 
     overrides = list(args.set)
     if args.tracking_uri:
         overrides.append(f"tracking_uri={args.tracking_uri}")
     spec = load_spec(args.spec, overrides)
     if args.encoding not in {e.label for e in spec.encodings}:  # an encoding the spec does not list: as it is
-        spec = load_spec(args.spec, overrides + [f"encodings=[{args.encoding}]", "baseline=null"])
-    res = args.resolution or spec.train_resolutions[0]
-    seed = spec.seeds[0] if args.seed is None else args.seed
+        import json  # the name as one quoted YAML string: 'none, rope1d' is one (unknown) name, not two
+
+        spec = load_spec(args.spec, overrides + [(f"encodings=[{json.dumps(args.encoding)}]",
+                                                  f"--encoding {args.encoding!r}"), "baseline=null"])
+    # checked as the spec's own values, before anything is written
+    res = spec.train_resolutions[0] if args.resolution is None else \
+        check_resolution(spec, args.resolution, args.encoding, f"--resolution {args.resolution}")
+    seed = spec.seeds[0] if args.seed is None else check_seed(args.seed, f"--seed {args.seed}")
     tracker = Tracker(spec.tracking(), spec.name)
     parent = tracker.parent_run(spec.name, TRAIN, reopen=True)
     # the spec's entry (its options) when the spec lists the encoding by that label
@@ -276,12 +355,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         tracker.end(parent, "KILLED")
         raise
+    except TrialError as exc:  # diverged, or the encoding broke its contract: the training failed, not the harness
+        tracker.end(parent, "FAILED")
+        print(f"{args.encoding} r{res} seed {seed}: training failed: {redact_url(exc.reason)} (its run is closed "
+              "as FAILED)", file=sys.stderr)
+        return 3  # as `run` when a cell failed
     except BaseException:
         tracker.end(parent, "FAILED")
         raise
     tracker.end(parent, "FINISHED")  # the stage's parent is closed after each training, re-opened by the next
     print(f"{args.encoding} r{res} seed {seed}: test accuracy at r{res} {acc:.4f}. "
-          f"mlflow ui --backend-store-uri {spec.tracking()}")
+          f"mlflow ui --backend-store-uri {redact_url(spec.tracking())}")
     return 0
 
 
@@ -334,9 +418,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="study spec (YAML), e.g. studies/resolution_extrapolation.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec value with a dotted key, e.g. --set model.depth=4 (repeatable)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="worker processes on the one study, each with cores/workers torch threads (default: "
-                        "the spec's workers, else 1; 0: only create the study and queue its cells)")
+    p.add_argument("--workers", type=_parse_workers, default=None, metavar="{N,auto}",
+                   help="worker processes on the one study, each with cores/workers torch threads and, on a "
+                        "GPU machine, its own GPU (round robin); auto: one per GPU, else one single-thread "
+                        "worker per core (default: the spec's workers, else 1; 0: only create the study "
+                        "and queue its cells)")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite file under runs/<study>/)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite file under runs/<study>/)")
     p.add_argument("--no-report", action="store_true", help="do not write reports/<study>/ at the end")
@@ -346,6 +432,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="overrides like --set, e.g. train.lr=3e-4 model.depth=3 encodings.LABEL.options.NAME=V")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("evaluate", help="evaluate a study's trained models at added test sizes and variants, "
+                                        "without training")
+    p.add_argument("spec", help="the study's spec (YAML); change only evaluation keys (test_resolutions, "
+                                "canvas_resolutions, regimes, policies, temperatures)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec value, e.g. --set 'test_resolutions=[8,16,24,32]' (repeatable)")
+    p.add_argument("--storage", help="Optuna storage URL (default: the spec's, or the sqlite file under runs/)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the spec's, or the sqlite file under runs/)")
+    p.add_argument("--no-report", action="store_true", help="do not rebuild reports/<study>/ at the end")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides like --set")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="build a study's report from its MLflow runs")
     p.add_argument("spec", nargs="?", help="study spec (YAML); or give --experiment and --tracking-uri")
@@ -363,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", required=True, help="the study's Optuna storage URL (e.g. postgresql://...)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (e.g. http://host:5000)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="the overrides `run` was given")
+    p.add_argument("--gpu", type=int, metavar="K",
+                   help="train on visible GPU K alone (K counts the GPUs this process sees, from 0)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides like --set (e.g. train.lr=3e-4)")
     p.set_defaults(func=cmd_worker)
 
@@ -413,8 +513,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.set = [*args.set, *args.overrides]
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from harness.interrupts import exit_status, handle_interrupts
+
     try:
-        return args.func(args)
+        with handle_interrupts():  # Ctrl-C and SIGTERM: runs closed as KILLED, one line, exit 130 / 143
+            return args.func(args)
     except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_url(str(exc))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        resumable = args.func in (cmd_run, cmd_worker)
+        print("interrupted: " + ("the study can be resumed by running the same command" if resumable
+                                 else "its run was closed as KILLED" if args.func is cmd_train else "stopped"),
+              file=sys.stderr)
+        return exit_status(exc)

@@ -19,17 +19,20 @@ and as user attributes (``Cell.params()``). Every stage study names its objectiv
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
+import uuid
 import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.config import StudySpec
-from harness.errors import HarnessError, redact_url
+from harness.errors import HarnessError, db_url, redact_url
 from harness.schema import (
     EVALUATE,
     O_CELL,
@@ -39,6 +42,8 @@ from harness.schema import (
     P_SEED,
     P_TRAIN_RESOLUTION,
     T_FAIL_REASON,
+    T_STAGE,
+    T_TRIAL_NUMBER,
     TUNE,
     U_MLFLOW_RUN,
     U_RUN_CLOSED,
@@ -52,7 +57,9 @@ from harness.tracking import Tracker
 
 __all__ = [
     "Heartbeat",
+    "REAPED_REASON",
     "StorageError",
+    "check_pinned",
     "cell_distributions",
     "cell_params",
     "enqueue_cells",
@@ -61,36 +68,94 @@ __all__ = [
     "open_storage",
     "open_studies",
     "reap_stale",
+    "reaped",
+    "repair_runs",
+    "storage_identity",
     "study_names",
     "taken",
     "trial_cell",
 ]
 
+#: why a trial whose worker stopped sending heartbeats was failed (its worker died, was killed or paused)
+REAPED_REASON = "reaped: the heartbeat went stale (the worker died, was killed or paused)"
+#: a random id given to the evaluate study when it is created: which storage a study's MLflow runs came from
+U_STORAGE_ID = "harness.storage_id"
+
+
 class StorageError(HarnessError):
     """The Optuna storage cannot be reached or used."""
 
 
-def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBStorage:
+def open_storage(url: str, heartbeat: int | None = None, *, create: bool = True) -> optuna.storages.RDBStorage:
     """The Optuna storage at ``url``; with ``heartbeat`` (seconds) every running trial records a
-    heartbeat, and a trial silent for three intervals is failed as stale (its worker died)."""
+    heartbeat, and a trial silent for three intervals is failed as stale (its worker died).
+    With ``create=False`` (``status``, ``worker``) the storage must exist: nothing is created,
+    no file and no table. A password holding ``@`` or spaces is passed on as written."""
     kwargs: dict[str, Any] = {}
+    shown = redact_url(url)
     if heartbeat:
         kwargs.update(heartbeat_interval=heartbeat, grace_period=3 * heartbeat)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         # the harness records heartbeats itself around ask/tell (see Heartbeat)
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(unquote(url[len("sqlite:///"):].split("?")[0]))
+        if not create:
+            _check_sqlite_storage(path, shown)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
+    else:
+        url = db_url(url)  # a password holding '@': percent-encoded for SQLAlchemy
+        try:
+            import sqlalchemy.engine
+
+            sqlalchemy.engine.make_url(url)
+        except Exception:  # noqa: BLE001 - SQLAlchemy's message would quote a piece of the password
+            raise StorageError(f"Optuna storage {shown}: not a database URL (expected "
+                               "dialect://user:password@host:port/database; percent-encode a '?' or '#' "
+                               "in the password)") from None
+        if url.startswith(("postgresql://", "postgresql+psycopg2://")) and "connect_timeout=" not in url:
+            kwargs["engine_kwargs"] = {"connect_args": {"connect_timeout": 10}}  # a silent host: not forever
     try:
+        if not create and not url.startswith("sqlite:///"):
+            import sqlalchemy
+
+            engine = sqlalchemy.create_engine(url, **kwargs.get("engine_kwargs", {}))
+            try:
+                if not sqlalchemy.inspect(engine).has_table("studies"):
+                    raise StorageError(f"Optuna storage {shown}: holds no Optuna study: "
+                                       "create it with `harness run` first")
+            finally:
+                engine.dispose()
+            kwargs["skip_table_creation"] = True
         return optuna.storages.RDBStorage(url, **kwargs)
+    except HarnessError:
+        raise
     except Exception as exc:  # noqa: BLE001 - an unreachable or invalid storage is the user's to fix
         detail = redact_url(str(exc).splitlines()[0]) if str(exc) else ""
         hint = ""
         if isinstance(exc, ImportError) and url.startswith("postgres"):
             hint = " (install the PostgreSQL driver: pip install -e '.[postgres]')"
-        raise StorageError(f"Optuna storage {redact_url(url)}: cannot be used ({type(exc).__name__}: {detail}){hint}"
+        raise StorageError(f"Optuna storage {shown}: cannot be used ({type(exc).__name__}: {detail}){hint}"
                            ) from None
+
+
+def _check_sqlite_storage(path: Path, shown: str) -> None:
+    """An Optuna storage exists in SQLite file ``path``: looked at read-only, nothing created."""
+    if not path.is_file():
+        raise StorageError(f"Optuna storage {shown}: no such file: create the study with `harness run` first")
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise StorageError(f"Optuna storage {shown}: not an SQLite database ({exc}); left as it is") from None
+    if "studies" not in tables:
+        raise StorageError(f"Optuna storage {shown}: holds no Optuna study (no table 'studies'); left as it is: "
+                           "create the study with `harness run` first")
 
 
 def study_names(spec: StudySpec) -> dict[str, str]:
@@ -120,6 +185,8 @@ def open_studies(spec: StudySpec, storage, *, create: bool = True) -> dict[str, 
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                     sampler=sampler, pruner=_pruner(spec))
         pinned = study.user_attrs.get(U_SPEC_DIGEST)
+        if pinned is not None and pinned != spec.digest() and pinned == spec.digest(legacy=True):
+            pinned = None  # pinned before evaluation keys left the hash: the same spec, pinned again
         if pinned is None:
             study.set_user_attr(U_SPEC_DIGEST, spec.digest())
             study.set_user_attr(U_SPEC, json.dumps(spec.resolved, default=str))
@@ -127,12 +194,30 @@ def open_studies(spec: StudySpec, storage, *, create: bool = True) -> dict[str, 
             diff = spec.differs_in(json.loads(study.user_attrs.get(U_SPEC, "{}")))
             raise SpecError(f"{spec.source}: study {name!r} already exists in this storage with a different spec "
                                f"(differs in: {', '.join(diff) or 'content'}); use another study name or storage")
+        if key == EVALUATE and create and U_STORAGE_ID not in study.user_attrs:  # see storage_identity
+            study.set_user_attr(U_STORAGE_ID, uuid.uuid4().hex)
         if create and study.metric_names is None:
             with warnings.catch_warnings():  # experimental in some Optuna versions
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names([OBJECTIVE_TUNE if key.startswith(TUNE) else OBJECTIVE_EVALUATE])
         studies[key] = study
     return studies
+
+
+def check_pinned(spec: StudySpec, study: optuna.Study) -> None:
+    """Refuse ``spec`` for a study pinned to another spec's content hash, naming the keys that
+    differ (``run``, ``worker`` and ``status`` alike). A study pinned to no spec passes."""
+    pinned = study.user_attrs.get(U_SPEC_DIGEST)
+    if pinned is not None and pinned not in (spec.digest(), spec.digest(legacy=True)):
+        diff = spec.differs_in(json.loads(study.user_attrs.get(U_SPEC, "{}")))
+        raise SpecError(f"{spec.source}: study {study.study_name!r} already exists in this storage with a different "
+                        f"spec (differs in: {', '.join(diff) or 'content'}); use another study name or storage")
+
+
+def storage_identity(study: optuna.Study) -> str | None:
+    """The random id the evaluate ``study`` was given when it was created (None for an older study):
+    the same study name in two storages has two ids."""
+    return study.user_attrs.get(U_STORAGE_ID)
 
 
 def _pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
@@ -193,7 +278,13 @@ def failures(study: optuna.Study, cell: Cell) -> list[FrozenTrial]:
 
 
 def fail_reason(t: FrozenTrial) -> str:
-    return t.user_attrs.get(T_FAIL_REASON, "worker died or interrupted")
+    """Why a trial failed, as recorded: by its worker (a diverged loss, an error, an interruption)
+    or by the worker that reaped it (its heartbeat went stale). A trial failed before reasons were
+    recorded: reaped when its own worker did not close its run, else the worker's interruption."""
+    reason = t.user_attrs.get(T_FAIL_REASON)
+    if reason:
+        return reason
+    return "worker died or interrupted" if t.user_attrs.get(U_RUN_CLOSED) else REAPED_REASON
 
 
 # ------------------------------------------------------------------------------ heartbeats
@@ -224,11 +315,62 @@ class Heartbeat:
 
 
 def reap_stale(study: optuna.Study, tracker: Tracker) -> None:
-    """Fail the trials whose worker died (no heartbeat), and close their MLflow runs as FAILED."""
-    optuna.storages.fail_stale_trials(study)
+    """Fail the trials whose worker died (no heartbeat), recording why (:data:`REAPED_REASON`),
+    and close their MLflow runs as FAILED."""
+    storage = study._storage
+    interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+    if interval and hasattr(storage, "_get_stale_trial_ids"):
+        # optuna.storages.fail_stale_trials, with the reason recorded while the trial can still take it
+        for trial_id in storage._get_stale_trial_ids(study._study_id):
+            try:
+                storage.set_trial_user_attr(trial_id, T_FAIL_REASON, REAPED_REASON)
+                storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:  # another worker reaped it, or its own ended it
+                pass
+    else:
+        optuna.storages.fail_stale_trials(study)
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         run_id = t.user_attrs.get(U_MLFLOW_RUN)
         if run_id and not t.user_attrs.get(U_RUN_CLOSED):  # only the trials of dead workers
             if tracker.status(run_id) == "RUNNING":
-                tracker.set_tags(run_id, {T_FAIL_REASON: "the worker stopped sending heartbeats (killed?)"})
+                tracker.set_tags(run_id, {T_FAIL_REASON: REAPED_REASON})
                 tracker.end(run_id, "FAILED")
+
+
+def reaped(storage, trial: optuna.Trial) -> bool:
+    """Whether ``trial`` (this worker's own) is no longer RUNNING in the storage: another worker
+    failed it while this one was paused or stalled past the heartbeat grace (see :func:`reap_stale`)."""
+    return storage.get_trial(trial._trial_id).state != TrialState.RUNNING
+
+
+def repair_runs(spec: StudySpec, studies: dict[str, optuna.Study], tracker: Tracker) -> int:
+    """Close the study's child runs left RUNNING whose trial is not running (their worker was
+    stopped before it could close them: a second Ctrl-C, a kill during clean-up): KILLED, or
+    FAILED with the trial's reason when it has one. The runs of running trials are left to
+    their workers (or to :func:`reap_stale` once their heartbeat goes stale); runs without a
+    trial (``harness train``) are left alone. Returns how many runs were closed."""
+    by_key: dict[str, dict[int, FrozenTrial]] = {}
+    closed = 0
+    for run in tracker.runs(spec.name, status="RUNNING"):
+        tags, params = run.data.tags, run.data.params
+        number = tags.get(T_TRIAL_NUMBER)
+        stage = tags.get(T_STAGE)
+        key = EVALUATE if stage == EVALUATE else (
+            f"{TUNE}/{params.get(P_ENCODING)}/r{params.get(P_TRAIN_RESOLUTION)}" if stage == TUNE else None)
+        if key not in studies or number is None or not number.isdigit():
+            continue
+        if key not in by_key:
+            by_key[key] = {t.number: t for t in studies[key].get_trials(deepcopy=False)}
+        trial = by_key[key].get(int(number))
+        if trial is not None and trial.state in (TrialState.RUNNING, TrialState.WAITING):
+            continue
+        reason = trial.user_attrs.get(T_FAIL_REASON) if trial is not None else None
+        if trial is not None and trial.state == TrialState.COMPLETE:
+            reason = "its trial completed under another run"  # never expected: closed, not counted
+        interrupted = reason is None or reason.startswith("interrupted")
+        if tracker.status(run.info.run_id) != "RUNNING":  # closed meanwhile by its own worker
+            continue
+        tracker.set_tags(run.info.run_id, {T_FAIL_REASON: reason or "interrupted: closed by a later run of the study"})
+        tracker.end(run.info.run_id, "KILLED" if interrupted else "FAILED")
+        closed += 1
+    return closed

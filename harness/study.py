@@ -25,10 +25,12 @@ import fcntl
 import json
 import multiprocessing as mp
 import os
+import signal
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -36,7 +38,8 @@ import torch
 from optuna.trial import TrialState
 
 from harness.config import StudySpec, TuneConfig
-from harness.errors import HarnessError
+from harness.errors import HarnessError, redact_url
+from harness.interrupts import exit_status, handle_interrupts
 from harness.schema import (
     EVALUATE,
     O_CELL,
@@ -48,26 +51,34 @@ from harness.schema import (
     STAGE_TRIALS_PRUNED,
     SPEC_ARTIFACT,
     T_FAIL_REASON,
+    T_STUDY,
     TUNE,
     U_ENCODING_NAME,
     U_ENCODING_OPTIONS,
     U_RETRY_OF,
     U_RUN_CLOSED,
+    U_MLFLOW_RUN,
     U_SPURIOUS,
     U_WORKER,
     Cell,
 )
 from harness.spec import SpecError, load_spec
 from harness.storage import (
+    REAPED_REASON,
     Heartbeat,
     StorageError,
     cell_distributions,
+    cell_params,
+    check_pinned,
     enqueue_cells,
     fail_reason,
     failures,
     open_storage,
     open_studies,
     reap_stale,
+    reaped,
+    repair_runs,
+    storage_identity,
     study_names,
     taken,
     trial_cell,
@@ -75,7 +86,11 @@ from harness.storage import (
 from harness.tracking import Tracker, check_reachable
 from harness.trial import TrialError, dataset_of, train_one, worker_id
 
-__all__ = ["StorageError", "run_study", "run_worker", "study_status"]
+__all__ = ["StorageError", "failed_cells", "run_study", "run_worker", "study_status"]
+
+#: tags of a study's parent runs: the id of the Optuna storage its runs come from, and its URL (redacted)
+T_STORAGE_ID = "harness.storage_id"
+T_STORAGE = "harness.storage"
 
 
 # ------------------------------------------------------------------------------ entry points
@@ -93,31 +108,53 @@ def run_study(spec_path: str, overrides: list[str], *, workers: int | None = Non
     dataset_of(spec)  # a missing, corrupt or empty dataset: fail before writing anything
     check_reachable(spec.tracking())  # a tracking server that does not answer: likewise
     if spec.storage:
-        storage_obj = open_storage(spec.storage_url(), spec.heartbeat)  # likewise an unreachable database
+        # likewise an unreachable database (a server's table-creation race with another run: tried again)
+        storage_obj = _retry_races(lambda: open_storage(spec.storage_url(), spec.heartbeat))
     try:
         spec.run_dir.mkdir(parents=True, exist_ok=True)
-        probe = spec.run_dir / ".write-test"
+        probe = spec.run_dir / f".write-test-{os.getpid()}"  # its own: two runs started together
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
         raise SpecError(f"{spec.source}: key 'output': folder {spec.run_dir} cannot be written ({exc.strerror})") from None
-    if not spec.storage:
-        storage_obj = open_storage(spec.storage_url(), spec.heartbeat)
-    tracker = Tracker(spec.tracking(), spec.name)
-    studies = open_studies(spec, storage_obj)
-    resolved_file = spec.run_dir / SPEC_ARTIFACT
-    resolved_file.write_text(json.dumps(spec.resolved, indent=2, default=str))
-    parents = {}
-    for stage in ([TUNE] if spec.tune else []) + [EVALUATE]:
-        parents[stage] = tracker.parent_run(spec.name, stage, reopen=True)  # a re-run re-opens it
-        tracker.log_params(parents[stage], spec.resolved)
-        tracker.log_files(parents[stage], [resolved_file])
-    reap_stale(studies[EVALUATE], tracker)
-    enqueue_cells(studies[EVALUATE], spec.cells(), spec.max_retries)
+    # two `harness run` of one fresh study started together: the stores, the studies, the parent
+    # runs and the queue are created by one while the other waits (SQLite and a shared output
+    # folder); server stores retry the schema creation races they report
+    with _stores_lock(spec):
+        if not spec.storage:
+            # retried too: another command (`status`, `worker`) may open the new file at the same time
+            storage_obj = _retry_races(lambda: open_storage(spec.storage_url(), spec.heartbeat))
+        tracker = _retry_races(lambda: Tracker(spec.tracking(), spec.name))
+        studies = _retry_races(lambda: open_studies(spec, storage_obj))
+        _check_one_storage(spec, studies, tracker)  # one experiment, the runs of one storage
+        resolved_file = spec.run_dir / SPEC_ARTIFACT
+        try:
+            resolved_file.write_text(json.dumps(spec.resolved, indent=2, default=str))
+        except OSError as exc:  # a full disk: one line naming the folder, no half-written file
+            with contextlib.suppress(OSError):
+                resolved_file.unlink(missing_ok=True)
+            from harness.train import OutputWriteError
+
+            raise OutputWriteError.of(exc, spec.run_dir, f"writing {SPEC_ARTIFACT}") from None
+        parents = {}
+        for stage in ([TUNE] if spec.tune else []) + [EVALUATE]:
+            parents[stage] = tracker.parent_run(spec.name, stage, reopen=True)  # a re-run re-opens it
+            tracker.log_params(parents[stage], spec.resolved)
+            tracker.log_files(parents[stage], [resolved_file])
+            tracker.set_tags(parents[stage], {T_STORAGE_ID: storage_identity(studies[EVALUATE]) or "",
+                                              T_STORAGE: redact_url(spec.storage_url())})
+        reap_stale(studies[EVALUATE], tracker)
+        repair_runs(spec, studies, tracker)  # child runs an earlier interrupted run could not close
+        enqueue_cells(studies[EVALUATE], spec.cells(), spec.max_retries)
     args = (spec_path, [*overrides, *extra], progress)
-    workers = spec.workers if workers is None else workers
+    from harness.devices import assign_devices, resolve_workers, visible_gpus
+
+    # "auto": one worker per GPU on a GPU machine, one single-thread worker per core on a CPU one
+    workers = resolve_workers(spec.workers if workers is None else workers, train_device=spec.train.device,
+                              cells=len(spec.cells()))
     if workers == 0:  # only create the study: `harness worker` processes do the work (the parents stay open)
         return spec
+    procs: list = []  # the worker processes, when there are several
     try:
         if workers == 1:
             run_worker(*args)
@@ -125,20 +162,123 @@ def run_study(spec_path: str, overrides: list[str], *, workers: int | None = Non
             ctx = mp.get_context("spawn")
             # one process per share of the cores: oversubscribed OpenMP threads slow torch down many times
             threads = max(1, (os.cpu_count() or 1) // workers)
-            procs = [ctx.Process(target=_worker_main, args=(*args, threads), name=f"harness-worker-{i}")
+            # each worker its own GPU, round robin over the visible ones (None: the CPU, as before)
+            gpus = assign_devices(workers, visible_gpus() if spec.train.device != "cpu" else [])
+            procs = [ctx.Process(target=_worker_main, args=(*args, threads, gpus[i]), name=f"harness-worker-{i}")
                      for i in range(workers)]
-            for p in procs:
-                p.start()
+            with _sigint_ignored():  # they inherit SIGINT ignored: Ctrl-C stops this process, which stops them
+                for p in procs:
+                    p.start()
             for p in procs:
                 p.join()
             bad = [p.exitcode for p in procs if p.exitcode]
             if bad:
                 raise HarnessError(f"{len(bad)} of {workers} workers exited with an error (exit codes {bad})")
     except BaseException as exc:
-        _close_parents(spec, studies, tracker, parents, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        if interrupted:
+            _stop_workers(procs, getattr(exc, "signum", signal.SIGINT))
+        _repair_quietly(spec, studies, tracker)
+        _close_parents(spec, studies, tracker, parents, "KILLED" if interrupted else "FAILED")
         raise
+    _repair_quietly(spec, studies, tracker)
     _close_parents(spec, studies, tracker, parents, "FINISHED")
     return spec
+
+
+def _stop_workers(procs: list, signum: int) -> None:
+    """After Ctrl-C or SIGTERM in `harness run`: SIGTERM each worker still alive (they started
+    with SIGINT ignored, so only this process sees the terminal's Ctrl-C; SLURM's SIGTERM may
+    reach them too, and a worker ignores a second one) and wait while they close their runs
+    and fail their trials; a worker still alive after two minutes is killed (the next run
+    repairs what it left)."""
+    for p in procs:
+        if p.is_alive():
+            with contextlib.suppress(OSError):
+                os.kill(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 120
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join(10)
+
+
+def _repair_quietly(spec: StudySpec, studies: dict[str, optuna.Study], tracker: Tracker) -> None:
+    """:func:`repair_runs` while closing: a tracking error never hides the run's own outcome."""
+    try:
+        repair_runs(spec, studies, tracker)
+    except Exception as exc:  # noqa: BLE001
+        print(f"warning: could not check the study's runs: {exc}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while worker processes start (they inherit it so)."""
+    if not hasattr(signal, "SIGINT") or signal.getsignal(signal.SIGINT) is None:
+        yield
+        return
+    try:
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+@contextlib.contextmanager
+def _stores_lock(spec: StudySpec) -> Iterator[None]:
+    """An exclusive lock on the output folder while ``harness run`` creates or opens the stores,
+    the studies and the parent runs, and fills the queue: a second run started at the same time
+    (SQLite stores: MLflow's schema migration and Optuna's table creation race) waits for it."""
+    path = spec.run_dir / ".stores.lock"
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+#: what server stores say when two processes create the same schema at once
+_RACES = ("already exists", "duplicate", "uniqueviolation", "integrityerror", "alembic", "database is locked",
+          "deadlock", "unique constraint")
+
+
+def _retry_races(make, attempts: int = 6):
+    """``make()``, tried again (up to ``attempts`` times, a second or two apart) while it fails
+    with a schema-creation race of a server store (another process creating the same tables)."""
+    for i in range(attempts):
+        try:
+            return make()
+        except SpecError:  # the user's (a different spec under this name): at once
+            raise
+        except Exception as exc:  # noqa: BLE001 - HarnessError or the driver's own, re-raised unless a race
+            if i == attempts - 1 or not any(r in str(exc).lower() for r in _RACES):
+                raise
+            time.sleep(1 + i * 0.5)
+
+
+def _check_one_storage(spec: StudySpec, studies: dict[str, optuna.Study], tracker: Tracker) -> None:
+    """Refuse a study whose MLflow experiment already holds its runs from another Optuna storage
+    (the same study name run against two storages but one tracking store would train every cell
+    again into the one experiment). The parent runs record the storage's id (and its redacted URL)."""
+    mine = storage_identity(studies[EVALUATE])
+    if not mine:
+        return
+    for run in tracker.client.search_runs(
+            [tracker.experiment_id], filter_string=f"tags.`{T_STORAGE_ID}` != ''", max_results=50):
+        tags = run.data.tags
+        if tags.get(T_STUDY) == spec.name and tags.get(T_STORAGE_ID) not in (None, "", mine):
+            raise SpecError(
+                f"{spec.source}: MLflow experiment {spec.name!r} at {redact_url(spec.tracking())} already holds "
+                f"the runs of study {spec.name!r} from another Optuna storage ({tags.get(T_STORAGE, '?')}); this "
+                f"run's storage is {redact_url(spec.storage_url())}: use another study name (or tracking store), "
+                "or the storage the study was run with")
 
 
 def _close_parents(spec: StudySpec, studies: dict[str, optuna.Study], tracker: Tracker, parents: dict[str, str],
@@ -177,12 +317,18 @@ def _stage_summary(spec: StudySpec, studies: dict[str, optuna.Study], stage: str
 
 def study_status(spec: StudySpec) -> list[dict[str, str]]:
     """Each cell of the evaluate stage: done, running (which worker, since when), failed (why), waiting."""
-    storage = open_storage(spec.storage_url())
     name = study_names(spec)[EVALUATE]
+    missing = SpecError(f"{spec.source}: study {name!r} does not exist in storage "
+                        f"{redact_url(spec.storage_url())}: create it with `harness run` first")
+    url = spec.storage_url()
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+        raise missing  # and no empty database file left behind
+    storage = open_storage(url, create=False)
     if name not in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
-        raise SpecError(f"{spec.source}: study {name!r} does not exist in storage "
-                        f"{spec.resolved.get('storage') or spec.storage_url()}")
-    trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+        raise missing
+    study = optuna.load_study(study_name=name, storage=storage)
+    check_pinned(spec, study)  # another spec under this name is refused, as `run` and `worker` do
+    trials = study.get_trials(deepcopy=False)
     rows = []
     for cell in spec.cells():
         mine = [t for t in trials if trial_cell(t) == cell]
@@ -204,13 +350,34 @@ def study_status(spec: StudySpec) -> list[dict[str, str]]:
     return rows
 
 
-def _worker_main(spec_path: str, overrides: list[str], progress: bool | None, threads: int) -> None:
+def failed_cells(spec: StudySpec) -> list[tuple[Cell, int, str]]:
+    """The cells of the evaluate stage that failed on every try (``max_retries`` + 1 failed
+    trials, none completed): (cell, tries, the last try's recorded reason)."""
+    storage = open_storage(spec.storage_url())
+    trials = optuna.load_study(study_name=study_names(spec)[EVALUATE], storage=storage).get_trials(deepcopy=False)
+    out = []
+    for cell in spec.cells():
+        mine = [t for t in trials if trial_cell(t) == cell]
+        failed = [t for t in mine if t.state == TrialState.FAIL]
+        if len(failed) > spec.max_retries and not any(t.state == TrialState.COMPLETE for t in mine):
+            out.append((cell, len(failed), fail_reason(failed[-1])))
+    return out
+
+
+def _worker_main(spec_path: str, overrides: list[str], progress: bool | None, threads: int,
+                 gpu: str | None = None) -> None:
+    from harness.devices import pin_gpu
+
+    pin_gpu(gpu)  # before CUDA starts in this process: the worker sees its one GPU as cuda:0
     torch.set_num_threads(threads)
     try:
-        run_worker(spec_path, overrides, progress)
+        with handle_interrupts():  # SIGTERM from `harness run` (or SLURM): close the runs, exit 143
+            run_worker(spec_path, overrides, progress)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt as exc:  # the main process says "interrupted"
+        raise SystemExit(exit_status(exc)) from None
 
 
 def run_worker(spec_path: str, overrides: list[str], progress: bool | None = None) -> None:
@@ -220,19 +387,31 @@ def run_worker(spec_path: str, overrides: list[str], progress: bool | None = Non
     :func:`run_study` (``harness run``) does, once its own workers have ended."""
     spec = load_spec(spec_path, overrides)
     check_reachable(spec.tracking())
-    storage = open_storage(spec.storage_url(), spec.heartbeat)
+    url = spec.storage_url()
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():  # no empty file left behind
+        raise SpecError(f"{spec.source}: study {study_names(spec)[EVALUATE]!r} does not exist in storage "
+                        f"{redact_url(url)}: create it with `harness run` first")
+    storage = open_storage(url, spec.heartbeat, create=False)
     studies = open_studies(spec, storage, create=False)  # `run` created them, before any worker started
     tracker = Tracker(spec.tracking(), spec.name)
+    _check_one_storage(spec, studies, tracker)  # not into an experiment fed from another storage
     if spec.tune:
         parent = tracker.parent_run(spec.name, TUNE)
         budget = optuna.study.MaxTrialsCallback(spec.tune.trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
         for e in spec.encodings:
             for r in spec.train_resolutions:
                 study = studies[f"{TUNE}/{e.label}/r{r}"]
-                if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))) \
+                while len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))) \
                         < spec.tune.trials:
-                    study.optimize(lambda t, e=e, r=r: _tune_objective(t, spec, tracker, parent, e.label, r, progress),
-                                   callbacks=[budget], catch=())
+                    try:
+                        study.optimize(lambda t, e=e, r=r: _tune_objective(t, spec, tracker, parent, e.label, r,
+                                                                           progress),
+                                       callbacks=[budget], catch=())
+                    except ValueError as exc:  # "Cannot tell a FAIL trial": reaped while this worker was paused
+                        if "Cannot tell a FAIL trial" not in str(exc):
+                            raise
+                        print(f"warning: {e.label} r{r}: a tuning trial was failed while this worker was paused "
+                              "(its heartbeat went stale): result abandoned", file=sys.stderr)
     parent = tracker.parent_run(spec.name, EVALUATE)
     _evaluate_loop(studies[EVALUATE], storage, spec, tracker, parent, progress)
 
@@ -255,37 +434,134 @@ def _evaluate_loop(study: optuna.Study, storage, spec: StudySpec, tracker: Track
         with _pop_lock(spec):
             trial = study.ask(dist)
         cell = Cell.parse(trial.params[O_CELL]) if "encoding" in trial.user_attrs else None
-        if cell is None or taken(study, trial.number, cell):
+        if cell is None or taken(study, trial.number, cell) or not _has_cell_params(trial, cell):
             # not an enqueued cell (another worker took the last one), or a cell someone else
-            # completes or runs: never train a cell twice
+            # completes or runs: never train a cell twice. Or a cell queued by a version before
+            # the real parameters (only `cell`): Optuna drew the others at random, so it is
+            # queued again with them (enqueue_cells, next round) for the dashboards to be right
             trial.set_user_attr(U_SPURIOUS, True)
             study.tell(trial, state=TrialState.FAIL)
             continue
-        trial.set_user_attr(U_WORKER, worker_id())
-        enc = spec.encoding(cell.encoding)
-        trial.set_user_attr(U_ENCODING_NAME, enc.name)
-        trial.set_user_attr(U_ENCODING_OPTIONS, json.dumps(enc.options, sort_keys=True, default=str))
-        failed = failures(study, cell)
-        if failed:
-            trial.set_user_attr(U_RETRY_OF, failed[-1].number)  # the link in Optuna (MLflow: a tag)
-        params = _best_params(spec, storage, cell)
+        # from here the trial is this worker's: it beats at once (a RUNNING trial without a heartbeat
+        # would never go stale), and an interruption fails it at once (no waiting for the reaper)
         beat = Heartbeat(storage, study, trial.number)
         try:
-            value = train_one(spec, cell, stage=EVALUATE, tracker=tracker, parent=parent, trial=trial,
+            trial.set_user_attr(U_WORKER, worker_id())
+            enc = spec.encoding(cell.encoding)
+            trial.set_user_attr(U_ENCODING_NAME, enc.name)
+            trial.set_user_attr(U_ENCODING_OPTIONS, json.dumps(enc.options, sort_keys=True, default=str))
+            failed = failures(study, cell)
+            if failed:
+                trial.set_user_attr(U_RETRY_OF, failed[-1].number)  # the link in Optuna (MLflow: a tag)
+            params = _best_params(spec, storage, cell)
+        except BaseException as exc:
+            beat.stop()
+            _tell_failed(study, trial, f"interrupted: {type(exc).__name__} (before training)"
+                         if isinstance(exc, KeyboardInterrupt) else f"error: {type(exc).__name__}: {exc}"[:500],
+                         run_closed=True)
+            raise
+        guard = _ReapGuard(tracker, storage, trial)  # a reaped trial's run is never closed FINISHED
+        try:
+            value = train_one(spec, cell, stage=EVALUATE, tracker=guard, parent=parent, trial=trial,
                               overrides=params, progress=progress)
+        except optuna.exceptions.UpdateFinishedTrialError:  # reaped while this worker was paused
+            beat.stop()
+            if not reaped(storage, trial):
+                raise
+            _abandon(spec, study, cell, trial, guard)
+            continue
         except TrialError as exc:
             beat.stop()
-            trial.set_user_attr(T_FAIL_REASON, exc.reason)
-            trial.set_user_attr(U_RUN_CLOSED, True)
-            study.tell(trial, state=TrialState.FAIL)
+            if not _tell_failed(study, trial, exc.reason, run_closed=True):
+                _abandon(spec, study, cell, trial, guard)
+                continue
+            print(f"warning: {_cell_name(spec, cell)}: the trial failed: {exc.reason}"
+                  f"{' (retried)' if len(failures(study, cell)) <= spec.max_retries else ''}", file=sys.stderr)
             continue
-        except BaseException:
-            beat.stop()
-            trial.set_user_attr(U_RUN_CLOSED, True)  # train_one closed it as FAILED or KILLED
-            study.tell(trial, state=TrialState.FAIL)
+        except BaseException as exc:
+            beat.stop()  # train_one closed the run as FAILED or KILLED
+            reason = (f"interrupted: {type(exc).__name__}" if isinstance(exc, (KeyboardInterrupt, SystemExit))
+                      else str(exc) if isinstance(exc, HarnessError) else f"error: {type(exc).__name__}: {exc}")
+            _tell_failed(study, trial, reason[:500], run_closed=True)
             raise
         beat.stop()
-        study.tell(trial, value)
+        try:
+            if reaped(storage, trial):  # paused after training (or while closing its run): another worker retries
+                raise optuna.exceptions.UpdateFinishedTrialError("reaped")
+            study.tell(trial, value)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):  # ValueError: "Cannot tell a FAIL trial"
+            if not reaped(storage, trial):
+                raise
+            _abandon(spec, study, cell, trial, guard)
+
+
+class TrialReaped(optuna.exceptions.UpdateFinishedTrialError):
+    """This worker's trial was failed by another worker (its heartbeat went stale while this one
+    was paused or stalled): its result must not be reported."""
+
+
+class _ReapGuard:
+    """The tracker a trial logs through (everything delegated to the real one), except that the
+    trial's run is closed FINISHED only while the trial is still RUNNING in the storage: a worker
+    paused past the heartbeat grace, whose cell another worker now retries, raises
+    :class:`TrialReaped` instead, and never leaves a second FINISHED run for one cell."""
+
+    def __init__(self, tracker: Tracker, storage, trial: optuna.Trial) -> None:
+        self._tracker, self._storage, self._trial = tracker, storage, trial
+        self.run_id: str | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tracker, name)
+
+    def child_run(self, *args: Any, **kwargs: Any) -> str:
+        self.run_id = self._tracker.child_run(*args, **kwargs)
+        return self.run_id
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None:
+        if status == "FINISHED" and run_id == self.run_id and reaped(self._storage, self._trial):
+            raise TrialReaped(f"trial {self._trial.number} was failed by another worker (reaped)")
+        self._tracker.end(run_id, status)
+
+
+def _tell_failed(study: optuna.Study, trial: optuna.Trial, reason: str, *, run_closed: bool) -> bool:
+    """Fail this worker's ``trial`` with ``reason``; False when it had already been failed
+    (reaped by another worker while this one was paused)."""
+    try:
+        trial.set_user_attr(T_FAIL_REASON, reason)
+        if run_closed:
+            trial.set_user_attr(U_RUN_CLOSED, True)
+        study.tell(trial, state=TrialState.FAIL)
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+        if reaped(study._storage, trial):
+            return False
+        raise
+    return True
+
+
+def _abandon(spec: StudySpec, study: optuna.Study, cell: Cell, trial: optuna.Trial, guard: _ReapGuard) -> None:
+    """This worker's trial was reaped while it was paused: drop its result, close its run as
+    FAILED (reason: reaped), say so in one line, and move on. The checkpoint is the retry's
+    now; it is removed only when the cell is already completed."""
+    run_id = guard.run_id or study._storage.get_trial(trial._trial_id).user_attrs.get(U_MLFLOW_RUN)
+    if run_id:
+        try:
+            guard.set_tags(run_id, {T_FAIL_REASON: REAPED_REASON})
+            guard.end(run_id, "FAILED")
+        except Exception as exc:  # noqa: BLE001 - the next run's repair closes it
+            print(f"warning: could not close run {run_id}: {exc}", file=sys.stderr)
+    print(f"warning: {_cell_name(spec, cell)}: trial {trial.number} was failed while this worker was paused "
+          "(its heartbeat went stale) and another worker retries the cell: result abandoned", file=sys.stderr)
+    if taken(study, -1, cell):  # completed by the retry (a paused worker may have written the file again)
+        (spec.run_dir / "checkpoints" / EVALUATE / f"{cell.tag}.pt").unlink(missing_ok=True)
+
+
+def _cell_name(spec: StudySpec, cell: Cell) -> str:
+    return f"cell {cell.encoding} r{cell.train_resolution} seed {cell.seed}"
+
+
+def _has_cell_params(trial: optuna.Trial, cell: Cell) -> bool:
+    """Whether a popped trial's parameters are its cell's (every one of :func:`cell_params`)."""
+    return all(trial.params.get(k) == v for k, v in cell_params(cell).items())
 
 
 @contextlib.contextmanager
@@ -344,6 +620,11 @@ def _tune_objective(trial: optuna.Trial, spec: StudySpec, tracker: Tracker, pare
     try:
         return train_one(spec, cell, stage=TUNE, tracker=tracker, parent=parent, trial=trial, overrides=params,
                          progress=progress)
+    except optuna.exceptions.UpdateFinishedTrialError:  # reaped while this worker was paused: see run_worker
+        raise optuna.TrialPruned(REAPED_REASON) from None
     except TrialError as exc:
         trial.set_user_attr(T_FAIL_REASON, exc.reason)
         raise optuna.TrialPruned(exc.reason) from None
+    except HarnessError as exc:  # a full disk: the trial FAILs (Optuna) with the reason, the run stops
+        trial.set_user_attr(T_FAIL_REASON, str(exc))
+        raise

@@ -9,6 +9,7 @@ Optuna in every stage (intermediate values); only the tune stage prunes on it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -21,6 +22,7 @@ import torch
 from harness.config import StudySpec
 from harness.data import load_dataset
 from harness.encodings import PositionalEncoding
+from harness.errors import HarnessError
 from harness.models.vit import build_model
 from harness.provenance import git_commit, versions
 from harness.schema import (
@@ -52,9 +54,9 @@ from harness.schema import (
     eval_metric,
 )
 from harness.tracking import Tracker
-from harness.train import TrainConfigError, TrialFailed, evaluate_variants, train_model
+from harness.train import OutputWriteError, TrainConfigError, TrialFailed, evaluate_variants, train_model
 
-__all__ = ["TrialError", "train_one", "variants_of", "worker_id"]
+__all__ = ["TrialError", "model_meta", "train_one", "variants_of", "worker_id"]
 
 
 class TrialError(Exception):
@@ -89,7 +91,7 @@ def train_one(spec: StudySpec, cell: Cell, *, stage: str, tracker: Tracker, pare
     torch.manual_seed(cell.seed)
     model = build_model(model_cfg, enc.name, enc.options)
     tag = cell.tag + (f"_t{trial.number}" if stage == TUNE and trial is not None else "")
-    ckpt = spec.run_dir / "checkpoints" / stage / f"{tag}.pt"
+    ckpt = spec.path_under("checkpoints", stage, f"{tag}.pt")  # never outside output/<study>/
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     resolved = {**spec.resolved, "model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg),
                 "encoding": dataclasses.asdict(enc)}
@@ -131,12 +133,59 @@ def train_one(spec: StudySpec, cell: Cell, *, stage: str, tracker: Tracker, pare
     except optuna.TrialPruned:
         tracker.end(run_id, "FINISHED")
         raise
-    except BaseException as exc:
+    except optuna.exceptions.UpdateFinishedTrialError:
+        # the trial was failed under us: this worker was paused (or stalled) past the heartbeat
+        # grace and another worker took the cell over; abandon the result (the caller moves on)
+        from harness.storage import REAPED_REASON
+
+        tracker.set_tags(run_id, {T_FAIL_REASON: REAPED_REASON})
+        tracker.end(run_id, "FAILED")
+        raise
+    except (KeyboardInterrupt, SystemExit, GeneratorExit) as exc:
+        # Ctrl-C / SIGTERM: harness.interrupts already ignores a second signal while this closes the run
         tracker.set_tags(run_id, {T_FAIL_REASON: f"interrupted: {type(exc).__name__}"})
         tracker.end(run_id, "KILLED")
         raise
+    except HarnessError as exc:  # the user's to fix (a full disk, a bad checkpoint): the command stops, exit 2
+        try:
+            tracker.set_tags(run_id, {T_FAIL_REASON: str(exc)})
+        finally:
+            tracker.end(run_id, "FAILED")
+        raise
+    except Exception as exc:  # noqa: BLE001 - an error in the model or a plugin fails this cell, not the study
+        import traceback
+
+        reason = f"error: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"[:500]
+        try:
+            tracker.set_tags(run_id, {T_FAIL_REASON: reason})
+            tracker.log_text(run_id, traceback.format_exc(), "traceback.txt")
+        finally:
+            tracker.end(run_id, "FAILED")
+        raise TrialError(reason) from exc
+    try:
+        _log_trained(tracker, run_id, result, tested, 1.0 / data.num_classes)
+        if stage != TUNE:  # a trained cell's final weights, to evaluate again without training (harness evaluate)
+            tracker.log_model(run_id, model.state_dict(), model_meta(model_cfg, enc, res))
+    except BaseException as exc:  # the run never stays RUNNING: a full disk here fails it like one in training
+        killed = isinstance(exc, (KeyboardInterrupt, SystemExit))
+        reason = f"interrupted: {type(exc).__name__}" if killed else f"logging the results: {type(exc).__name__}: {exc}"
+        with contextlib.suppress(Exception):
+            tracker.set_tags(run_id, {T_FAIL_REASON: reason[:500]})
+        tracker.end(run_id, "KILLED" if killed else "FAILED")
+        if isinstance(exc, OSError):
+            raise OutputWriteError.of(exc, spec.run_dir, f"the results of {tag}") from None
+        raise
+    tracker.end(run_id, "FINISHED")
+    ckpt.unlink(missing_ok=True)
+    at_train = [m["acc"] for (_, size), m in tested.items() if size == Size(res, res)]
+    return at_train[0] if at_train else result.history[-1][VAL_ACC]
+
+
+def _log_trained(tracker: Tracker, run_id: str, result: Any, tested: dict, chance: float) -> None:
+    """A trained run's final metrics, its parameter count and, per variant, its accuracy
+    against the (square) test size."""
     final = {PARAM_COUNT: result.params, IMAGES_PER_S: result.images_per_s, RESUMED_FROM: result.resumed_from_epoch,
-             CHANCE: 1.0 / data.num_classes}
+             CHANCE: chance}
     for (variant, size), m in tested.items():
         final[eval_metric("acc", variant, size)] = m["acc"]
         final[eval_metric("loss", variant, size)] = m["loss"]
@@ -149,10 +198,14 @@ def train_one(spec: StudySpec, cell: Cell, *, stage: str, tracker: Tracker, pare
     for variant, series in by_variant.items():
         tracker.log_series(run_id, acc_vs_res(variant), series)
     tracker.set_tags(run_id, {T_DEVICE: result.device})
-    tracker.end(run_id, "FINISHED")
-    ckpt.unlink(missing_ok=True)
-    at_train = [m["acc"] for (_, size), m in tested.items() if size == Size(res, res)]
-    return at_train[0] if at_train else result.history[-1][VAL_ACC]
+
+
+def model_meta(model_cfg: Any, enc: Any, train_resolution: int) -> dict[str, Any]:
+    """What rebuilds a trained model from its weights (``model.json``): the model config, the
+    encoding's registry name, options and label, and the training resolution."""
+    return {"model": dataclasses.asdict(model_cfg), "encoding": {"name": enc.name, "options": enc.options,
+                                                                 "label": enc.label},
+            "train_resolution": train_resolution}
 
 
 def _position(spec: StudySpec, cell: Cell, stage: str, trial: optuna.Trial | None) -> str:

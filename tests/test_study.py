@@ -90,8 +90,10 @@ def test_interrupted_trial_resumes_from_its_checkpoint(tmp_path):
         time.sleep(0.05)
     assert ckpt.exists(), "no checkpoint appeared"
     proc.send_signal(signal.SIGINT)  # Ctrl-C in the middle of the trial
-    proc.communicate(timeout=120)
-    assert proc.returncode != 0
+    _, err = proc.communicate(timeout=120)
+    # one line, no traceback, exit 130 (128 + SIGINT); tests/test_signals.py: double Ctrl-C, SIGKILL, SIGTERM
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == "interrupted: the study can be resumed by running the same command"
     tracker, runs = finished_runs(out)
     assert [r.info.status for r in runs] == ["KILLED"]
 

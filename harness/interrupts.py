@@ -1,0 +1,66 @@
+"""Ctrl-C and SIGTERM: one clean stop, shielded clean-up.
+
+:func:`handle_interrupts` turns the first SIGINT (Ctrl-C) or SIGTERM (``kill``, SLURM, a
+container stop) into :class:`Interrupted`, a ``KeyboardInterrupt`` that every clean-up path
+already treats as an interruption (runs closed as KILLED, trials failed), and ignores both
+signals from then on: a second Ctrl-C during the clean-up cannot leave a run RUNNING. The
+command line then prints one line and exits with ``128 + signal`` (130 for Ctrl-C, 143 for
+SIGTERM). A signal ignored when the process started (a background job's SIGINT) stays ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
+__all__ = ["Interrupted", "exit_status", "handle_interrupts", "shield"]
+
+
+class Interrupted(KeyboardInterrupt):
+    """The process was asked to stop by ``signum`` (SIGINT or SIGTERM)."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def exit_status(exc: BaseException) -> int:
+    """The exit status of a process stopped by ``exc``: 128 + the signal (130 for Ctrl-C)."""
+    return 128 + getattr(exc, "signum", signal.SIGINT)
+
+
+def shield() -> None:
+    """Ignore SIGINT and SIGTERM from now on (while closing runs after an interruption)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, signal.SIG_IGN)
+
+
+def _handler(signum: int, frame) -> None:  # noqa: ARG001 - the signal module's signature
+    shield()  # before raising: a second signal during the clean-up is ignored
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def handle_interrupts() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM raise :class:`Interrupted` once, then are ignored.
+    The previous handlers are restored on leaving (in the main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not a background job's SIG_IGN
+        previous[signal.SIGINT] = signal.default_int_handler
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        previous[signal.SIGTERM] = signal.SIG_DFL
+    for sig in previous:
+        signal.signal(sig, _handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -1,0 +1,95 @@
+"""Two `harness run` of one fresh study started together, and the outcomes `run` and `status`
+report: cells failed on every try (exit 3, named with their reasons), a spec other than the
+pinned one (refused), one tracking store fed from two storages (refused)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "studies" / "smoke.yaml"
+
+BOOM = '''
+"""A test plugin: an encoding that always fails in training."""
+from dataclasses import dataclass
+
+from harness.encodings import PositionalEncoding, register_encoding
+
+
+@register_encoding("boom")
+class Boom(PositionalEncoding):
+    """Test plugin: raises in training."""
+
+    @dataclass(frozen=True)
+    class Options:
+        pass
+
+    def tokens(self, x, grid, state):
+        raise RuntimeError("boom: this encoding always fails")
+'''
+
+
+def harness(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout)
+
+
+@pytest.mark.slow
+def test_two_runs_of_a_fresh_study_started_together_both_finish_and_train_each_cell_once(tmp_path):
+    import optuna
+
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "harness", "run", str(SMOKE), "--set", f"output={out}", "--set", "seeds=[0]",
+           "--set", "encodings=[none, rope_axial]", "--set", "train.epochs=1", "--no-report"]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, results):
+        assert p.returncode == 0 and "Traceback" not in err, err[-3000:]
+    trials = optuna.load_study(study_name="smoke/evaluate", storage=f"sqlite:///{out / 'smoke' / 'optuna.db'}").trials
+    done = sorted(t.params["cell"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE)
+    assert done == ["none|r16|s0", "rope_axial|r16|s0"]
+    from harness.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{out / 'smoke' / 'mlflow.db'}", "smoke")
+    runs = tracker.runs("smoke", "evaluate")
+    assert sorted(r.data.tags["harness.cell"] for r in runs) == ["none_r16_s0", "rope_axial_r16_s0"]
+    assert all(r.info.status == "FINISHED" for r in tracker.client.search_runs([tracker.experiment_id]))
+    parents = [r for r in tracker.client.search_runs([tracker.experiment_id]) if r.data.tags.get("harness.parent") == "1"]
+    assert len(parents) == 1
+
+
+@pytest.mark.slow
+def test_cells_failed_on_every_try_status_and_refusals(tmp_path):
+    (tmp_path / "boom.py").write_text(BOOM)
+    out = tmp_path / "runs"
+    sets = ["--set", f"output={out}", "--set", "seeds=[0]", "--set", "encodings=[none, boom]",
+            "--set", f"plugins=[{tmp_path / 'boom.py'}]", "--set", "train.epochs=1", "--set", "max_retries=1"]
+    r = harness(tmp_path, "run", str(SMOKE), *sets, "--no-report")
+    # a cell that fails on every try: not "done", exit 3, the cell and its recorded reason named
+    assert r.returncode == 3, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr and "done" not in r.stdout
+    assert "boom r16 seed 0: 2 tries, last: error: RuntimeError: boom: this encoding always fails" in r.stderr
+
+    r = harness(tmp_path, "status", str(SMOKE), *sets)
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stdout.splitlines() if x.startswith("boom"))
+    assert "failed" in line and "boom: this encoding always fails" in line and "worker died" not in line
+
+    # status with another spec than the one the study is pinned to: refused, as run and worker do
+    r = harness(tmp_path, "status", str(SMOKE), *sets, "--set", "train.epochs=3")
+    assert r.returncode == 2 and "different spec" in r.stderr and "train" in r.stderr, r.stderr
+
+    # the same study name against another storage but the same tracking store: refused
+    tracking = f"sqlite:///{out / 'smoke' / 'mlflow.db'}"
+    r = harness(tmp_path, "run", str(SMOKE), *sets, "--storage", f"sqlite:///{tmp_path / 'other.db'}",
+                "--tracking-uri", tracking, "--no-report")
+    assert r.returncode == 2 and "another Optuna storage" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    from harness.tracking import Tracker
+
+    tracker = Tracker(tracking, "smoke")
+    assert len(tracker.runs("smoke", "evaluate")) == 3  # none once, boom twice: nothing trained again

@@ -1,0 +1,137 @@
+"""Exactly-once under a paused worker: a worker stopped (SIGSTOP) past the heartbeat grace is
+reaped, another worker retries its cell, and when the paused one continues it notices, drops
+its result, closes its run as FAILED (reason: reaped) and ends cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "studies" / "smoke.yaml"
+
+
+def wait_for(condition, timeout: float, what: str, procs=()) -> None:
+    """Poll ``condition`` until it holds (generous timeouts: a loaded 2-core machine)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        for p in procs:
+            assert p.poll() is None, f"{what}: a process ended early (exit {p.returncode})"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_a_paused_worker_that_was_reaped_abandons_its_result(tmp_path):
+    import optuna
+
+    out = tmp_path / "runs"
+    # one cell, long enough that the pause lands mid-trial; heartbeat 1 s: reaped after 3 s of silence
+    sets = ["--set", f"output={out}", "--set", "heartbeat=1", "--set", "encodings=[rope_axial]",
+            "--set", "seeds=[0]", "--set", "train.epochs=10"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    logs = {name: open(tmp_path / f"{name}.err", "w") for name in ("a", "b")}
+    a = subprocess.Popen([sys.executable, "-m", "harness", "run", str(SMOKE), *sets, "--no-report"], cwd=tmp_path,
+                         env=env, stdout=subprocess.DEVNULL, stderr=logs["a"])
+    b = None
+    try:
+        ckpt = out / "smoke" / "checkpoints" / "evaluate" / "rope_axial_r16_s0.pt"
+        storage = f"sqlite:///{out / 'smoke' / 'optuna.db'}"
+        wait_for(ckpt.exists, 300, "the first checkpoint", [a])
+        study = optuna.load_study(study_name="smoke/evaluate", storage=storage)
+        # pause it while it trains, not while it writes to a SQLite store (a process stopped while
+        # holding a SQLite write lock stops every other process's writes until it continues):
+        # after epoch 1 is reported to Optuna (the last write of the epoch), epoch 2 trains
+        wait_for(lambda: any(t.intermediate_values for t in study.get_trials(deepcopy=False)), 300,
+                 "epoch 1 reported", [a])
+        os.kill(a.pid, signal.SIGSTOP)  # paused mid-trial: its heartbeat goes stale
+        b = subprocess.Popen([sys.executable, "-m", "harness", "worker", str(SMOKE), "--storage", storage, *sets],
+                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=logs["b"])
+
+        def retried() -> bool:  # b reaped a's trial and now trains the cell again
+            return any(t.user_attrs.get("harness.worker", "").endswith(f":{b.pid}")
+                       for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+
+        wait_for(retried, 300, "the retry by the second worker", [b])
+        os.kill(a.pid, signal.SIGCONT)  # a continues the trial it no longer owns
+        assert a.wait(timeout=600) == 0
+        assert b.wait(timeout=600) == 0
+    finally:
+        for p in (a, b):
+            if p is not None and p.poll() is None:
+                os.kill(p.pid, signal.SIGCONT)
+                p.kill()
+                p.wait()
+        for f in logs.values():
+            f.close()
+    errs = {name: (tmp_path / f"{name}.err").read_text() for name in logs}
+    for name, err in errs.items():
+        assert "Traceback" not in err and "Cannot tell" not in err, f"worker {name}:\n{err[-3000:]}"
+    assert "result abandoned" in errs["a"]
+
+    trials = [t for t in optuna.load_study(study_name="smoke/evaluate", storage=storage).trials
+              if not t.user_attrs.get("harness.spurious")]
+    assert sorted(t.state.name for t in trials) == ["COMPLETE", "FAIL"]
+    reaped = next(t for t in trials if t.state == optuna.trial.TrialState.FAIL)
+    assert "reaped" in reaped.user_attrs["harness.fail_reason"]
+
+    from harness.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{out / 'smoke' / 'mlflow.db'}", "smoke")
+    runs = tracker.runs("smoke", "evaluate")
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
+    failed = next(r for r in runs if r.info.status == "FAILED")
+    assert failed.info.run_id == reaped.user_attrs["mlflow_run_id"]
+    assert "reaped" in failed.data.tags["harness.fail_reason"]
+    everything = tracker.client.search_runs([tracker.experiment_id])
+    assert all(r.info.status != "RUNNING" for r in everything), [(r.info.run_name, r.info.status) for r in everything]
+    assert not ckpt.exists()
+
+
+def test_a_reaped_trial_never_closes_its_run_finished_and_a_rerun_closes_what_was_left(tmp_path):
+    """In process, no timing: the paused-after-training case (the run would be closed FINISHED,
+    then the trial told: "Cannot tell a FAIL trial"), and the repair of a run left RUNNING."""
+    import optuna
+
+    from harness import study as st
+    from harness.schema import EVALUATE, Cell
+    from harness.spec import load_spec
+    from harness.storage import cell_distributions, enqueue_cells, open_storage, open_studies, repair_runs
+    from harness.tracking import Tracker
+
+    spec = load_spec(SMOKE, [f"output={tmp_path / 'runs'}", "heartbeat=1", "encodings=[none]", "seeds=[0]"])
+    storage = open_storage(spec.storage_url(), spec.heartbeat)
+    studies = open_studies(spec, storage)
+    study = studies[EVALUATE]
+    tracker = Tracker(spec.tracking(), spec.name)
+    parent = tracker.parent_run(spec.name, EVALUATE)
+    enqueue_cells(study, spec.cells(), spec.max_retries)
+    trial = study.ask(cell_distributions(spec.cells()))
+    guard = st._ReapGuard(tracker, storage, trial)
+    run_id = guard.child_run(parent, "none_r16_s0", study=spec.name, stage=EVALUATE, params={},
+                             tags={"optuna.trial_number": str(trial.number), "harness.cell": "none_r16_s0"})
+    study._storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL)  # reaped
+    with pytest.raises(st.TrialReaped):
+        guard.end(run_id, "FINISHED")
+    assert tracker.status(run_id) == "RUNNING"
+    assert st._tell_failed(study, trial, "whatever", run_closed=True) is False  # no "Cannot tell a FAIL trial"
+    st._abandon(spec, study, Cell("none", 16, 0), trial, guard)
+    assert tracker.status(run_id) == "FAILED"
+    assert "reaped" in tracker.client.get_run(run_id).data.tags["harness.fail_reason"]
+
+    # a run left RUNNING (its worker killed during its clean-up) whose trial is no longer running
+    trial = study.ask(cell_distributions(spec.cells()))
+    left = tracker.child_run(parent, "none_r16_s0", study=spec.name, stage=EVALUATE, params={},
+                             tags={"optuna.trial_number": str(trial.number), "harness.cell": "none_r16_s0"})
+    running = study.ask(cell_distributions(spec.cells()))  # a live worker's: left alone
+    live = tracker.child_run(parent, "x", study=spec.name, stage=EVALUATE, params={},
+                             tags={"optuna.trial_number": str(running.number), "harness.cell": "x"})
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    assert repair_runs(spec, studies, tracker) == 1
+    assert tracker.status(left) == "KILLED" and tracker.status(live) == "RUNNING"
