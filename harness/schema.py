@@ -238,6 +238,15 @@ def tuned_values(params: Mapping[str, str]) -> dict[str, float | None]:
 #: the artifact every child run carries: the resolved spec it ran with
 SPEC_ARTIFACT = "spec.resolved.json"
 
+#: the artifact folder of a trained cell's run (evaluate and train stages): its final weights
+#: (``weights.pt``, a ``state_dict``) and what rebuilds the model (``model.json``: the model
+#: config, the encoding's name and options, the training resolution); ``harness evaluate`` reads them
+MODEL_ARTIFACTS = "model"
+MODEL_WEIGHTS = "weights.pt"
+MODEL_META = "model.json"
+#: tag of a run that ``harness evaluate`` added metrics to: the time and how many metrics
+T_EVALUATED = "harness.evaluated"
+
 
 # ------------------------------------------------------------------------------ cells
 @dataclass(frozen=True, order=True)

@@ -210,3 +210,117 @@ def test_optuna_trials_have_named_objective_real_parameters_and_intermediate_val
         assert not math.isnan(t.value)
         found.add(cell)
     assert len(found) == CELLS
+
+
+@pytest.mark.slow
+def test_each_trained_cell_keeps_its_final_weights_and_what_rebuilds_the_model(smoke, tmp_path):
+    """The kept weights are the final ones: the model rebuilt from ``model/`` scores, on the test
+    split at the training size, exactly the accuracy its run logged when it finished training."""
+    from harness.config import ViTConfig
+    from harness.models.vit import build_model
+    from harness.spec import load_spec
+    from harness.train import evaluate
+    from harness.trial import dataset_of
+
+    t = tracker_of(smoke)
+    data = dataset_of(load_spec(str(SMOKE), [f"output={smoke}"]))
+    split = data.split("test", 16, device="cpu")
+    runs = t.runs("smoke", EVALUATE)
+    assert len(runs) == CELLS
+    for r in runs:
+        names = {Path(a.path).name for a in t.client.list_artifacts(r.info.run_id, schema.MODEL_ARTIFACTS)}
+        assert names == {schema.MODEL_WEIGHTS, schema.MODEL_META}
+        state, meta = t.load_model(r.info.run_id, tmp_path / r.info.run_id)
+        assert meta["encoding"]["name"] == r.data.params["encoding"] and meta["train_resolution"] == 16
+        model = build_model(ViTConfig.from_dict(meta["model"]), meta["encoding"]["name"], meta["encoding"]["options"])
+        model.load_state_dict(state)
+        at_train = {v for key, v in r.data.metrics.items()  # every policy: the same grid at the training size
+                    if (p := schema.parse_test_metric(key)) and p[0] == "acc" and p[2] == schema.Size(16, 16)}
+        assert len(at_train) == 1 and evaluate(model, split, 256, "cpu")["acc"] == at_train.pop()
+
+
+@pytest.mark.slow
+def test_evaluate_adds_a_test_resolution_to_a_finished_study_without_training(smoke, monkeypatch, capsys):
+    """`harness evaluate` with an added test size: every run gets the new metrics and series
+    point, the Optuna study is untouched, the report shows the new column, and no training step
+    runs (the step and the training loop raise if called)."""
+    import optuna
+
+    import harness.train as train
+    import harness.trial as trial
+    from harness.cli import main
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("harness evaluate trained")
+
+    monkeypatch.setattr(train.TrainStep, "__call__", no_training)
+    monkeypatch.setattr(train, "train_model", no_training)
+    monkeypatch.setattr(trial, "train_model", no_training)
+    monkeypatch.chdir(smoke.parent)  # reports/ beside the fixture's
+    storage = f"sqlite:///{smoke / 'smoke' / 'optuna.db'}"
+    before = [(t.number, t.state, t.value) for t in optuna.load_study(study_name="smoke/evaluate",
+                                                                        storage=storage).trials]
+    args = ["evaluate", str(SMOKE), f"output={smoke}", "test_resolutions=[8, 16, 24, 32]"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    # r32 once per variant: none has one (no policy), rope_axial and alibi2d two (their policies); 2 seeds each
+    assert f"{2 * (1 + 2 + 2)} evaluations added to {CELLS} cells" in out
+    t = tracker_of(smoke)
+    for r in t.runs("smoke", EVALUATE):
+        variants = [v for key in r.data.metrics if (p := schema.parse_test_metric(key)) for v in [p[1]]]
+        for variant in set(variants):
+            assert schema.eval_metric("acc", variant, 32) in r.data.metrics
+            steps = sorted(h.step for h in t.client.get_metric_history(r.info.run_id, schema.acc_vs_res(variant)))
+            assert steps == [8, 16, 24, 32]
+        assert r.data.tags[schema.T_EVALUATED]
+    after = [(t.number, t.state, t.value) for t in optuna.load_study(study_name="smoke/evaluate",
+                                                                       storage=storage).trials]
+    assert after == before
+    table = (smoke.parent / "reports" / "smoke" / "report.md").read_text()
+    assert "| 8 px | 16 px | 24 px | 32 px |" in table
+    # again: nothing is missing, nothing is added
+    assert main(args + ["--no-report"]) == 0
+    assert f"0 evaluations added to 0 cells, {CELLS} cells had them all already" in capsys.readouterr().out
+    # `harness run` of the finished study with one more size: nothing to train, the kept models measured
+    assert main(["run", str(SMOKE), f"output={smoke}", "test_resolutions=[8, 16, 24, 32, 40]", "--no-report"]) == 0
+    assert f"{2 * (1 + 2 + 2)} evaluations added to {CELLS} cells trained before" in capsys.readouterr().out
+    assert all(any(k.endswith("/r40") for k in r.data.metrics) for r in t.runs("smoke", EVALUATE))
+    assert len(t.runs("smoke", EVALUATE)) == CELLS
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_a_spec_whose_training_keys_differ(smoke, capsys):
+    from harness.cli import main
+
+    assert main(["evaluate", str(SMOKE), f"output={smoke}", "train.epochs=3"]) == 2
+    err = capsys.readouterr().err
+    assert "different spec" in err and "train" in err and err.count("\n") == 1
+
+
+def test_cells_queued_by_an_older_version_are_trained_with_their_real_parameters(tmp_path, monkeypatch):
+    """A study queued before trials had real parameters carries only ``cell``; Optuna would draw
+    encoding, resolution and seed at random for it. The worker queues such a cell again with its
+    parameters, so every completed trial's parameters are its cell's."""
+    import optuna
+
+    import harness.study as study
+    from harness.spec import load_spec
+    from harness.storage import open_storage, open_studies
+    from harness.tracking import Tracker
+
+    spec = load_spec(str(SMOKE), [f"output={tmp_path / 'runs'}"])
+    storage = open_storage(spec.storage_url())
+    evaluate = open_studies(spec, storage)[EVALUATE]
+    for cell in spec.cells():  # as the version before issue #13 queued them
+        evaluate.enqueue_trial({schema.O_CELL: cell.key}, user_attrs=cell.params())
+    trained = []
+    monkeypatch.setattr(study, "train_one", lambda spec, cell, **kw: trained.append(cell) or 0.5)
+    tracker = Tracker(spec.tracking(), spec.name)
+    study._evaluate_loop(evaluate, storage, spec, tracker, tracker.parent_run(spec.name, EVALUATE), False)
+    assert sorted(trained) == sorted(spec.cells())  # each cell once
+    done = [t for t in evaluate.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == CELLS
+    for t in done:
+        cell = Cell.parse(t.params[schema.O_CELL])
+        assert (t.params["encoding"], t.params["train_resolution"], t.params["seed"]) == \
+               (cell.encoding, cell.train_resolution, cell.seed)

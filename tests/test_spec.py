@@ -50,6 +50,41 @@ def test_good_spec_with_preset_include_and_overrides(tmp_path):
     assert two.workers == 2 and two.digest() == spec.digest()  # operational: the same study
 
 
+def test_evaluation_keys_do_not_count_in_the_pinned_digest_training_keys_do(tmp_path):
+    """Issue #13: a study can be evaluated at new test sizes and variants (`harness evaluate`)
+    without becoming another study; any key that changes what is trained still does."""
+    p = write(tmp_path, GOOD)
+    spec = load_spec(p)
+    same = ["test_resolutions=[8, 16, 24, 32]", "regimes=[zoom, canvas]",
+            "policies=[interpolate]", "temperatures=[none, log]", "baseline=rope_axial"]
+    for override in same:
+        other = load_spec(p, [override])
+        assert other.digest() == spec.digest() and other.differs_in(spec.resolved) == [], override
+        assert other.digest(legacy=True) != spec.digest(legacy=True), override  # the old hash counted it
+    for override, key in (("train.lr=0.005", "train"), ("model.depth=3", "model"), ("seeds=[0, 2]", "seeds"),
+                          ("dataset.num_train=96", "dataset"), ("encodings=[none]", "encodings")):
+        other = load_spec(p, [override])
+        assert other.digest() != spec.digest() and key in other.differs_in(spec.resolved), override
+
+
+def test_a_study_pinned_with_the_old_digest_is_pinned_again_not_refused(tmp_path):
+    import optuna
+
+    from harness.schema import U_SPEC_DIGEST
+    from harness.storage import open_storage, open_studies, study_names
+
+    spec = load_spec(write(tmp_path, GOOD), [f"output={tmp_path / 'runs'}"])
+    storage = open_storage(spec.storage_url())
+    (study,) = open_studies(spec, storage).values()
+    study.set_user_attr(U_SPEC_DIGEST, spec.digest(legacy=True))  # as a study created before issue #13
+    open_studies(spec, storage, create=False)
+    name = study_names(spec)["evaluate"]
+    assert optuna.load_study(study_name=name, storage=storage).user_attrs[U_SPEC_DIGEST] == spec.digest()
+    changed = load_spec(write(tmp_path, GOOD), [f"output={tmp_path / 'runs'}", "train.lr=0.005"])
+    with pytest.raises(SpecError, match="different spec"):
+        open_studies(changed, storage, create=False)
+
+
 CASES = {
     "malformed yaml": (GOOD + "seeds: [0, 1\n", [], "malformed YAML"),
     "unknown key": (GOOD + "seed: [3]\n", [], "unknown key 'seed'; did you mean 'seeds'"),

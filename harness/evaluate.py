@@ -1,0 +1,140 @@
+"""``harness evaluate``: evaluate a study's trained models again, without training.
+
+Every trained cell keeps its final weights as artifacts of its MLflow run (``model/``:
+``weights.pt`` and ``model.json``, see :meth:`harness.tracking.Tracker.log_model`). Given the
+study's spec, with evaluation keys changed (``test_resolutions``, ``canvas_resolutions``,
+``regimes``, ``policies``, ``temperatures``: ``harness.config.EVALUATION_ONLY``, outside the
+study's pinned hash), this rebuilds each finished cell's model from its run, measures every test
+size and evaluation variant the run has no metric for yet, and logs them to the same run, under
+the same names a training run uses (so the report reads them as any other). Nothing is trained:
+a spec whose training keys differ from the study's is refused as ``harness run`` refuses it.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.config import StudySpec, ViTConfig
+from harness.errors import HarnessError
+from harness.schema import (
+    EVALUATE,
+    T_CELL,
+    T_EVALUATED,
+    VAL_ACC,
+    Size,
+    Variant,
+    acc_vs_res,
+    eval_metric,
+)
+from harness.spec import load_spec
+from harness.storage import open_storage, open_studies
+from harness.tracking import Tracker, check_reachable
+
+__all__ = ["EvaluateResult", "evaluate_study"]
+
+
+@dataclass
+class EvaluateResult:
+    """What ``harness evaluate`` did, per cell tag."""
+
+    spec: StudySpec
+    evaluated: dict[str, int] = field(default_factory=dict)  # cell tag -> metrics added
+    complete: list[str] = field(default_factory=list)  # cells that had every metric already
+    untrained: list[str] = field(default_factory=list)  # cells with no finished run
+    no_weights: list[str] = field(default_factory=list)  # finished runs that kept no model
+
+
+def evaluate_study(spec_path: str, overrides: list[str], *, storage: str | None = None,
+                   tracking_uri: str | None = None, progress: bool | None = None) -> EvaluateResult:
+    """Add the spec's missing test sizes and evaluation variants to every finished cell of the
+    study, from the weights its run kept. Returns what was done."""
+    import torch
+
+    from harness.encodings import ENCODINGS
+    from harness.models.vit import build_model
+    from harness.train import evaluate_variants, resolve_device
+    from harness.trial import dataset_of, variants_of
+
+    extra = [f"storage={storage}"] if storage else []
+    extra += [f"tracking_uri={tracking_uri}"] if tracking_uri else []
+    spec = load_spec(spec_path, [*overrides, *extra])
+    check_reachable(spec.tracking())
+    if spec.storage_url().startswith("sqlite:///") and not Path(spec.storage_url()[len("sqlite:///"):]).is_file():
+        raise HarnessError(f"{spec.source}: study {spec.name!r} has no storage at {spec.storage_url()}: "
+                           "run the study first (harness run)")
+    # the study must exist, trained with this spec's training keys (the pinned hash)
+    open_studies(spec, open_storage(spec.storage_url()), create=False)
+    tracker = Tracker(spec.tracking(), spec.name, create=False)
+    data = dataset_of(spec)
+    train_cfg = spec.train_config()
+    finished: dict[str, object] = {}
+    for run in sorted(tracker.runs(spec.name, EVALUATE, status="FINISHED"), key=lambda r: r.info.start_time):
+        finished[run.data.tags.get(T_CELL, "")] = run  # the latest finished run of a cell
+    result = EvaluateResult(spec)
+    cells = spec.cells()
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, cell in enumerate(cells, 1):
+            run = finished.get(cell.tag)
+            if run is None:
+                result.untrained.append(cell.tag)
+                continue
+            enc = spec.encoding(cell.encoding)
+            variants = variants_of(spec, ENCODINGS.get(enc.name))
+            have = run.data.metrics
+            missing = {(v, s) for v in variants for s in spec.sizes(v.regime)
+                       if eval_metric("acc", v, s) not in have}
+            if not missing:
+                result.complete.append(cell.tag)
+                continue
+            kept = tracker.load_model(run.info.run_id, Path(tmp) / cell.tag)
+            if kept is None:
+                result.no_weights.append(cell.tag)
+                print(f"warning: {cell.tag}: run {run.info.run_id} kept no model (trained before models were "
+                      "kept): not evaluated; retrain the cell to evaluate it", file=sys.stderr)
+                continue
+            state, meta = kept
+            model = build_model(ViTConfig.from_dict(meta["model"]), meta["encoding"]["name"],
+                                meta["encoding"]["options"])
+            model.load_state_dict(state)
+            model.to(resolve_device(train_cfg.device))
+            t0 = time.monotonic()
+            tested = {}
+            for regime in dict.fromkeys(v.regime for v, _ in missing):
+                sizes = sorted({s for v, s in missing if v.regime == regime})
+                mine = [v for v in variants if v.regime == regime and any((v, s) in missing for s in sizes)]
+                got = evaluate_variants(model, data, train_cfg, train_resolution=cell.train_resolution,
+                                        sizes={regime: sizes}, variants=mine)
+                tested.update({k: m for k, m in got.items() if k in missing})
+            _log(tracker, run, tested)
+            result.evaluated[cell.tag] = len(tested)
+            if progress is not False:
+                print(f"cell {i}/{len(cells)} {cell.tag}: {len(tested)} evaluations added "
+                      f"({time.monotonic() - t0:.1f}s)", file=sys.stderr, flush=True)
+            del model, state
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    return result
+
+
+def _log(tracker: Tracker, run, tested: dict[tuple[Variant, Size], dict[str, float]]) -> None:
+    """The new metrics, at the step the run's own test metrics have (its last epoch), and the new
+    points of its accuracy-against-resolution series."""
+    run_id = run.info.run_id
+    history = tracker.client.get_metric_history(run_id, VAL_ACC)
+    step = max((m.step for m in history), default=0)
+    final = {}
+    for (variant, size), m in tested.items():
+        final[eval_metric("acc", variant, size)] = m["acc"]
+        final[eval_metric("loss", variant, size)] = m["loss"]
+    tracker.log_metrics(run_id, final, step=step)
+    by_variant: dict[Variant, dict[int, float]] = {}
+    for (variant, size), m in tested.items():
+        if size.square:
+            by_variant.setdefault(variant, {})[size.rows] = m["acc"]
+    for variant, series in by_variant.items():
+        tracker.log_series(run_id, acc_vs_res(variant), series)
+    tracker.set_tags(run_id, {T_EVALUATED: f"{time.strftime('%Y-%m-%dT%H:%M:%S')} +{len(final)} metrics"})
