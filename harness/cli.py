@@ -308,6 +308,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
             raise HarnessError(f"--gpu {args.gpu}: no CUDA GPU {device!r} is visible here")
     extra = [f"storage={args.storage}"] + ([f"tracking_uri={args.tracking_uri}"] if args.tracking_uri else [])
     run_worker(args.spec, args.set + extra)
+    from harness.spec import load_spec
+    from harness.study import failed_cells
+
+    spec = load_spec(args.spec, args.set + extra)
+    failed = failed_cells(spec)  # as `run`: cells that failed on every try end the study, not done
+    if failed:
+        _print_failed(spec, failed)
+        return 3
     print("worker: no cells left in the study")
     return 0
 
@@ -381,12 +389,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------ parser
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (``harness show: error: ...; see harness show
+    --help``) and exit status 2, as every other mistake a user can make."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="harness",
         description="Compare positional encodings for Vision Transformers at unseen resolutions.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("encodings", help="list the registered encodings")
     p.add_argument("--preset", default="small", help="model preset for the parameter counts (default: small)")

@@ -41,7 +41,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from harness.schema import NO_POLICY, NO_TEMPERATURE, Cell, Size
+from harness.schema import NO_POLICY, Cell, Size
 
 __all__ = [
     "BOOTSTRAP_RESAMPLES",

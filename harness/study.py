@@ -133,7 +133,7 @@ def run_study(spec_path: str, overrides: list[str], *, workers: int | None = Non
         except OSError as exc:  # a full disk: one line naming the folder, no half-written file
             with contextlib.suppress(OSError):
                 resolved_file.unlink(missing_ok=True)
-            from harness.train import OutputWriteError
+            from harness.checkpoint import OutputWriteError
 
             raise OutputWriteError.of(exc, spec.run_dir, f"writing {SPEC_ARTIFACT}") from None
         parents = {}

@@ -54,7 +54,8 @@ from harness.schema import (
     eval_metric,
 )
 from harness.tracking import Tracker
-from harness.train import OutputWriteError, TrainConfigError, TrialFailed, evaluate_variants, train_model
+from harness.checkpoint import OutputWriteError
+from harness.train import TrainConfigError, TrialFailed, evaluate_variants, train_model
 
 __all__ = ["TrialError", "model_meta", "train_one", "variants_of", "worker_id"]
 

@@ -75,6 +75,10 @@ def test_cells_failed_on_every_try_status_and_refusals(tmp_path):
     assert "Traceback" not in r.stderr and "done" not in r.stdout
     assert "boom r16 seed 0: 2 tries, last: error: RuntimeError: boom: this encoding always fails" in r.stderr
 
+    # a worker joining the ended study finds nothing to train, and says the study did not end done
+    r = harness(tmp_path, "worker", str(SMOKE), *sets, "--storage", f"sqlite:///{out / 'smoke' / 'optuna.db'}")
+    assert r.returncode == 3 and "boom r16 seed 0: 2 tries" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
     r = harness(tmp_path, "status", str(SMOKE), *sets)
     assert r.returncode == 0, r.stderr
     line = next(x for x in r.stdout.splitlines() if x.startswith("boom"))

@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from harness.errors import HarnessError
-from harness.train import OutputWriteError, TrainConfig, _save_atomic, train_model
+from harness.checkpoint import OutputWriteError, save_atomic
+from harness.train import TrainConfig, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "studies" / "smoke.yaml"
@@ -30,10 +31,10 @@ needs_dev_full = pytest.mark.skipif(not FULL.exists(), reason="no /dev/full")
 @needs_dev_full
 def test_a_full_disk_is_one_error_naming_the_folder_and_leaves_no_tmp(tmp_path):
     path = tmp_path / "ckpt" / "cell.pt"
-    _save_atomic({"epoch": 1}, path)  # a good checkpoint first: it must survive the failed write
+    save_atomic({"epoch": 1}, path)  # a good checkpoint first: it must survive the failed write
     (tmp_path / "ckpt" / "cell.pt.tmp").symlink_to(FULL)  # every write to it: ENOSPC
     with pytest.raises(OutputWriteError) as info:
-        _save_atomic({"epoch": 2, "w": torch.randn(1000, 100)}, path)
+        save_atomic({"epoch": 2, "w": torch.randn(1000, 100)}, path)
     assert isinstance(info.value, HarnessError)  # the CLI prints it as one line, exit 2
     assert str(info.value) == f"no space left on device in {path.parent} (writing checkpoint cell.pt)"
     assert info.value.folder == path.parent
@@ -49,7 +50,7 @@ def test_an_oserror_from_torch_save_is_the_same_error(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", full)
     with pytest.raises(OutputWriteError,
                        match=rf"^no space left on device in {tmp_path} \(writing checkpoint c\.pt\)$"):
-        _save_atomic({}, tmp_path / "c.pt")
+        save_atomic({}, tmp_path / "c.pt")
     assert list(tmp_path.iterdir()) == []
 
 

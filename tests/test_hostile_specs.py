@@ -146,8 +146,9 @@ def test_train_and_show_refuse_nonsense_before_writing(tree, capsys, monkeypatch
     rc, err, _ = _cli(work.parent, "train", "--spec", str(spec), "--encoding", "none", "--resolution", "-16")
     assert rc == 2 and err == ["error: --resolution -16: expected a positive training resolution in pixels, got -16"]
     rc, err, _ = _cli(work.parent, "show", "rope1d", "--option", "base=[1")
-    assert rc == 2 and err[-1].startswith("harness show: error: argument --option: 'base=[1': the value is not "
-                                          "valid YAML"), err
+    assert rc == 2 and len(err) == 1 and err[0].startswith("harness show: error: argument --option: 'base=[1': "
+                                                           "the value is not valid YAML"), err
+    assert err[0].endswith("(see harness show --help)")  # one line: no usage block above it
 
 
 @pytest.mark.parametrize("space, key", [

@@ -164,3 +164,25 @@ def test_a_broken_plugin_fails_its_cells_and_the_study_goes_on(tmp_path):
     assert states["drops_tokens"].user_attrs["harness.fail_reason"] == reason
     # every run closed: nothing RUNNING
     assert not tracker.runs("smoke", status="RUNNING")
+    assert r.returncode == 3 and "drops_tokens r16 seed 0: 1 tries" in r.stderr  # a failed cell: exit 3, named
+
+
+@pytest.mark.slow
+def test_harness_train_of_a_broken_plugin_exits_3_with_one_line(tmp_path):
+    """`harness train` runs one training: when it fails (here the encoding breaks the hook
+    contract) the run is closed FAILED and the command says why in one line, exit 3, no traceback."""
+    from harness.tracking import Tracker
+
+    plugin = tmp_path / "drops_tokens.py"
+    plugin.write_text(textwrap.dedent(PLUGIN))
+    out = tmp_path / "runs"
+    r = subprocess.run([sys.executable, "-m", "harness", "train", "--spec", str(SMOKE), "--encoding", "drops_tokens",
+                        "--set", f"output={out}", "--set", f"plugins=[{plugin}]", "--set", "dataset.num_train=128",
+                        "--set", "train.batch_size=32", "--set", "train.epochs=1"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    lines = [line for line in r.stderr.splitlines() if "training failed" in line]
+    assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert len(lines) == 1 and "breaks the hook contract" in lines[0] and lines[0].startswith("drops_tokens r16 seed 0")
+    tracker = Tracker(f"sqlite:///{out / 'smoke' / 'mlflow.db'}", "smoke")
+    (run,) = tracker.runs("smoke", "train")
+    assert run.info.status == "FAILED" and not tracker.runs("smoke", status="RUNNING")

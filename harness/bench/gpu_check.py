@@ -33,7 +33,6 @@ import dataclasses
 import datetime as dt
 import json
 import math
-import os
 import sys
 import time
 from collections import Counter
