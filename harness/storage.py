@@ -33,6 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from harness.config import StudySpec
 from harness.errors import HarnessError, db_url, redact_url
+from harness.files import sqlite_tables
 from harness.schema import (
     EVALUATE,
     O_CELL,
@@ -146,11 +147,7 @@ def _check_sqlite_storage(path: Path, shown: str) -> None:
     if not path.is_file():
         raise StorageError(f"Optuna storage {shown}: no such file: create the study with `harness run` first")
     try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            tables = {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
-        finally:
-            con.close()
+        tables = sqlite_tables(path)
     except sqlite3.Error as exc:
         raise StorageError(f"Optuna storage {shown}: not an SQLite database ({exc}); left as it is") from None
     if "studies" not in tables:

@@ -21,7 +21,6 @@ study (which finds nothing left to train) closes them.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import multiprocessing as mp
 import os
@@ -39,6 +38,7 @@ from optuna.trial import TrialState
 
 from harness.config import StudySpec, TuneConfig
 from harness.errors import HarnessError, redact_url
+from harness.files import exclusive_lock
 from harness.interrupts import exit_status, handle_interrupts
 from harness.schema import (
     EVALUATE,
@@ -235,13 +235,8 @@ def _stores_lock(spec: StudySpec) -> Iterator[None]:
     """An exclusive lock on the output folder while ``harness run`` creates or opens the stores,
     the studies and the parent runs, and fills the queue: a second run started at the same time
     (SQLite stores: MLflow's schema migration and Optuna's table creation race) waits for it."""
-    path = spec.run_dir / ".stores.lock"
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive_lock(spec.run_dir / ".stores.lock"):
+        yield
 
 
 #: what server stores say when two processes create the same schema at once
@@ -575,14 +570,8 @@ def _pop_lock(spec: StudySpec) -> Iterator[None]:
     if not url.startswith("sqlite:///"):
         yield
         return
-    path = spec.run_dir / ".queue.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive_lock(spec.run_dir / ".queue.lock"):
+        yield
 
 
 def _best_params(spec: StudySpec, storage, cell: Cell) -> dict[str, Any]:

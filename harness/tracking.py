@@ -31,6 +31,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from harness.errors import HarnessError, db_url, redact_url, split_userinfo
+from harness.files import sqlite_tables
 from harness.schema import (
     EVALUATE,
     MODEL_ARTIFACTS,
@@ -145,11 +146,7 @@ def _check_mlflow_store(uri: str) -> None:
         if not path.is_file():
             raise TrackingError(f"MLflow tracking store {shown}: no such file")
         try:
-            con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-            try:
-                tables = {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
-            finally:
-                con.close()
+            tables = sqlite_tables(path)
         except sqlite3.Error as exc:
             raise TrackingError(f"MLflow tracking store {shown}: not an SQLite database ({exc})") from None
     else:

@@ -87,22 +87,34 @@ def mlflow_server(backend_uri: str, artifacts: Path):
                              "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        import urllib.request
-
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.time() < deadline and proc.poll() is None, "the MLflow server did not start"
-            time.sleep(0.5)
+        wait_healthy(url, proc)
         yield url
     finally:
-        proc.terminate()
+        stop(proc)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, headers: dict[str, str] | None = None,
+                 timeout: float = 120) -> None:
+    """Wait until the MLflow server ``proc`` at ``url`` answers its health check (with ``headers``)."""
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while True:
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            with urllib.request.urlopen(urllib.request.Request(url + "/health", headers=headers or {}),
+                                        timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        assert time.time() < deadline and proc.poll() is None, "the MLflow server did not start"
+        time.sleep(0.3)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate a server process (killed when it does not end within 30 s)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()

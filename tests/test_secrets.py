@@ -15,8 +15,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,16 +23,8 @@ import pytest
 from harness.errors import db_url, redact_url, scrub, split_userinfo
 from harness.spec import load_spec
 from harness.tracking import TrackingError, check_reachable, flatten
-from tests.test_stray_files import cli
+from tests.test_stray_files import SMOKE, TINY, cli, harness
 
-ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "studies" / "smoke.yaml"
-TINY = ["--set", "encodings=[none]", "--set", "seeds=[0]", "--set", "train.epochs=1", "--set", "test_resolutions=[16]"]
-
-
-def harness(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout)
 
 
 # ------------------------------------------------------------------------------ parsing
@@ -152,7 +142,7 @@ _AUTH_MLFLOW = textwrap.dedent('''
 def mlflow_behind_basic_auth(root: Path, user: str, password: str):
     """An MLflow tracking server (SQLite store, proxied artifacts, all under ``root``) that
     answers only requests with HTTP basic auth ``user:password``; yields its port."""
-    from tests.servers import free_port
+    from tests.servers import free_port, stop, wait_healthy
 
     port = free_port()
     script = root / "auth_mlflow.py"
@@ -162,25 +152,10 @@ def mlflow_behind_basic_auth(root: Path, user: str, password: str):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                req = urllib.request.Request(f"http://127.0.0.1:{port}/health",
-                                             headers={"Authorization": f"Basic {token}"})
-                with urllib.request.urlopen(req, timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.time() < deadline and proc.poll() is None, "the MLflow server did not start"
-            time.sleep(0.3)
+        wait_healthy(f"http://127.0.0.1:{port}", proc, {"Authorization": f"Basic {token}"})
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 def _leaks(secrets: list[str], texts: dict[str, str], folders: list[Path]) -> list[str]:
