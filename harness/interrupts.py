@@ -6,11 +6,17 @@ already treats as an interruption (runs closed as KILLED, trials failed), and ig
 signals from then on: a second Ctrl-C during the clean-up cannot leave a run RUNNING. The
 command line then prints one line and exits with ``128 + signal`` (130 for Ctrl-C, 143 for
 SIGTERM). A signal ignored when the process started (a background job's SIGINT) stays ignored.
+
+A signal that arrives while a database or tracking call runs (Optuna's storage, MLflow,
+SQLAlchemy: :data:`UNSAFE_MODULES`) is not raised there: it is delivered again every
+:data:`RETRY_S` seconds until it lands outside such a call (within the training step, a wait,
+the harness's own code), so no connection is left half-way through a transaction.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -40,7 +46,38 @@ def shield() -> None:
             signal.signal(sig, signal.SIG_IGN)
 
 
-def _handler(signum: int, frame) -> None:  # noqa: ARG001 - the signal module's signature
+#: modules whose calls must not be cut short by an exception raised from a signal handler: a
+#: database or tracking call interrupted half-way can leave its connection holding a lock (a
+#: SQLite write lock kept by the interrupted session stalled the clean-up's own writes for the
+#: whole busy timeout, then failed them: seen as "database is locked" after 120 s)
+UNSAFE_MODULES = ("sqlalchemy", "sqlite3", "optuna.storages", "mlflow", "alembic", "psycopg", "psycopg2",
+                  "urllib3", "requests")
+#: seconds before a signal that arrived during such a call is delivered again
+RETRY_S = 0.05
+
+
+def _in_unsafe_call(frame) -> bool:
+    """Whether the interrupted Python stack runs code of one of :data:`UNSAFE_MODULES`."""
+    while frame is not None:
+        name = frame.f_globals.get("__name__") or ""
+        if any(name == m or name.startswith(m + ".") for m in UNSAFE_MODULES):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _deliver_again(signum: int) -> None:
+    """Send ``signum`` to this process again, if this module's handler still takes it."""
+    if signal.getsignal(signum) is _handler:
+        os.kill(os.getpid(), signum)
+
+
+def _handler(signum: int, frame) -> None:
+    if _in_unsafe_call(frame):  # not now: once the database or tracking call has returned
+        timer = threading.Timer(RETRY_S, _deliver_again, (signum,))
+        timer.daemon = True
+        timer.start()
+        return
     shield()  # before raising: a second signal during the clean-up is ignored
     raise Interrupted(signum)
 

@@ -130,3 +130,36 @@ def test_sigterm_closes_the_runs_and_exits_143(tmp_path):
     trials = optuna.load_study(study_name="smoke/evaluate", storage=storage).trials
     assert [t.state.name for t in trials] == ["FAIL"]
     assert trials[0].user_attrs["harness.fail_reason"].startswith("interrupted")
+
+
+# a stand-in for a database call: code whose module is SQLAlchemy's, interrupted half-way
+_DB_CALL = '''
+import os, signal, time
+
+def call(log):
+    os.kill(os.getpid(), signal.SIGTERM)  # the signal arrives while the "transaction" runs
+    t = time.monotonic()
+    while time.monotonic() - t < 0.3:  # Python code: the handler runs in here
+        pass
+    log.append("committed")
+'''
+
+
+def test_a_signal_during_a_database_call_is_raised_once_the_call_returns():
+    """Raising in the middle of an Optuna/SQLAlchemy call left the interrupted connection holding
+    a SQLite lock, and the clean-up's own writes then waited out the 120 s busy timeout (seen as
+    a flaky Ctrl-C test). The handler delivers such a signal again until it lands outside the call."""
+    from harness.interrupts import Interrupted, handle_interrupts
+
+    namespace = {"__name__": "sqlalchemy.orm.fake_session"}
+    exec(compile(_DB_CALL, "fake_session.py", "exec"), namespace)
+    log: list[str] = []
+    with pytest.raises(Interrupted) as info:
+        with handle_interrupts():
+            namespace["call"](log)  # not cut short
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # the harness's own code: interrupted here, at once
+                log.append("after") if log[-1] != "after" else None
+    assert info.value.signum == signal.SIGTERM
+    assert log[0] == "committed" and log[-1] == "after"
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored on leaving
