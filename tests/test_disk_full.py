@@ -122,3 +122,31 @@ def test_harness_run_past_a_file_size_limit(tmp_path):
     """``ulimit -f 8 MB``: the stores fit, the checkpoint of the wide model does not."""
     # a model wide enough that its checkpoint (weights and AdamW moments, ~19 MB) is the largest file
     _check_failed(tmp_path, _run(tmp_path, "--set", "model.dim=256", fsize=8 << 20), "file too large")
+
+
+def test_a_full_disk_while_keeping_the_model_fails_the_run_not_leaves_it_running(tmp_path, monkeypatch):
+    """The kept weights are written after training (MLflow artifacts): a full disk there closes
+    the run FAILED with the reason and raises the one-line error, like a full disk in training."""
+    from harness.schema import EVALUATE, T_FAIL_REASON, Cell
+    from harness.spec import load_spec
+    from harness.tracking import Tracker
+    from harness.trial import train_one
+
+    spec = load_spec(str(SMOKE), [f"output={tmp_path / 'runs'}", "encodings=[none]", "seeds=[0]",
+                                  "dataset.num_train=128", "dataset.num_val=32", "dataset.num_test=32",
+                                  "train.batch_size=32", "train.epochs=1"])
+    tracker = Tracker(spec.tracking(), spec.name)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Tracker, "log_model", full)
+    n = torch.get_num_threads()
+    try:
+        with pytest.raises(OutputWriteError, match=r"no space left on device in .*smoke \(the results of none_r16_s0\)"):
+            train_one(spec, Cell("none", 16, 0), stage=EVALUATE, tracker=tracker,
+                      parent=tracker.parent_run(spec.name, EVALUATE), progress=False)
+    finally:
+        torch.set_num_threads(n)
+    (run,) = tracker.runs(spec.name, EVALUATE)
+    assert run.info.status == "FAILED" and "No space left on device" in run.data.tags[T_FAIL_REASON]
