@@ -205,10 +205,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"study {spec.name}: created with its cells queued; start workers with "
               f"`harness worker {args.spec} --storage URL`")
         return 0
-    from harness.evaluate import evaluate_study
+    from harness.evaluate import evaluate_spec
 
     # test sizes or variants added to the spec since cells were trained: measured on their kept weights
-    res = evaluate_study(args.spec, args.set, storage=args.storage, tracking_uri=args.tracking_uri)
+    res = evaluate_spec(spec)
     if res.evaluated:
         print(f"study {spec.name}: {sum(res.evaluated.values())} evaluations added to {len(res.evaluated)} "
               "cells trained before (their kept weights; nothing retrained)")

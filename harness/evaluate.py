@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.config import StudySpec, ViTConfig
-from harness.errors import HarnessError
 from harness.schema import (
     EVALUATE,
     T_CELL,
@@ -32,9 +31,9 @@ from harness.schema import (
 )
 from harness.spec import load_spec
 from harness.storage import open_storage, open_studies
-from harness.tracking import Tracker, check_reachable
+from harness.tracking import Tracker
 
-__all__ = ["EvaluateResult", "evaluate_study"]
+__all__ = ["EvaluateResult", "evaluate_spec", "evaluate_study"]
 
 
 @dataclass
@@ -50,6 +49,14 @@ class EvaluateResult:
 
 def evaluate_study(spec_path: str, overrides: list[str], *, storage: str | None = None,
                    tracking_uri: str | None = None, progress: bool | None = None) -> EvaluateResult:
+    """``harness evaluate``: load the spec (with the overrides) and :func:`evaluate_spec` it."""
+    extra = [f"storage={storage}"] if storage else []
+    extra += [f"tracking_uri={tracking_uri}"] if tracking_uri else []
+    spec = load_spec(spec_path, [*overrides, *extra])
+    return evaluate_spec(spec, progress=progress)
+
+
+def evaluate_spec(spec: StudySpec, *, progress: bool | None = None) -> EvaluateResult:
     """Add the spec's missing test sizes and evaluation variants to every finished cell of the
     study, from the weights its run kept. Returns what was done."""
     import torch
@@ -59,15 +66,8 @@ def evaluate_study(spec_path: str, overrides: list[str], *, storage: str | None 
     from harness.train import evaluate_variants, resolve_device
     from harness.trial import dataset_of, variants_of
 
-    extra = [f"storage={storage}"] if storage else []
-    extra += [f"tracking_uri={tracking_uri}"] if tracking_uri else []
-    spec = load_spec(spec_path, [*overrides, *extra])
-    check_reachable(spec.tracking())
-    if spec.storage_url().startswith("sqlite:///") and not Path(spec.storage_url()[len("sqlite:///"):]).is_file():
-        raise HarnessError(f"{spec.source}: study {spec.name!r} has no storage at {spec.storage_url()}: "
-                           "run the study first (harness run)")
-    # the study must exist, trained with this spec's training keys (the pinned hash)
-    open_studies(spec, open_storage(spec.storage_url()), create=False)
+    # the study must exist (nothing is created), trained with this spec's training keys (the pinned hash)
+    open_studies(spec, open_storage(spec.storage_url(), create=False), create=False)
     tracker = Tracker(spec.tracking(), spec.name, create=False)
     data = dataset_of(spec)
     train_cfg = spec.train_config()

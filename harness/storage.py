@@ -145,14 +145,14 @@ def open_storage(url: str, heartbeat: int | None = None, *, create: bool = True)
 def _check_sqlite_storage(path: Path, shown: str) -> None:
     """An Optuna storage exists in SQLite file ``path``: looked at read-only, nothing created."""
     if not path.is_file():
-        raise StorageError(f"Optuna storage {shown}: no such file: create the study with `harness run` first")
+        raise StorageError(f"Optuna storage {shown}: no such file: create it with `harness run` first")
     try:
         tables = sqlite_tables(path)
     except sqlite3.Error as exc:
         raise StorageError(f"Optuna storage {shown}: not an SQLite database ({exc}); left as it is") from None
     if "studies" not in tables:
         raise StorageError(f"Optuna storage {shown}: holds no Optuna study (no table 'studies'); left as it is: "
-                           "create the study with `harness run` first")
+                           "create it with `harness run` first")
 
 
 def study_names(spec: StudySpec) -> dict[str, str]:
@@ -181,16 +181,11 @@ def open_studies(spec: StudySpec, storage, *, create: bool = True) -> dict[str, 
                             f"{redact_url(spec.storage_url())}: create it with `harness run` first")
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                     sampler=sampler, pruner=_pruner(spec))
-        pinned = study.user_attrs.get(U_SPEC_DIGEST)
-        if pinned is not None and pinned != spec.digest() and pinned == spec.digest(legacy=True):
-            pinned = None  # pinned before evaluation keys left the hash: the same spec, pinned again
-        if pinned is None:
+        check_pinned(spec, study)
+        if study.user_attrs.get(U_SPEC_DIGEST) != spec.digest():
+            # a new study, or one pinned before evaluation keys left the hash: (re-)pinned to this spec
             study.set_user_attr(U_SPEC_DIGEST, spec.digest())
             study.set_user_attr(U_SPEC, json.dumps(spec.resolved, default=str))
-        elif pinned != spec.digest():
-            diff = spec.differs_in(json.loads(study.user_attrs.get(U_SPEC, "{}")))
-            raise SpecError(f"{spec.source}: study {name!r} already exists in this storage with a different spec "
-                               f"(differs in: {', '.join(diff) or 'content'}); use another study name or storage")
         if key == EVALUATE and create and U_STORAGE_ID not in study.user_attrs:  # see storage_identity
             study.set_user_attr(U_STORAGE_ID, uuid.uuid4().hex)
         if create and study.metric_names is None:
@@ -203,7 +198,8 @@ def open_studies(spec: StudySpec, storage, *, create: bool = True) -> dict[str, 
 
 def check_pinned(spec: StudySpec, study: optuna.Study) -> None:
     """Refuse ``spec`` for a study pinned to another spec's content hash, naming the keys that
-    differ (``run``, ``worker`` and ``status`` alike). A study pinned to no spec passes."""
+    differ (``run``, ``worker``, ``status`` and ``evaluate`` alike, through :func:`open_studies`).
+    A study pinned to no spec, or to this spec's hash from before evaluation keys left it, passes."""
     pinned = study.user_attrs.get(U_SPEC_DIGEST)
     if pinned is not None and pinned not in (spec.digest(), spec.digest(legacy=True)):
         diff = spec.differs_in(json.loads(study.user_attrs.get(U_SPEC, "{}")))

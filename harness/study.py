@@ -29,7 +29,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -69,7 +68,6 @@ from harness.storage import (
     StorageError,
     cell_distributions,
     cell_params,
-    check_pinned,
     enqueue_cells,
     fail_reason,
     failures,
@@ -312,17 +310,9 @@ def _stage_summary(spec: StudySpec, studies: dict[str, optuna.Study], stage: str
 
 def study_status(spec: StudySpec) -> list[dict[str, str]]:
     """Each cell of the evaluate stage: done, running (which worker, since when), failed (why), waiting."""
-    name = study_names(spec)[EVALUATE]
-    missing = SpecError(f"{spec.source}: study {name!r} does not exist in storage "
-                        f"{redact_url(spec.storage_url())}: create it with `harness run` first")
-    url = spec.storage_url()
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
-        raise missing  # and no empty database file left behind
-    storage = open_storage(url, create=False)
-    if name not in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
-        raise missing
-    study = optuna.load_study(study_name=name, storage=storage)
-    check_pinned(spec, study)  # another spec under this name is refused, as `run` and `worker` do
+    # nothing created for a study that does not exist; another spec under this name is refused,
+    # as `run` and `worker` do
+    study = open_studies(spec, open_storage(spec.storage_url(), create=False), create=False)[EVALUATE]
     trials = study.get_trials(deepcopy=False)
     rows = []
     for cell in spec.cells():
@@ -382,11 +372,7 @@ def run_worker(spec_path: str, overrides: list[str], progress: bool | None = Non
     :func:`run_study` (``harness run``) does, once its own workers have ended."""
     spec = load_spec(spec_path, overrides)
     check_reachable(spec.tracking())
-    url = spec.storage_url()
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():  # no empty file left behind
-        raise SpecError(f"{spec.source}: study {study_names(spec)[EVALUATE]!r} does not exist in storage "
-                        f"{redact_url(url)}: create it with `harness run` first")
-    storage = open_storage(url, spec.heartbeat, create=False)
+    storage = open_storage(spec.storage_url(), spec.heartbeat, create=False)  # no empty file left behind
     studies = open_studies(spec, storage, create=False)  # `run` created them, before any worker started
     tracker = Tracker(spec.tracking(), spec.name)
     _check_one_storage(spec, studies, tracker)  # not into an experiment fed from another storage
