@@ -50,8 +50,11 @@ def shield() -> None:
 #: database or tracking call interrupted half-way can leave its connection holding a lock (a
 #: SQLite write lock kept by the interrupted session stalled the clean-up's own writes for the
 #: whole busy timeout, then failed them: seen as "database is locked" after 120 s)
+#: Likewise torch's serializer: an exception raised in the file writer it calls becomes
+#: "RuntimeError: unexpected pos 64 vs 0", so a Ctrl-C during a checkpoint write was read as a
+#: failed trial (retried) instead of an interruption.
 UNSAFE_MODULES = ("sqlalchemy", "sqlite3", "optuna.storages", "mlflow", "alembic", "psycopg", "psycopg2",
-                  "urllib3", "requests")
+                  "urllib3", "requests", "torch.serialization")
 #: seconds before a signal that arrived during such a call is delivered again
 RETRY_S = 0.05
 
