@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 import uuid
 import warnings
 from collections import Counter
@@ -314,7 +315,8 @@ def reap_stale(study: optuna.Study, tracker: Tracker) -> None:
     interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
     if interval and hasattr(storage, "_get_stale_trial_ids"):
         # optuna.storages.fail_stale_trials, with the reason recorded while the trial can still take it
-        for trial_id in storage._get_stale_trial_ids(study._study_id):
+        stale = storage._get_stale_trial_ids(study._study_id) + _beatless_stale(storage, study._study_id)
+        for trial_id in stale:
             try:
                 storage.set_trial_user_attr(trial_id, T_FAIL_REASON, REAPED_REASON)
                 storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
@@ -328,6 +330,44 @@ def reap_stale(study: optuna.Study, tracker: Tracker) -> None:
             if tracker.status(run_id) == "RUNNING":
                 tracker.set_tags(run_id, {T_FAIL_REASON: REAPED_REASON})
                 tracker.end(run_id, "FAILED")
+
+
+# (storage, study id, trial id) -> when this process first saw the trial RUNNING without a heartbeat
+_BEATLESS_SINCE: dict[tuple[int, int, int], float] = {}
+
+
+def _beatless_stale(storage, study_id: int) -> list[int]:
+    """The RUNNING trials that have never recorded a heartbeat and were seen so by this process
+    more than the grace period ago: their worker died between popping the trial and its first
+    beat. Optuna's reaper skips a trial without a heartbeat row, so such a trial would stay
+    RUNNING for ever, and every other worker would wait for it (the queue never empties).
+    Timed by this process's monotonic clock, so workers on machines whose clocks disagree never
+    reap a live trial; a live worker beats within milliseconds of the pop."""
+    try:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+    except ImportError:  # another Optuna layout: only Optuna's own reaper
+        return []
+    storage = getattr(storage, "_backend", storage)  # Optuna's cache in front of the RDB storage
+    if not hasattr(storage, "scoped_session"):
+        return []
+    grace = storage.grace_period or 2 * storage.heartbeat_interval  # as Optuna's reaper
+    with _create_scoped_session(storage.scoped_session) as session:
+        beatless = {
+            trial_id
+            for (trial_id,) in session.query(models.TrialModel.trial_id)
+            .filter(models.TrialModel.study_id == study_id, models.TrialModel.state == TrialState.RUNNING)
+            .filter(~models.TrialModel.trial_id.in_(session.query(models.TrialHeartbeatModel.trial_id)))
+        }
+    now = time.monotonic()
+    for key in [k for k in _BEATLESS_SINCE if k[:2] == (id(storage), study_id) and k[2] not in beatless]:
+        del _BEATLESS_SINCE[key]  # it beat since, or ended
+    stale = []
+    for trial_id in sorted(beatless):
+        since = _BEATLESS_SINCE.setdefault((id(storage), study_id, trial_id), now)
+        if now - since > grace:
+            stale.append(trial_id)
+    return stale
 
 
 def reaped(storage, trial: optuna.Trial) -> bool:

@@ -135,3 +135,51 @@ def test_a_reaped_trial_never_closes_its_run_finished_and_a_rerun_closes_what_wa
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
     assert repair_runs(spec, studies, tracker) == 1
     assert tracker.status(left) == "KILLED" and tracker.status(live) == "RUNNING"
+
+
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_reaped_after_the_grace(tmp_path, monkeypatch):
+    """A worker killed between popping a cell and its first heartbeat leaves a RUNNING trial
+    with no heartbeat row, which Optuna's reaper never fails: every other worker would wait for
+    it for ever. The harness fails it once this process has seen it beatless for the grace
+    period (its own clock), and leaves a trial that beats alone."""
+    import optuna
+    from optuna.trial import TrialState
+
+    import harness.storage as st
+    from harness.schema import T_FAIL_REASON
+    from harness.storage import REAPED_REASON
+    from harness.tracking import Tracker
+
+    storage = st.open_storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat=1)  # grace 3 s
+    study = optuna.create_study(study_name="s", storage=storage)
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "s")
+    dead = study.ask()  # popped, then its worker was killed: no heartbeat ever
+    alive = study.ask()
+    beat = st.Heartbeat(storage, study, alive.number)
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])  # the reaper's clock
+    try:
+        st.reap_stale(study, tracker)  # first seen beatless now
+        clock[0] += 2.9
+        st.reap_stale(study, tracker)
+        assert storage.get_trial(dead._trial_id).state == TrialState.RUNNING  # within the grace
+        clock[0] += 0.2
+        st.reap_stale(study, tracker)
+        failed = storage.get_trial(dead._trial_id)
+        assert failed.state == TrialState.FAIL
+        assert failed.user_attrs[T_FAIL_REASON] == REAPED_REASON
+        assert storage.get_trial(alive._trial_id).state == TrialState.RUNNING  # it beats
+    finally:
+        beat.stop()
+    study.tell(alive, 1.0)
+    # a trial seen beatless once and then beating is forgotten, not reaped later
+    late = study.ask()
+    st.reap_stale(study, tracker)
+    beat = st.Heartbeat(storage, study, late.number)
+    try:
+        time.sleep(0.2)  # its first beat is recorded
+        clock[0] += 10
+        st.reap_stale(study, tracker)
+        assert storage.get_trial(late._trial_id).state == TrialState.RUNNING
+    finally:
+        beat.stop()
