@@ -523,17 +523,24 @@ def _abandon(spec: StudySpec, study: optuna.Study, cell: Cell, trial: optuna.Tri
     """This worker's trial was reaped while it was paused: drop its result, close its run as
     FAILED (reason: reaped), say so in one line, and move on. The checkpoint is the retry's
     now; it is removed only when the cell is already completed."""
-    run_id = guard.run_id or study._storage.get_trial(trial._trial_id).user_attrs.get(U_MLFLOW_RUN)
-    if run_id:
-        try:
-            guard.set_tags(run_id, {T_FAIL_REASON: REAPED_REASON})
-            guard.end(run_id, "FAILED")
-        except Exception as exc:  # noqa: BLE001 - the next run's repair closes it
-            print(f"warning: could not close run {run_id}: {exc}", file=sys.stderr)
+    _close_reaped_run(guard, guard.run_id or study._storage.get_trial(trial._trial_id).user_attrs.get(U_MLFLOW_RUN))
     print(f"warning: {_cell_name(spec, cell)}: trial {trial.number} was failed while this worker was paused "
           "(its heartbeat went stale) and another worker retries the cell: result abandoned", file=sys.stderr)
     if taken(study, -1, cell):  # completed by the retry (a paused worker may have written the file again)
         (spec.run_dir / "checkpoints" / EVALUATE / f"{cell.tag}.pt").unlink(missing_ok=True)
+
+
+def _close_reaped_run(guard: _ReapGuard, run_id: str | None) -> None:
+    """Close the run of a reaped trial as FAILED (reason: reaped): also a run closed FINISHED
+    just before its trial was found reaped; one that training already failed is left as it is."""
+    if not run_id:
+        return
+    try:
+        if guard.status(run_id) != "FAILED":
+            guard.set_tags(run_id, {T_FAIL_REASON: REAPED_REASON})
+            guard.end(run_id, "FAILED")
+    except Exception as exc:  # noqa: BLE001 - the next run's repair closes it
+        print(f"warning: could not close run {run_id}: {exc}", file=sys.stderr)
 
 
 def _cell_name(spec: StudySpec, cell: Cell) -> str:
@@ -592,10 +599,12 @@ def _tune_objective(trial: optuna.Trial, spec: StudySpec, tracker: Tracker, pare
                     progress: bool | None) -> float:
     params = _suggest(trial, spec.tune)
     cell = Cell(label, res, spec.tune.seed * 1000 + trial.number)
+    guard = _ReapGuard(tracker, trial.study._storage, trial)  # a reaped trial's run is never closed FINISHED
     try:
-        return train_one(spec, cell, stage=TUNE, tracker=tracker, parent=parent, trial=trial, overrides=params,
+        return train_one(spec, cell, stage=TUNE, tracker=guard, parent=parent, trial=trial, overrides=params,
                          progress=progress)
     except optuna.exceptions.UpdateFinishedTrialError:  # reaped while this worker was paused: see run_worker
+        _close_reaped_run(guard, guard.run_id)
         raise optuna.TrialPruned(REAPED_REASON) from None
     except TrialError as exc:
         trial.set_user_attr(T_FAIL_REASON, exc.reason)

@@ -183,3 +183,48 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_reaped_after_th
         assert storage.get_trial(late._trial_id).state == TrialState.RUNNING
     finally:
         beat.stop()
+
+
+def test_a_tuning_trial_reaped_after_its_last_report_closes_its_run_failed(tmp_path, monkeypatch, capsys):
+    """The tune stage's paused-after-training case, in process: a worker whose tuning trial was
+    failed by another worker (the reaper) after the trial's last report used to close its run
+    FINISHED beside a FAIL trial. Now the run is FAILED (reason: reaped), the worker warns and
+    goes on, and the tuning budget is still met by completed trials."""
+    from optuna.trial import TrialState
+
+    import harness.trial as trial_mod
+    from harness import study as st
+    from harness.schema import TUNE
+    from harness.storage import REAPED_REASON, open_storage, open_studies
+    from harness.tracking import Tracker
+
+    overrides = [f"output={tmp_path / 'runs'}", "heartbeat=1", "encodings=[none]", "seeds=[0]",
+                 "tune={trials: 2, epochs: 1, seed: 0, space: {train.lr: {low: 0.001, high: 0.01, log: true}}}"]
+    st.run_study(str(SMOKE), overrides, workers=0)  # creates the studies, trains nothing
+    spec = st.load_spec(SMOKE, overrides)
+    tune = open_studies(spec, open_storage(spec.storage_url(), spec.heartbeat), create=False)[f"{TUNE}/none/r16"]
+    real_train_model = trial_mod.train_model
+    reaped = []
+
+    def train_then_reaped(*args, **kwargs):  # the first trial: paused after its last report, reaped meanwhile
+        result = real_train_model(*args, **kwargs)
+        if not reaped:
+            (running,) = tune.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            tune._storage.set_trial_user_attr(running._trial_id, "harness.fail_reason", REAPED_REASON)
+            tune._storage.set_trial_state_values(running._trial_id, state=TrialState.FAIL)
+            reaped.append(running.number)
+        return result
+
+    monkeypatch.setattr(trial_mod, "train_model", train_then_reaped)
+    monkeypatch.setattr(st, "_evaluate_loop", lambda *a, **k: None)  # the tune stage only
+    st.run_worker(str(SMOKE), overrides)
+    assert "result abandoned" in capsys.readouterr().err
+    states = {t.number: t.state for t in tune.get_trials(deepcopy=False)}
+    assert states[reaped[0]] == TrialState.FAIL
+    assert sum(s == TrialState.COMPLETE for s in states.values()) == 2  # the budget, met by others
+    tracker = Tracker(spec.tracking(), spec.name)
+    runs = {r.data.tags["optuna.trial_number"]: r for r in tracker.runs(spec.name, TUNE)}
+    dropped = runs[str(reaped[0])]
+    assert dropped.info.status == "FAILED"
+    assert dropped.data.tags["harness.fail_reason"] == REAPED_REASON
+    assert sorted(r.info.status for r in runs.values()) == ["FAILED", "FINISHED", "FINISHED"]
