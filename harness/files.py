@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["exclusive_lock", "sqlite_tables"]
+__all__ = ["exclusive_lock", "foreign_sqlite", "sqlite_tables"]
 
 
 @contextlib.contextmanager
@@ -34,3 +34,15 @@ def sqlite_tables(path: Path) -> set[str]:
         return {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
     finally:
         con.close()
+
+
+def foreign_sqlite(path: Path, marker: str) -> list[str]:
+    """The tables of the SQLite file at ``path`` when it holds tables but not ``marker`` (the
+    table that says the file is the store expected: another program's database, which Optuna or
+    MLflow would otherwise fill with their own tables); empty when the file is missing, empty, or
+    the expected store. Read-only. Raises ``sqlite3.Error`` for a file that is not SQLite."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return []
+    tables = sqlite_tables(path)
+    return [] if not tables or marker in tables else sorted(tables)

@@ -276,6 +276,13 @@ def check_resolution(spec: StudySpec, resolution: Any, label: str, origin: str) 
     return resolution
 
 
+def _sqlite_file(url: str) -> Path:
+    """The file a ``sqlite:///`` URL names, resolved (query dropped, percent-decoded)."""
+    from urllib.parse import unquote
+
+    return Path(unquote(url[len("sqlite:///"):].split("?")[0])).resolve()
+
+
 def _size(x: Any) -> Size:
     size = Size.parse(x) if not isinstance(x, bool) else None
     if size is None or size.rows <= 0 or size.cols <= 0:
@@ -460,7 +467,7 @@ class _Validator:
             "heartbeat": raw.get("heartbeat", 30), "max_retries": raw.get("max_retries", 2),
             "workers": raw.get("workers", 1),
         }
-        return StudySpec(
+        spec = StudySpec(
             name=name, dataset=dataset, model=model, train=train, encodings=tuple(encodings),
             train_resolutions=train_res, test_resolutions=test_res, seeds=seeds, tune=tune,
             policies=policies, temperatures=temperatures, regimes=regimes, canvas_resolutions=canvas,
@@ -469,6 +476,12 @@ class _Validator:
             max_retries=resolved["max_retries"], workers=resolved["workers"], source=str(self.path),
             resolved=resolved,
         )
+        stores = [spec.storage_url(), spec.tracking()]
+        if all(u.startswith("sqlite:///") for u in stores) and len({_sqlite_file(u) for u in stores}) == 1:
+            self.fail("storage" if raw.get("storage") else "tracking_uri",
+                      f"the Optuna storage and the MLflow tracking store are the same SQLite file "
+                      f"({_sqlite_file(stores[0])}): each needs its own")
+        return spec
 
     def tune_space(self, tune: TuneConfig, train: TrainConfig) -> None:
         """Every value the tune stage can draw (each bound of a range, each choice, and

@@ -34,7 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from harness.config import StudySpec
 from harness.errors import HarnessError, db_url, redact_url
-from harness.files import sqlite_tables
+from harness.files import foreign_sqlite, sqlite_tables
 from harness.schema import (
     EVALUATE,
     O_CELL,
@@ -105,6 +105,7 @@ def open_storage(url: str, heartbeat: int | None = None, *, create: bool = True)
         if not create:
             _check_sqlite_storage(path, shown)
         else:
+            _refuse_foreign_sqlite(path, shown)
             path.parent.mkdir(parents=True, exist_ok=True)
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
     else:
@@ -141,6 +142,19 @@ def open_storage(url: str, heartbeat: int | None = None, *, create: bool = True)
             hint = " (install the PostgreSQL driver: pip install -e '.[postgres]')"
         raise StorageError(f"Optuna storage {shown}: cannot be used ({type(exc).__name__}: {detail}){hint}"
                            ) from None
+
+
+def _refuse_foreign_sqlite(path: Path, shown: str) -> None:
+    """An existing SQLite file that is another program's database (an MLflow store named by
+    mistake) is never given Optuna's tables."""
+    try:
+        foreign = foreign_sqlite(path, "studies")
+    except sqlite3.Error as exc:
+        raise StorageError(f"Optuna storage {shown}: not an SQLite database ({exc}); left as it is") from None
+    if foreign:
+        raise StorageError(f"Optuna storage {shown}: not an Optuna storage but another database "
+                           f"(tables {', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); left as it is: "
+                           "name a new file or an Optuna storage")
 
 
 def _check_sqlite_storage(path: Path, shown: str) -> None:

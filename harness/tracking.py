@@ -31,7 +31,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from harness.errors import HarnessError, db_url, redact_url, split_userinfo
-from harness.files import sqlite_tables
+from harness.files import foreign_sqlite, sqlite_tables
 from harness.schema import (
     EVALUATE,
     MODEL_ARTIFACTS,
@@ -109,10 +109,13 @@ def http_credentials(tracking_uri: str) -> tuple[str, str | None, str | None]:
 
 
 def check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
-    """A tracking URI MLflow can use (:func:`check_tracking_uri`); an http(s) tracking server
-    must also answer its health check, quickly (MLflow's own client would retry for minutes).
+    """A tracking URI MLflow can use (:func:`check_tracking_uri`; a SQLite file that is another
+    program's database is refused); an http(s) tracking server must also answer its health
+    check, quickly (MLflow's own client would retry for minutes).
     The URI's user info is sent as HTTP basic auth, as MLflow sends it."""
     check_tracking_uri(tracking_uri)
+    if tracking_uri.startswith("sqlite:///"):  # before anything is written: never another program's database
+        _refuse_foreign_sqlite(_sqlite_path(tracking_uri), redact_url(tracking_uri))
     if not tracking_uri.lower().startswith(("http://", "https://")):
         return
     bare, user, password = http_credentials(tracking_uri)
@@ -135,6 +138,19 @@ def check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
 
 def _sqlite_path(uri: str) -> Path:
     return Path(unquote(uri[len("sqlite:///"):].split("?")[0]))
+
+
+def _refuse_foreign_sqlite(path: Path, shown: str) -> None:
+    """An existing SQLite file that is another program's database (an Optuna storage named by
+    mistake) is never given MLflow's tables."""
+    try:
+        foreign = foreign_sqlite(path, "experiments")
+    except sqlite3.Error as exc:
+        raise TrackingError(f"MLflow tracking store {shown}: not an SQLite database ({exc}); left as it is") from None
+    if foreign:
+        raise TrackingError(f"MLflow tracking store {shown}: not an MLflow tracking store but another database "
+                            f"(tables {', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); left as it is: "
+                            "name a new file or an MLflow store")
 
 
 def _check_mlflow_store(uri: str) -> None:
@@ -212,7 +228,7 @@ class Tracker:
             client_uri = db_url(tracking_uri)  # a password holding '@': percent-encoded for SQLAlchemy
         if not create and not tracking_uri.lower().startswith(("http://", "https://", "databricks", "file:")):
             _check_mlflow_store(client_uri)
-        elif tracking_uri.startswith("sqlite:///"):
+        elif tracking_uri.startswith("sqlite:///"):  # check_reachable refused another program's database
             _sqlite_path(tracking_uri).parent.mkdir(parents=True, exist_ok=True)
         try:
             self.client = MlflowClient(tracking_uri=client_uri)

@@ -136,6 +136,42 @@ def test_status_and_worker_create_no_storage(tmp_path, capsys, monkeypatch, comm
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("command", ["run", "train"])
+def test_run_and_train_never_give_another_programs_database_their_tables(tmp_path, capsys, monkeypatch, command):
+    """A user's own SQLite file, or the other store of the study, named as the Optuna storage
+    or the MLflow tracking store: refused before anything is written, the file left as it is."""
+    mine = tmp_path / "mine.db"
+    digest = user_database(mine)
+    out = ["--set", f"output={tmp_path / 'runs'}"]
+    args = ["run", str(SMOKE), *out, *TINY, "--workers", "0"] if command == "run" else \
+        ["train", "--spec", str(SMOKE), "--encoding", "none", *out, "--set", "train.epochs=1"]
+    r = cli(tmp_path, capsys, monkeypatch, *args, "--tracking-uri", f"sqlite:///{mine}")
+    one_line_error(r, "MLflow tracking store", str(mine), "not an MLflow tracking store", "(tables recipes)")
+    if command == "run":
+        r = cli(tmp_path, capsys, monkeypatch, *args, "--storage", f"sqlite:///{mine}")
+        one_line_error(r, "Optuna storage", str(mine), "not an Optuna storage", "(tables recipes)")
+        same = tmp_path / "both.db"
+        r = cli(tmp_path, capsys, monkeypatch, *args, "--storage", f"sqlite:///{same}", "--tracking-uri",
+                f"sqlite:///{same}")
+        one_line_error(r, str(same), "same SQLite file")
+        assert not same.exists()
+    assert hashlib.sha256(mine.read_bytes()).hexdigest() == digest
+    assert not (tmp_path / "runs").exists()
+    if command == "run":  # a study's own stores, swapped: neither is given the other's tables
+        r = cli(tmp_path, capsys, monkeypatch, "run", str(SMOKE), *out, *TINY, "--workers", "0")
+        assert r.returncode == 0, r.stderr[-2000:]
+        stores = {name: tmp_path / "runs" / "smoke" / f"{name}.db" for name in ("optuna", "mlflow")}
+        digests = {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in stores.items()}
+        r = cli(tmp_path, capsys, monkeypatch, "run", str(SMOKE), *out, *TINY, "--workers", "0",
+                "--storage", f"sqlite:///{stores['mlflow']}", "--tracking-uri", f"sqlite:///{tmp_path / 'new.db'}")
+        one_line_error(r, "Optuna storage", "not an Optuna storage")
+        r = cli(tmp_path, capsys, monkeypatch, "run", str(SMOKE), *out, *TINY, "--workers", "0",
+                "--tracking-uri", f"sqlite:///{stores['optuna']}", "--storage", f"sqlite:///{tmp_path / 'new.db'}")
+        one_line_error(r, "MLflow tracking store", "not an MLflow tracking store")
+        assert {n: hashlib.sha256(p.read_bytes()).hexdigest() for n, p in stores.items()} == digests
+        assert not (tmp_path / "new.db").exists()
+
+
 def test_report_never_touches_a_database_that_is_not_an_mlflow_store(tmp_path, capsys, monkeypatch):
     mine = tmp_path / "mine.db"
     digest = user_database(mine)
