@@ -2,30 +2,24 @@
 
 A spec is resolved in four steps, and validated as a whole before anything runs:
 
-1. ``include:`` files (paths relative to the including file) are merged first, the
-   including file's own keys on top; a missing or self-including include is an error;
-2. ``model``, ``dataset`` and ``train`` may name a preset of ``config/<section>/`` (a
-   string), or be a mapping with ``preset: NAME`` plus keys that override it;
-3. ``--set a.b=value`` overrides from the command line (the key must exist in the schema);
+1.-3. includes, presets and ``--set`` overrides are merged into one raw mapping with the
+   origin of every key (:mod:`harness.spec_sources`);
 4. every section is converted into its config (``harness.config``): the model, the recipe,
    the tune stage, the dataset's own ``Options`` (the dataset registry names the class) and
    every encoding's options (checked by building it at each training resolution); then the
-   study-level rules: resolutions the patch stem cannot tile, duplicated seeds, empty lists.
+   study-level rules: resolutions the patch stem cannot tile, duplicated seeds, empty lists,
+   names that are safe as paths, sizes this machine's memory can take (:mod:`harness.spec_memory`).
 
 Every error names the file, the key and what was expected.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import os
 import re
 import typing
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from harness.config import (
     ConfigError,
@@ -41,34 +35,20 @@ from harness.config import (
 from harness.data import DATASETS, check_regime
 from harness.encodings import build_encoding
 from harness.errors import HarnessError, did_you_mean, redact_url
-from harness.presets import PresetError, SpecLoader, config_dir, list_presets, load_yaml, parse_value, yaml_problem
+from harness.presets import SpecLoader, parse_value
 from harness.registry import Registry, load_plugin
 from harness.schema import Size
+from harness.spec_memory import gib, memory_bytes, model_bytes, size_bytes
+from harness.spec_sources import TOP_KEYS, SpecError, read_spec
 from harness.variants import POLICIES, TEMPERATURES
 
 __all__ = ["DatasetSpec", "EncodingSpec", "SpecError", "SpecLoader", "StudySpec", "check_resolution", "check_seed",
            "load_spec", "memory_bytes", "parse_value", "redact_url"]
 
 
-class SpecError(HarnessError):
-    """A study spec that cannot be used."""
-
-
-_TOP = {f.name for f in dataclasses.fields(StudySpec)} - {"source", "resolved"} | {"include"}
-_PRESET_SECTIONS = ("model", "dataset", "train")
 _SCALARS = {"storage": str | None, "tracking_uri": str | None, "baseline": str | None}
 
 
-def _load_yaml(path: Path) -> Any:
-    """Parse a spec or preset file (YAML 1.2 floats, :class:`harness.presets.SpecLoader`); an
-    unreadable or malformed file is a :class:`SpecError` naming the file and line."""
-    try:
-        return load_yaml(path)
-    except PresetError as exc:
-        raise SpecError(str(exc)) from None
-
-
-# ------------------------------------------------------------------------------ loading
 def load_spec(path: str | Path, overrides: typing.Sequence[str | tuple[str, str]] = ()) -> StudySpec:
     """Resolve and validate the study spec at ``path`` with ``--set`` ``overrides``.
 
@@ -78,172 +58,9 @@ def load_spec(path: str | Path, overrides: typing.Sequence[str | tuple[str, str]
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: spec file not found")
-    raw, origins = _load_with_includes(path.resolve(), chain=())
-    for section in _PRESET_SECTIONS:
-        raw[section] = _expand_preset(section, raw.get(section), origins.get(section, str(path)))
-    for item in overrides:
-        item, origin = (item, None) if isinstance(item, str) else item
-        _apply_override(raw, item, origins, origin)
+    raw, origins = read_spec(path, overrides)
     return _Validator(raw, origins, path).study()
 
-
-def _load_with_includes(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[str, str]]:
-    if path in chain:
-        raise SpecError(f"{chain[-1]}: include {path} includes itself (cycle: {' -> '.join(map(str, chain + (path,)))})")
-    data = _load_yaml(path)
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise SpecError(f"{path}: expected a mapping of keys to values at the top level, got {type(data).__name__}")
-    includes = data.pop("include", []) or []
-    if isinstance(includes, str):
-        includes = [includes]
-    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
-        raise SpecError(f"{path}: key 'include': expected a list of file paths")
-    merged: dict = {}
-    origins: dict[str, str] = {}
-    for inc in includes:
-        inc_path = (path.parent / inc).resolve()
-        if not inc_path.is_file():
-            raise SpecError(f"{path}: key 'include': file {inc} not found (looked at {inc_path})")
-        sub, sub_origins = _load_with_includes(inc_path, chain + (path,))
-        _deep_merge(merged, sub)
-        origins.update(sub_origins)
-    _deep_merge(merged, data)
-    for key in _flatten(data):
-        origins[key] = str(path)
-    for key in data:
-        origins[key] = str(path)
-    return merged, origins
-
-
-def _deep_merge(into: dict, new: dict) -> None:
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(into.get(k), dict):
-            _deep_merge(into[k], v)
-        else:
-            into[k] = copy.deepcopy(v)
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def _expand_preset(section: str, value: Any, origin: str) -> dict:
-    if value is None:
-        return {}
-    if isinstance(value, str):
-        value = {"preset": value}
-    if not isinstance(value, dict):
-        raise SpecError(f"{origin}: key '{section}': expected a preset name or a mapping, got {value!r}")
-    name = value.pop("preset", None)
-    if name is None:
-        return value
-    file = config_dir() / section / f"{name}.yaml"
-    if not isinstance(name, str) or not file.is_file():
-        known = list_presets(section)
-        raise SpecError(f"{origin}: key '{section}': unknown preset {name!r}{did_you_mean(name, known)} "
-                        f"(known: {', '.join(known)})")
-    base = _load_yaml(file) or {}
-    if section == "model":
-        for key in ViTConfig.PER_TRIAL:  # the training resolution comes from train_resolutions
-            base.pop(key, None)
-    _deep_merge(base, value)
-    return base
-
-
-def _section_keys(section: str, raw: dict) -> list[str]:
-    """The keys a section of the spec takes."""
-    if section == "model":
-        return [f.name for f in dataclasses.fields(ViTConfig) if f.name not in ViTConfig.PER_TRIAL]
-    if section == "train":
-        return [f.name for f in dataclasses.fields(TrainConfig)]
-    if section == "tune":
-        return [f.name for f in dataclasses.fields(TuneConfig)]
-    name = (raw.get("dataset") or {}).get("name", "rendered")
-    options = DATASETS.get(name).Options if name in DATASETS else None
-    return ["name", *(f.name for f in dataclasses.fields(options))] if options else ["name"]
-
-
-def _apply_override(raw: dict, item: str, origins: dict[str, str], origin: str | None = None) -> None:
-    key, sep, text = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise SpecError(f"{origin or '--set ' + repr(item)}: expected KEY=VALUE, e.g. --set model.depth=4")
-    # what an error in this value names: the option, never the value (it may hold a password)
-    origin = origin or f"--set {key}=..."
-    try:
-        value = parse_value(text)
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{origin}: the value is not valid YAML ({yaml_problem(exc)})") from None
-    head, _, rest = key.partition(".")
-    if head == "encodings" and rest:
-        i = _set_encoding_option(raw, key, rest, value)
-        origins[f"encodings[{i}]"] = origin
-        return
-    valid = sorted(_TOP - {"include"})
-    if head not in valid:
-        raise SpecError(f"--set {key}: unknown key {head!r}{did_you_mean(head, valid)} (valid: {', '.join(valid)})")
-    if not rest:  # the whole key: what its parts came from is replaced too
-        for k in [k for k in origins if k.startswith((f"{head}.", f"{head}["))]:
-            del origins[k]
-    if rest:
-        if head not in ("model", "dataset", "train", "tune") or "." in rest:
-            raise SpecError(f"--set {key}: only model.*, dataset.*, train.*, tune.* and "
-                            f"encodings.<label>.options.<name> take a dotted key")
-        fields = _section_keys(head, raw)
-        if rest not in fields:
-            raise SpecError(f"--set {key}: unknown key in '{head}' {rest!r}{did_you_mean(rest, fields)} "
-                            f"(valid: {', '.join(sorted(fields))})")
-        if not isinstance(raw.get(head), dict):
-            raw[head] = {}
-        raw[head][rest] = value
-    else:
-        raw[head] = value
-    origins[key] = origin
-    origins.setdefault(head, origin)
-
-
-
-def _set_encoding_option(raw: dict, key: str, rest: str, value: Any) -> int:
-    """``encodings.<label>.options.<name>=value`` (or ``encodings.<label>.options={...}``): one
-    option of the spec's encoding entry with that label (a label may itself hold dots)."""
-    label, sep, name = rest.rpartition(".options.")
-    if not sep:
-        label, sep, name = (rest[: -len(".options")], ".options", "") if rest.endswith(".options") else ("", "", "")
-    if not sep or not label or (sep == ".options" and not isinstance(value, dict)):
-        raise SpecError(f"--set {key}: expected encodings.<label>.options.<name>=VALUE "
-                        f"(or encodings.<label>.options={{name: value}}), e.g. encodings.rope_axial.options.base=100")
-    entries = raw.get("encodings")
-    entries = [entries] if isinstance(entries, (str, dict)) else entries
-    if not isinstance(entries, list):
-        raise SpecError(f"--set {key}: the spec has no list of encodings to take {label!r} from")
-
-    def label_of(e: Any) -> Any:
-        return e if isinstance(e, str) else (e.get("label") or e.get("name")) if isinstance(e, dict) else None
-
-    labels = [label_of(e) for e in entries]
-    if label not in labels:
-        known = [str(x) for x in labels if x is not None]
-        raise SpecError(f"--set {key}: the spec lists no encoding labelled {label!r}"
-                        f"{did_you_mean(label, known)} (labels: {', '.join(known)})")
-    i = labels.index(label)
-    entry = {"name": entries[i]} if isinstance(entries[i], str) else dict(entries[i])
-    options = dict(entry.get("options") or {}) if isinstance(entry.get("options") or {}, dict) else {}
-    if name:
-        options[name] = value
-    else:
-        options = dict(value)
-    entry["options"] = options
-    raw["encodings"] = [*entries[:i], entry, *entries[i + 1:]]
-    return i
 
 def check_seed(seed: Any, origin: str) -> int:
     """A seed given on the command line (``--seed``), checked as the spec checks its ``seeds``."""
@@ -314,50 +131,6 @@ def seed_problem(seed: Any) -> str:
     return f"expected an integer seed 0 <= seed < 2**63, got {seed!r}"
 
 
-def memory_bytes() -> int:
-    """The memory this machine gives the process: its RAM, or a lower cgroup limit."""
-    try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        total = 1 << 50
-    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = Path(limit).read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit() and 0 < int(text) < total:
-            total = int(text)
-    return total
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:,.1f} GiB" if n < 2**60 else f"{n / 2**30:.2e} GiB"
-
-
-def _model_bytes(model: ViTConfig) -> int:
-    """A floor of the training memory of the model's parameters: float32 weights, gradients and
-    AdamW's two moments (4 copies)."""
-    d, hidden = model.dim, int(model.dim * model.mlp_ratio)
-    per_block = 4 * d * d + 2 * d * hidden + 9 * d + hidden
-    params = model.depth * per_block + model.in_chans * model.patch_kernel ** 2 * d + d * (model.num_classes + 2)
-    return 16 * params
-
-
-def _size_bytes(model: ViTConfig, rows: int, cols: int, images: int, batch: int, bias_heads: int,
-                training: bool) -> tuple[int, int]:
-    """Tokens per image at ``rows`` x ``cols`` pixels, and a floor of the memory a pass over them
-    needs: ``images`` float32 images held at that size (the split); the activations of one
-    ``batch`` (evaluating: the residual stream and the larger of q, k, v and the MLP's hidden
-    layer, alive at once; training: q, k, v and the hidden layer of every block, kept for the
-    backward pass); ``bias_heads`` attention bias maps of tokens x tokens (an attention-bias
-    encoding's table)."""
-    tokens = model.grid_size(rows) * model.grid_size(cols) + 1
-    pixels = model.in_chans * rows * cols
-    d, hidden = model.dim, int(model.dim * model.mlp_ratio)
-    per_token = model.depth * (3 * d + hidden) if training else d + max(3 * d, hidden)
-    return tokens, 4 * (images * pixels + batch * tokens * per_token + bias_heads * tokens * tokens)
-
-
 # ------------------------------------------------------------------------------ validation
 class _Validator:
     """Turns the merged mapping into a :class:`StudySpec`; every failure names file and key."""
@@ -388,8 +161,8 @@ class _Validator:
     def study(self) -> StudySpec:
         raw = self.raw
         for key in raw:
-            if key not in _TOP:
-                raise SpecError(f"{self.where(key)}: unknown key {key!r}{did_you_mean(key, sorted(_TOP))}")
+            if key not in TOP_KEYS:
+                raise SpecError(f"{self.where(key)}: unknown key {key!r}{did_you_mean(key, sorted(TOP_KEYS))}")
         name = raw.get("name")
         if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
             # it names the folder output/<name>/ (one path component: never '.', '..' or a separator)
@@ -411,11 +184,11 @@ class _Validator:
         kernel = model_raw.get("patch_kernel", 4) if isinstance(model_raw, dict) else 4
         probe_size = kernel if isinstance(kernel, int) and not isinstance(kernel, bool) and kernel > 0 else 4
         model = self.section(ViTConfig, "model", exclude=ViTConfig.PER_TRIAL, fixed={"image_size": probe_size})
-        weights = _model_bytes(model)
+        weights = model_bytes(model)
         if weights > memory_bytes():  # before any encoding is built at these dimensions
             given = [f"model.{k}" for k in ("dim", "depth", "mlp_ratio") if f"model.{k}" in self.origins]
-            self.fail((given or ["model"])[-1], f"a model of these sizes needs at least {_gib(weights)} to train "
-                      f"(weights, gradients and AdamW moments), more than this machine's {_gib(memory_bytes())}")
+            self.fail((given or ["model"])[-1], f"a model of these sizes needs at least {gib(weights)} to train "
+                      f"(weights, gradients and AdamW moments), more than this machine's {gib(memory_bytes())}")
         for i, r in enumerate(train_res):
             if not model.tiles_exactly(r):
                 self.fail(f"train_resolutions[{i}]", model.tiling_hint(r))
@@ -514,7 +287,7 @@ class _Validator:
     def memory(self, model: ViTConfig, train: TrainConfig, dataset: DatasetSpec, train_res: tuple[int, ...],
                test_res: tuple[Size, ...], canvas: tuple[Size, ...]) -> None:
         """Refuse image sizes this machine's memory cannot take, before anything is built at
-        them: each training and test size's floor (:func:`_size_bytes`) against
+        them: each training and test size's floor (:func:`harness.spec_memory.size_bytes`) against
         :func:`memory_bytes`, the estimate in the message."""
         available = memory_bytes()
         bias = model.heads if self._has_attn_bias() else 0
@@ -524,14 +297,14 @@ class _Validator:
             images = getattr(opts, count, None)
             images = images if isinstance(images, int) and not isinstance(images, bool) and images > 0 else batch
             batch = min(batch, images)
-            tokens, need = _size_bytes(model, size.rows, size.cols, images, batch, bias, training)
+            tokens, need = size_bytes(model, size.rows, size.cols, images, batch, bias, training)
             what = "training" if training else "evaluating"
             if need > available:
-                self.fail(key, f"{size.label} px is {tokens:,} tokens per image: {what} needs at least {_gib(need)} "
+                self.fail(key, f"{size.label} px is {tokens:,} tokens per image: {what} needs at least {gib(need)} "
                                f"({images:,} images at that size, the activations of a batch of {batch}"
                                f"{f' in each of {model.depth} blocks' if training else ''}"
                                f"{', an attention bias of tokens x tokens per head' if bias else ''}), more than "
-                               f"this machine's {_gib(available)} of memory")
+                               f"this machine's {gib(available)} of memory")
 
         for i, r in enumerate(train_res):
             check(f"train_resolutions[{i}]", Size(r, r), "num_train", train.batch_size, True)
