@@ -34,6 +34,7 @@ __all__ = ["ALPHA", "NO_VARIANCE", "TOO_FEW", "headline", "holm", "paired_compar
 ALPHA = 0.05
 TOO_FEW = "too few pairs (n pairs < min_pairs)"
 NO_VARIANCE = "no variance in the differences"
+NO_OTHER = "no other encoding"  # a headline whose side has variants of one encoding only
 # Differences whose spread (max - min) is below this are "identical": accuracies are
 # fractions in [0, 1], and 0.7 - 0.6 and 0.8 - 0.7 differ by rounding alone.
 _ZERO_SPREAD = 1e-12
@@ -183,10 +184,12 @@ def headline(df: pd.DataFrame, min_pairs: int = MIN_PAIRS, alpha: float = ALPHA)
 
     FINISHED rows of runs that trained. A seed's score on a side is its mean accuracy over
     the test sizes on that side; a variant's score is the mean over its seeds. ``best`` is the
-    variant with the highest score (ties: the first by name), ``runner_up`` the next;
-    ``margin`` = best - runner-up; the lead is tested by a paired t-test over the seeds both
-    have (``n_pairs``), and ``p_holm`` is Holm-corrected over the rows of this table;
-    ``significant``: p_holm < alpha. ``note``: why there is no test (no runner-up,
+    variant with the highest score (ties: the first by name); ``runner_up`` is the best variant
+    of another encoding (the question is which encoding: the same encoding under another
+    policy or temperature is a comparison of variants, which :func:`paired_comparisons`
+    makes); ``margin`` = best - runner-up; the lead is tested by a paired t-test over the seeds
+    both have (``n_pairs``), and ``p_holm`` is Holm-corrected over the rows of this table;
+    ``significant``: p_holm < alpha. ``note``: why there is no test (:data:`NO_OTHER` encoding,
     :data:`TOO_FEW`, :data:`NO_VARIANCE`). Columns: regime, train_resolution, side, best,
     best_mean, ci_low, ci_high (:func:`bootstrap_interval` of the best's seeds), n_seeds,
     runner_up, runner_up_mean, margin, n_pairs, p_value, p_holm, significant, note.
@@ -202,17 +205,20 @@ def headline(df: pd.DataFrame, min_pairs: int = MIN_PAIRS, alpha: float = ALPHA)
         means = g.groupby(VARIANT, sort=True)["test_acc"].mean().reset_index()
         means["label"] = [variant_label(*v) for v in means[VARIANT].itertuples(index=False)]
         means = means.assign(_neg=-means["test_acc"].round(RANK_DECIMALS)).sort_values(["_neg", "label"])
-        top = [g.merge(means.iloc[[i]][VARIANT], on=VARIANT) for i in range(min(2, len(means)))]
+        others = np.flatnonzero((means["encoding"] != means["encoding"].iloc[0]).to_numpy())
+        ranks = [0, *others[:1]]  # the best, and the best variant of another encoding
+        top = [g.merge(means.iloc[[i]][VARIANT], on=VARIANT) for i in ranks]
         s = interval_stats(top[0]["test_acc"].to_numpy())
         row = {**dict(zip(group, key)), "best": means["label"].iloc[0], "best_mean": s["mean"], "ci_low": s["ci_low"],
                "ci_high": s["ci_high"], "n_seeds": s["n_seeds"], "runner_up": None, "runner_up_mean": math.nan,
-               "margin": math.nan, "n_pairs": 0, "p_value": math.nan, "note": "no runner-up"}
+               "margin": math.nan, "n_pairs": 0, "p_value": math.nan, "note": NO_OTHER}
         if len(top) == 2:
             pairs = top[0][["seed", "test_acc"]].merge(top[1][["seed", "test_acc"]], on="seed", suffixes=("_a", "_b"))
             diffs = (pairs["test_acc_a"] - pairs["test_acc_b"]).to_numpy(dtype=float)
             p, note = _pair_test(diffs, min_pairs)
-            row.update(runner_up=means["label"].iloc[1], runner_up_mean=float(means["test_acc"].iloc[1]),
-                       margin=s["mean"] - float(means["test_acc"].iloc[1]), n_pairs=len(diffs), p_value=p, note=note)
+            second = float(means["test_acc"].iloc[ranks[1]])
+            row.update(runner_up=means["label"].iloc[ranks[1]], runner_up_mean=second, margin=s["mean"] - second,
+                       n_pairs=len(diffs), p_value=p, note=note)
         rows.append(row)
     columns = ["regime", "train_resolution", "side", "best", "best_mean", "ci_low", "ci_high", "n_seeds", "runner_up",
                "runner_up_mean", "margin", "n_pairs", "p_value", "p_holm", "significant", "note"]

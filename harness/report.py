@@ -243,7 +243,7 @@ def build_report(tracking_uri: str, experiment: str, out_dir: str | Path, *, bas
 
 def headline_lines(head: pd.DataFrame, untrained: pd.DataFrame) -> list[str]:
     """The answer in sentences (Markdown): per regime and training resolution, the best variant
-    above and below it with its interval, its margin over the runner-up and whether the lead
+    above and below it with its interval, its margin over the best other encoding and whether the lead
     is significant after Holm; then the runs that did not train, and how intervals are made."""
     lines = []
     for h in head.itertuples(index=False):
@@ -253,7 +253,7 @@ def headline_lines(head: pd.DataFrame, untrained: pd.DataFrame) -> list[str]:
         line = (f"**{h.regime.capitalize()}** regime, {where}: best **{h.best}**, "
                 f"mean test accuracy {h.best_mean:.3f}{ci}")
         if pd.isna(h.runner_up):
-            line += "; no other variant to compare with."
+            line += "; no other encoding to compare with."
         else:
             if h.note == cmp.TOO_FEW:
                 verdict = f"not tested (only {h.n_pairs} paired seeds; a test needs {st.MIN_PAIRS})"
@@ -262,7 +262,8 @@ def headline_lines(head: pd.DataFrame, untrained: pd.DataFrame) -> list[str]:
             else:
                 verdict = (f"{'' if h.significant else 'not '}significant after Holm (paired t-test over "
                            f"{h.n_pairs} seeds, Holm-adjusted p = {h.p_holm:.3g})")
-            line += f"; ahead of {h.runner_up} ({h.runner_up_mean:.3f}) by {h.margin:.3f}: {verdict}."
+            line += (f"; ahead of the best other encoding, {h.runner_up} ({h.runner_up_mean:.3f}), by "
+                     f"{h.margin:.3f}: {verdict}.")
         lines.append(line)
     if head.empty:
         lines.append("No run that trained was tested off its training resolution: nothing to rank.")

@@ -327,7 +327,11 @@ def test_the_report_reads_honestly(logged, tmp_path):
     head = md.split("## ")[0]
     assert re.search(r"\*\*Zoom\*\* regime, above the training resolution \(16 px\): best \*\*rope_axial "
                      r"\((interpolate|extrapolate), temp (log|none)\)\*\*", head)
-    assert "ahead of" in head and "Holm" in head and "3 run(s) did not train" in head
+    # the runner-up is the best variant of another encoding (rope_axial's other variants are
+    # closer); the handmade accuracies differ by a constant per encoding: nothing to test
+    assert re.search(r"ahead of the best other encoding, learned \(no policy, temp (log|none)\) \([0-9.]+\), "
+                     r"by [0-9.]+: not tested \(no variance in the differences\)", head)
+    assert "3 run(s) did not train" in head
     assert "95% percentile bootstrap over seeds" in head
     assert '<table class="main">' in page and "<td><strong>" in page
     assert "measured during the study (device: cpu)" in md and "not a benchmark" in md

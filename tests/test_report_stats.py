@@ -442,14 +442,16 @@ def test_default_baseline():
 # ------------------------------------------------------------------ headline
 
 
-def test_headline_names_the_best_variant_its_margin_and_significance():
+def test_headline_names_the_best_variant_its_margin_over_the_best_other_encoding_and_significance():
     above = {("rope", "interpolate"): [0.9, 0.91, 0.92], ("rope", "extrapolate"): [0.7, 0.7, 0.7],
              ("learned", "na"): [0.3, 0.4, 0.5]}
     df = table([
         *(row(e, 32, 48, s, a, policy=p) for (e, p), accs in above.items() for s, a in enumerate(accs)),
-        # below: the two rope variants tie in every seed but one, the leader by 0.1, 0.1, 0.4
+        # below: the leader ahead of the other encoding by 0.1, 0.1, 0.4; its own other variant
+        # (0.55) is second overall, but the headline's question is which encoding
         *(row("rope", 32, 16, s, a, policy="extrapolate") for s, a in enumerate([0.6, 0.6, 0.9])),
-        *(row("rope", 32, 16, s, 0.5, policy="interpolate") for s in range(3)),
+        *(row("rope", 32, 16, s, 0.55, policy="interpolate") for s in range(3)),
+        *(row("sincos", 32, 16, s, 0.5, policy="interpolate") for s in range(3)),
         *(row("none", 32, 16, s, 0.99, val=0.1) for s in range(3)),               # did not train
         row("rope", 32, (16, 64), 0, 1.0, policy="interpolate"),                  # mixed: on neither side
     ])
@@ -458,14 +460,17 @@ def test_headline_names_the_best_variant_its_margin_and_significance():
                                  "n_seeds", "runner_up", "runner_up_mean", "margin", "n_pairs", "p_value", "p_holm",
                                  "significant", "note"]
     a, b = one(out, side="above"), one(out, side="below")
-    assert a["best"] == label("rope", "interpolate") and a["runner_up"] == label("rope", "extrapolate")
-    assert a["best_mean"] == pytest.approx(0.91) and a["margin"] == pytest.approx(0.21)
+    # above: rope extrapolated (0.7) is second overall; the runner-up is the other encoding, learned
+    assert a["best"] == label("rope", "interpolate") and a["runner_up"] == label("learned")
+    assert a["best_mean"] == pytest.approx(0.91) and a["margin"] == pytest.approx(0.51)
+    assert a["runner_up_mean"] == pytest.approx(0.4)
     assert (a["ci_low"], a["ci_high"]) == pytest.approx(rs.bootstrap_interval([0.9, 0.91, 0.92]))
-    # diffs 0.2, 0.21, 0.22: t = 0.21 / (0.01 / sqrt 3), df 2
-    t = 0.21 / (0.01 / math.sqrt(3))
+    # diffs 0.6, 0.51, 0.42: mean 0.51, sd 0.09, t = 0.51 / (0.09 / sqrt 3), df 2
+    t = 0.51 / (0.09 / math.sqrt(3))
     p_above = 1 - t / math.sqrt(t * t + 2)
     assert a["p_value"] == pytest.approx(p_above, rel=1e-6)
-    assert b["best"] == label("rope", "extrapolate") and b["margin"] == pytest.approx(0.2)
+    assert b["best"] == label("rope", "extrapolate") and b["runner_up"] == label("sincos", "interpolate")
+    assert b["margin"] == pytest.approx(0.2)
     assert b["p_value"] == pytest.approx(P_B, rel=1e-9)
     # Holm over the two headline tests
     assert a["p_holm"] == pytest.approx(2 * p_above, rel=1e-6) and b["p_holm"] == pytest.approx(P_B, rel=1e-9)
@@ -480,7 +485,41 @@ def test_headline_without_a_runner_up_or_enough_seeds():
     out = cmp.headline(df)
     a, b = one(out, side="above"), one(out, side="below")
     assert a["note"] == cmp.TOO_FEW and a["n_pairs"] == 2 and not a["significant"]
-    assert pd.isna(b["runner_up"]) and b["note"] == "no runner-up" and math.isnan(b["margin"])
+    assert pd.isna(b["runner_up"]) and b["note"] == cmp.NO_OTHER and math.isnan(b["margin"])
+    # variants of one encoding only: no headline comparison (that is a comparison of variants)
+    one_encoding = table([row("rope", 32, 48, s, a, policy=p) for s in range(3)
+                          for p, a in (("interpolate", 0.9), ("extrapolate", 0.5 + 0.1 * s))])
+    h = cmp.headline(one_encoding).iloc[0]
+    assert h["best"] == label("rope", "interpolate") and pd.isna(h["runner_up"]) and h["note"] == cmp.NO_OTHER
+
+
+def test_headline_sentences_name_both_variants_the_margin_and_the_verdict():
+    from harness.report import headline_lines
+
+    df = table([
+        # above: rope interpolated leads learned by 0.6, 0.51, 0.42 (significant, see above);
+        # below: rope alone, its other variant second: nothing to compare with
+        *(row("rope", 32, 48, s, a, policy="interpolate") for s, a in enumerate([0.9, 0.91, 0.92])),
+        *(row("learned", 32, 48, s, a) for s, a in enumerate([0.3, 0.4, 0.5])),
+        *(row("rope", 32, 16, s, 0.6, policy=p) for s in range(3) for p in ("interpolate", "extrapolate")),
+        # canvas, above: two seeds only
+        *(row(e, 32, 48, s, a, regime="canvas") for s in range(2) for e, a in (("learned", 0.5), ("sincos", 0.4))),
+    ])
+    untrained = pd.DataFrame({"encoding": ["none"], "seed": [0]})
+    lines = headline_lines(cmp.headline(df), untrained)
+    above, below, canvas = (next(x for x in lines if x.startswith(start)) for start in (
+        "**Zoom** regime, above", "**Zoom** regime, below", "**Canvas** regime, above"))
+    t = 0.51 / (0.09 / math.sqrt(3))
+    p_holm = 1 - t / math.sqrt(t * t + 2)  # the only tested headline: Holm leaves it as it is
+    assert above == (f"**Zoom** regime, above the training resolution (32 px): best **{label('rope', 'interpolate')}**, "
+                     f"mean test accuracy 0.910 [{rs.bootstrap_interval([0.9, 0.91, 0.92])[0]:.3f}, "
+                     f"{rs.bootstrap_interval([0.9, 0.91, 0.92])[1]:.3f}] (3 seeds); ahead of the best other "
+                     f"encoding, {label('learned')} (0.400), by 0.510: significant after Holm (paired t-test "
+                     f"over 3 seeds, Holm-adjusted p = {p_holm:.3g}).")
+    assert below.endswith("; no other encoding to compare with.")
+    assert canvas.endswith(f"ahead of the best other encoding, {label('sincos')} (0.400), by 0.100: not tested "
+                           f"(only 2 paired seeds; a test needs {rs.MIN_PAIRS}).")
+    assert lines[-2].startswith("1 run(s) did not train") and lines[-2].endswith("none seed 0.")
 
 
 # ------------------------------------------------------------------ cost_table
