@@ -296,7 +296,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from harness.study import run_worker
+    from harness.worker import run_worker
 
     if args.gpu is not None:  # before CUDA starts in this process: the worker sees that GPU alone, as cuda:0
         import torch

@@ -193,6 +193,9 @@ T_DEVICE = "harness.device"
 T_RETRY_OF = "harness.retry_of"
 T_FAIL_REASON = "harness.fail_reason"
 T_PRUNED_AT = "harness.pruned_at_epoch"
+#: tags of a study's parent runs: the id of the Optuna storage its runs come from, and its URL (redacted)
+T_STORAGE_ID = "harness.storage_id"
+T_STORAGE = "harness.storage"
 T_TRIAL_NUMBER = "optuna.trial_number"
 T_PARENT_RUN = "mlflow.parentRunId"
 

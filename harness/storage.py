@@ -45,6 +45,9 @@ from harness.schema import (
     P_TRAIN_RESOLUTION,
     T_FAIL_REASON,
     T_STAGE,
+    T_STORAGE,
+    T_STORAGE_ID,
+    T_STUDY,
     T_TRIAL_NUMBER,
     TUNE,
     U_MLFLOW_RUN,
@@ -61,6 +64,7 @@ __all__ = [
     "Heartbeat",
     "REAPED_REASON",
     "StorageError",
+    "check_one_storage",
     "check_pinned",
     "cell_distributions",
     "cell_params",
@@ -388,6 +392,24 @@ def reaped(storage, trial: optuna.Trial) -> bool:
     """Whether ``trial`` (this worker's own) is no longer RUNNING in the storage: another worker
     failed it while this one was paused or stalled past the heartbeat grace (see :func:`reap_stale`)."""
     return storage.get_trial(trial._trial_id).state != TrialState.RUNNING
+
+
+def check_one_storage(spec: StudySpec, studies: dict[str, optuna.Study], tracker: Tracker) -> None:
+    """Refuse a study whose MLflow experiment already holds its runs from another Optuna storage
+    (the same study name run against two storages but one tracking store would train every cell
+    again into the one experiment). The parent runs record the storage's id (and its redacted URL)."""
+    mine = storage_identity(studies[EVALUATE])
+    if not mine:
+        return
+    for run in tracker.client.search_runs(
+            [tracker.experiment_id], filter_string=f"tags.`{T_STORAGE_ID}` != ''", max_results=50):
+        tags = run.data.tags
+        if tags.get(T_STUDY) == spec.name and tags.get(T_STORAGE_ID) not in (None, "", mine):
+            raise SpecError(
+                f"{spec.source}: MLflow experiment {spec.name!r} at {redact_url(spec.tracking())} already holds "
+                f"the runs of study {spec.name!r} from another Optuna storage ({tags.get(T_STORAGE, '?')}); this "
+                f"run's storage is {redact_url(spec.storage_url())}: use another study name (or tracking store), "
+                "or the storage the study was run with")
 
 
 def repair_runs(spec: StudySpec, studies: dict[str, optuna.Study], tracker: Tracker) -> int:

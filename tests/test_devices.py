@@ -117,9 +117,9 @@ def test_spawned_worker_gets_its_device_before_cuda_starts(tmp_path, monkeypatch
     """run_study's worker entry point pins the GPU in the child: the child's environment shows it."""
     script = (
         "import os, sys\n"
-        "import harness.study as s\n"
-        "s.run_worker = lambda *a, **k: print('CVD=' + os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>'))\n"
-        "s._worker_main('spec', [], False, 1, sys.argv[1] if sys.argv[1] != 'none' else None)\n"
+        "import harness.worker as w\n"
+        "w.run_worker = lambda *a, **k: print('CVD=' + os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>'))\n"
+        "w.worker_main('spec', [], False, 1, sys.argv[1] if sys.argv[1] != 'none' else None)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     for gpu, expected in (("GPU-abc", "CVD=GPU-abc"), ("none", "CVD=<unset>")):

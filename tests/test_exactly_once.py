@@ -99,7 +99,7 @@ def test_a_reaped_trial_never_closes_its_run_finished_and_a_rerun_closes_what_wa
     then the trial told: "Cannot tell a FAIL trial"), and the repair of a run left RUNNING."""
     import optuna
 
-    from harness import study as st
+    from harness import worker as st
     from harness.schema import EVALUATE, Cell
     from harness.spec import load_spec
     from harness.storage import cell_distributions, enqueue_cells, open_storage, open_studies, repair_runs
@@ -193,15 +193,15 @@ def test_a_tuning_trial_reaped_after_its_last_report_closes_its_run_failed(tmp_p
     from optuna.trial import TrialState
 
     import harness.trial as trial_mod
-    from harness import study as st
+    from harness import study, worker
     from harness.schema import TUNE
     from harness.storage import REAPED_REASON, open_storage, open_studies
     from harness.tracking import Tracker
 
     overrides = [f"output={tmp_path / 'runs'}", "heartbeat=1", "encodings=[none]", "seeds=[0]",
                  "tune={trials: 2, epochs: 1, seed: 0, space: {train.lr: {low: 0.001, high: 0.01, log: true}}}"]
-    st.run_study(str(SMOKE), overrides, workers=0)  # creates the studies, trains nothing
-    spec = st.load_spec(SMOKE, overrides)
+    study.run_study(str(SMOKE), overrides, workers=0)  # creates the studies, trains nothing
+    spec = study.load_spec(SMOKE, overrides)
     tune = open_studies(spec, open_storage(spec.storage_url(), spec.heartbeat), create=False)[f"{TUNE}/none/r16"]
     real_train_model = trial_mod.train_model
     reaped = []
@@ -216,8 +216,8 @@ def test_a_tuning_trial_reaped_after_its_last_report_closes_its_run_failed(tmp_p
         return result
 
     monkeypatch.setattr(trial_mod, "train_model", train_then_reaped)
-    monkeypatch.setattr(st, "_evaluate_loop", lambda *a, **k: None)  # the tune stage only
-    st.run_worker(str(SMOKE), overrides)
+    monkeypatch.setattr(worker, "_evaluate_loop", lambda *a, **k: None)  # the tune stage only
+    worker.run_worker(str(SMOKE), overrides)
     assert "result abandoned" in capsys.readouterr().err
     states = {t.number: t.state for t in tune.get_trials(deepcopy=False)}
     assert states[reaped[0]] == TrialState.FAIL

@@ -303,7 +303,7 @@ def test_cells_queued_by_an_older_version_are_trained_with_their_real_parameters
     parameters, so every completed trial's parameters are its cell's."""
     import optuna
 
-    import harness.study as study
+    import harness.worker as worker
     from harness.spec import load_spec
     from harness.storage import open_storage, open_studies
     from harness.tracking import Tracker
@@ -314,9 +314,9 @@ def test_cells_queued_by_an_older_version_are_trained_with_their_real_parameters
     for cell in spec.cells():  # as the version before issue #13 queued them
         evaluate.enqueue_trial({schema.O_CELL: cell.key}, user_attrs=cell.params())
     trained = []
-    monkeypatch.setattr(study, "train_one", lambda spec, cell, **kw: trained.append(cell) or 0.5)
+    monkeypatch.setattr(worker, "train_one", lambda spec, cell, **kw: trained.append(cell) or 0.5)
     tracker = Tracker(spec.tracking(), spec.name)
-    study._evaluate_loop(evaluate, storage, spec, tracker, tracker.parent_run(spec.name, EVALUATE), False)
+    worker._evaluate_loop(evaluate, storage, spec, tracker, tracker.parent_run(spec.name, EVALUATE), False)
     assert sorted(trained) == sorted(spec.cells())  # each cell once
     done = [t for t in evaluate.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(done) == CELLS
