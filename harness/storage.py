@@ -350,8 +350,8 @@ def reap_stale(study: optuna.Study, tracker: Tracker) -> None:
                 tracker.end(run_id, "FAILED")
 
 
-# (storage, study id, trial id) -> when this process first saw the trial RUNNING without a heartbeat
-_BEATLESS_SINCE: dict[tuple[int, int, int], float] = {}
+# (database URL, study id, trial id) -> when this process first saw the trial RUNNING without a heartbeat
+_BEATLESS_SINCE: dict[tuple[str, int, int], float] = {}
 
 
 def _beatless_stale(storage, study_id: int) -> list[int]:
@@ -378,11 +378,12 @@ def _beatless_stale(storage, study_id: int) -> list[int]:
             .filter(~models.TrialModel.trial_id.in_(session.query(models.TrialHeartbeatModel.trial_id)))
         }
     now = time.monotonic()
-    for key in [k for k in _BEATLESS_SINCE if k[:2] == (id(storage), study_id) and k[2] not in beatless]:
+    db = str(storage.engine.url)
+    for key in [k for k in _BEATLESS_SINCE if k[:2] == (db, study_id) and k[2] not in beatless]:
         del _BEATLESS_SINCE[key]  # it beat since, or ended
     stale = []
     for trial_id in sorted(beatless):
-        since = _BEATLESS_SINCE.setdefault((id(storage), study_id, trial_id), now)
+        since = _BEATLESS_SINCE.setdefault((db, study_id, trial_id), now)
         if now - since > grace:
             stale.append(trial_id)
     return stale
