@@ -232,7 +232,7 @@ def build_report(tracking_uri: str, experiment: str, out_dir: str | Path, *, bas
     df.to_csv(out / "results.csv", index=False)
     tables["comparisons"].to_csv(out / "comparisons.csv", index=False)
     figures = _draw_figures(data, tables, out)
-    headline = headline_lines(tables["headline"], tables["untrained"])
+    headline = headline_lines(tables["headline"], tables["untrained"], st.control_runs(df))
     sections = _sections(tables, baseline)
     (out / "report.md").write_text(_markdown(experiment, headline, sections, figures), encoding="utf-8")
     (out / "report.tex").write_text(latex_tables(tables["accuracy"], experiment), encoding="utf-8")
@@ -241,10 +241,11 @@ def build_report(tracking_uri: str, experiment: str, out_dir: str | Path, *, bas
     return page
 
 
-def headline_lines(head: pd.DataFrame, untrained: pd.DataFrame) -> list[str]:
+def headline_lines(head: pd.DataFrame, untrained: pd.DataFrame, control: pd.DataFrame | None = None) -> list[str]:
     """The answer in sentences (Markdown): per regime and training resolution, the best variant
     above and below it with its interval, its margin over the best other encoding and whether the lead
-    is significant after Holm; then the runs that did not train, and how intervals are made."""
+    is significant after Holm; then the position-free control (:func:`control_lines`), the runs
+    that did not train, and how intervals are made."""
     lines = []
     for h in head.itertuples(index=False):
         where = f"{h.side} the training resolution ({h.train_resolution} px)"
@@ -267,6 +268,8 @@ def headline_lines(head: pd.DataFrame, untrained: pd.DataFrame) -> list[str]:
         lines.append(line)
     if head.empty:
         lines.append("No run that trained was tested off its training resolution: nothing to rank.")
+    if control is not None:
+        lines += control_lines(control)
     if len(untrained):
         names = ", ".join(f"{u.encoding} seed {u.seed}" for u in untrained.itertuples(index=False))
         lines.append(f"{len(untrained)} run(s) did not train (final validation accuracy within "
@@ -479,6 +482,29 @@ def latex_tables(accuracy: pd.DataFrame, study: str = "") -> str:
         parts += [" & ".join([tex_escape(row[0]), *row[1:]]) + r" \\" for row in piv.itertuples(index=False)]
         parts += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(parts)
+
+
+def control_lines(control: pd.DataFrame) -> list[str]:
+    """What the position-free control says about the task (:func:`harness.report_stats.control_runs`):
+    at chance in every run, the task needs positions, as a comparison of positional encodings
+    assumes; above chance, part of it can be solved without them (an encoding's gain over the
+    control is what positions add); no control, nothing tells."""
+    name = f"`{st.CONTROL}`"
+    if control.empty:
+        return [f"**Control**: this study has no position-free control ({name}): nothing tells whether its "
+                f"task can be solved without positions."]
+    lines = []
+    for c in control.itertuples(index=False):
+        acc = f"mean final validation accuracy {c.final_val_acc:.3f}, chance {c.chance:.3f}"
+        if c.at_chance == c.runs:
+            lines.append(f"**Control**: {name} (no position signal), trained at {c.train_resolution} px, stayed at "
+                         f"chance in all {c.runs} run(s) ({acc}): without a position signal this model does not "
+                         f"learn the task, as a comparison of positional encodings needs.")
+        else:
+            lines.append(f"**Control**: {name} (no position signal), trained at {c.train_resolution} px, learned in "
+                         f"{c.runs - c.at_chance} of {c.runs} run(s) ({acc}): part of this task can be solved "
+                         f"without positions; what positions add is an encoding's gain over {name}.")
+    return lines
 
 
 def _markdown(study: str, headline: list[str], sections: list[_Section], figures: list[_Drawn]) -> str:

@@ -47,12 +47,14 @@ __all__ = [
     "BOOTSTRAP_RESAMPLES",
     "BOOTSTRAP_SEED",
     "CHANCE_MARGIN",
+    "CONTROL",
     "INTERVAL_METHOD",
     "MIN_PAIRS",
     "RANK_DECIMALS",
     "VARIANT",
     "accuracy_summary",
     "bootstrap_interval",
+    "control_runs",
     "cost_table",
     "default_baseline",
     "derive",
@@ -219,6 +221,28 @@ def untrained_runs(df: pd.DataFrame) -> pd.DataFrame:
     for col in ("final_val_acc", "chance", "mean_test_acc"):
         out[col] = out[col].astype(float)
     return out.sort_values(["encoding", "train_resolution", "seed", "run_id"], ignore_index=True)[columns]
+
+
+#: the label of the position-free control: on a task whose labels depend on positions it must stay at chance
+CONTROL = "none"
+
+
+def control_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The position-free control (the encoding labelled :data:`CONTROL`) per training
+    resolution: ``runs`` (FINISHED), ``at_chance`` (how many did not train, :func:`trained`),
+    their mean ``final_val_acc`` and ``chance``. Empty when the study has no control."""
+    columns = ["train_resolution", "runs", "at_chance", "final_val_acc", "chance"]
+    fin = _finished(df, ["encoding", "train_resolution", "final_val_acc", "chance", "trained", "run_id"])
+    fin = fin.loc[fin["encoding"] == CONTROL]
+    if fin.empty:
+        return pd.DataFrame(columns=columns)
+    runs = fin.groupby("run_id", as_index=False, sort=True).agg(
+        train_resolution=("train_resolution", "first"), trained=("trained", "first"),
+        final_val_acc=("final_val_acc", "first"), chance=("chance", "first"))
+    out = runs.groupby("train_resolution", as_index=False, sort=True).agg(
+        runs=("run_id", "size"), at_chance=("trained", lambda t: int((~t.astype(bool)).sum())),
+        final_val_acc=("final_val_acc", "mean"), chance=("chance", "mean"))
+    return out[columns]
 
 
 # ---------------------------------------------------------------------------- public: intervals

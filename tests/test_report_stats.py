@@ -522,6 +522,30 @@ def test_headline_sentences_name_both_variants_the_margin_and_the_verdict():
     assert lines[-2].startswith("1 run(s) did not train") and lines[-2].endswith("none seed 0.")
 
 
+def test_the_control_is_read_per_run_and_said_in_one_line():
+    from harness.report import control_lines
+
+    at_chance = table([
+        # three runs of none at chance (val 0.1 = chance), each with two test rows; one FAILED run ignored
+        *(row("none", 32, t, s, 0.1, val=v) for s, v in enumerate([0.12, 0.1, 0.14]) for t in (16, 48)),
+        row("none", 32, 48, 3, 0.9, status="FAILED", val=0.9),
+        *(row("rope", 32, 48, s, 0.9) for s in range(3)),
+    ])
+    c = rs.control_runs(at_chance)
+    assert c.to_dict("records") == [{"train_resolution": 32, "runs": 3, "at_chance": 3,
+                                     "final_val_acc": pytest.approx(0.12), "chance": pytest.approx(0.1)}]
+    (line,) = control_lines(c)
+    assert line.startswith("**Control**: `none` (no position signal), trained at 32 px, stayed at chance in all 3 "
+                           "run(s) (mean final validation accuracy 0.120, chance 0.100)")
+    # one of three runs learned (0.1 + 0.05 is still at chance; 0.3 is not): said, with the count
+    learned = table([*(row("none", 32, 48, s, 0.2, val=v) for s, v in enumerate([0.15, 0.3, 0.1]))])
+    (line,) = control_lines(rs.control_runs(learned))
+    assert "learned in 1 of 3 run(s) (mean final validation accuracy 0.183, chance 0.100)" in line
+    assert "part of this task can be solved without positions" in line
+    (line,) = control_lines(rs.control_runs(table([row("rope", 32, 48, 0, 0.9)])))
+    assert "no position-free control (`none`)" in line
+
+
 # ------------------------------------------------------------------ cost_table
 
 
