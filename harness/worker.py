@@ -69,6 +69,8 @@ __all__ = ["TrialReaped", "run_worker", "worker_main"]
 # ------------------------------------------------------------------------------ entry points
 def worker_main(spec_path: str, overrides: list[str], progress: bool | None, threads: int,
                  gpu: str | None = None) -> None:
+    """The entry point of a worker process ``harness run`` starts: its GPU (or none) and its
+    threads, then :func:`run_worker`; a user error exits 2, an interruption 130 or 143."""
     from harness.devices import pin_gpu
 
     pin_gpu(gpu)  # before CUDA starts in this process: the worker sees its one GPU as cuda:0
@@ -87,7 +89,7 @@ def run_worker(spec_path: str, overrides: list[str], progress: bool | None = Non
     """Work on a study until its trials are done: every tune study's budget, then every
     evaluate cell. Plugins named in the spec are loaded again here (``load_spec`` does).
     A worker logs its trials under the stages' parent runs but never closes them: only
-    :func:`run_study` (``harness run``) does, once its own workers have ended."""
+    :func:`harness.study.run_study` (``harness run``) does, once its own workers have ended."""
     spec = load_spec(spec_path, overrides)
     check_reachable(spec.tracking())
     storage = open_storage(spec.storage_url(), spec.heartbeat, create=False)  # no empty file left behind
