@@ -23,7 +23,7 @@ import pytest
 from harness.errors import db_url, redact_url, scrub, split_userinfo
 from harness.spec import load_spec
 from harness.tracking import TrackingError, check_reachable, flatten
-from tests.test_stray_files import SMOKE, TINY, cli, harness
+from tests.helpers import SMOKE, TINY, cli, harness
 
 
 

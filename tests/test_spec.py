@@ -3,13 +3,12 @@ written) for every bad input."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from harness.spec import SpecError, load_spec
+from tests.helpers import cli, harness, one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,13 +133,13 @@ def test_include_of_itself(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["unknown key", "seeds given twice", "malformed yaml", "set key that does not exist"])
-def test_cli_exits_2_and_writes_nothing(case, tmp_path):
+def test_cli_exits_2_and_writes_nothing(case, tmp_path, capsys, monkeypatch):
+    """In this process (the command's code without its start-up); one case as a real process,
+    `python -m harness`, for the exit status the shell sees."""
     text, overrides, expected = CASES[case]
     p = write(tmp_path, text)
     sets = [a for o in overrides for a in ("--set", o)]
-    r = subprocess.run([sys.executable, "-m", "harness", "run", str(p), "--set", f"output={tmp_path / 'runs'}", *sets],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
-    assert r.returncode == 2, r.stderr
-    assert expected in r.stderr and "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+    args = ["run", str(p), "--set", f"output={tmp_path / 'runs'}", *sets]
+    r = harness(tmp_path, *args) if case == "malformed yaml" else cli(tmp_path, capsys, monkeypatch, *args)
+    one_line_error(r, expected)
     assert not (tmp_path / "runs").exists()
