@@ -265,6 +265,9 @@ def headline_lines(head: pd.DataFrame, untrained: pd.DataFrame, control: pd.Data
                            f"{h.n_pairs} seeds, Holm-adjusted p = {h.p_holm:.3g})")
             line += (f"; ahead of the best other encoding, {h.runner_up} ({h.runner_up_mean:.3f}), by "
                      f"{h.margin:.3f}: {verdict}.")
+            if round(h.runner_up_mean, 9) >= st.CEILING:  # a mean of 0.99s is 0.99
+                line += (f" Both are at the ceiling (mean accuracy >= {st.CEILING}): this task does not rank the "
+                         "encodings here; a harder one would.")
         lines.append(line)
     if head.empty:
         lines.append("No run that trained was tested off its training resolution: nothing to rank.")

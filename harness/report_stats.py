@@ -46,6 +46,7 @@ from harness.schema import NO_POLICY, Cell, Size
 __all__ = [
     "BOOTSTRAP_RESAMPLES",
     "BOOTSTRAP_SEED",
+    "CEILING",
     "CHANCE_MARGIN",
     "CONTROL",
     "INTERVAL_METHOD",
@@ -82,9 +83,11 @@ CONFIDENCE = 0.95
 #: how every interval of the report is computed, in words (the report prints it next to them)
 INTERVAL_METHOD = (f"95% percentile bootstrap over seeds ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}; "
                    "runs that did not train left out)")
-#: the significance level of the Holm-corrected tests
 #: the fewest pairs a paired test is run on
 MIN_PAIRS = 3
+#: mean accuracy at or above which two variants are both at the ceiling: a task that leaves
+#: them there cannot rank them (the headline says so rather than name a winner by noise)
+CEILING = 0.99
 # Means are compared for ranking after rounding to this many decimals (ties up to rounding).
 RANK_DECIMALS = 12
 

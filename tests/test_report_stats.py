@@ -520,6 +520,17 @@ def test_headline_sentences_name_both_variants_the_margin_and_the_verdict():
     assert canvas.endswith(f"ahead of the best other encoding, {label('sincos')} (0.400), by 0.100: not tested "
                            f"(only 2 paired seeds; a test needs {rs.MIN_PAIRS}).")
     assert lines[-2].startswith("1 run(s) did not train") and lines[-2].endswith("none seed 0.")
+    assert not any("ceiling" in x for x in lines)
+    # both at the ceiling: said, whatever the test says (0.995 and 0.99 in every seed: no variance)
+    top = table([*(row("rope", 32, 48, s, 0.995, policy="interpolate") for s in range(3)),
+                 *(row("learned", 32, 48, s, 0.99) for s in range(3)),
+                 *(row("sincos", 32, 16, s, 0.995) for s in range(3)),
+                 *(row("learned", 32, 16, s, 0.98) for s in range(3))])  # below: the runner-up under it
+    above, below = headline_lines(cmp.headline(top), untrained.iloc[:0])[:2]
+    assert above.startswith("**Zoom** regime, above") and below.startswith("**Zoom** regime, below")
+    assert above.endswith(f"Both are at the ceiling (mean accuracy >= {rs.CEILING}): this task does not rank the "
+                          "encodings here; a harder one would.")
+    assert "ceiling" not in below
 
 
 def test_the_control_is_read_per_run_and_said_in_one_line():
