@@ -17,6 +17,7 @@ from scipy import stats
 
 from harness import comparisons as cmp
 from harness import report
+from harness import report_pages as pages
 from harness import report_stats as st
 from harness.figures import FIGURES
 from harness.figures.conformance import handmade_study
@@ -55,7 +56,7 @@ def table_body(tex: str) -> list[str]:
 
 def test_the_accuracy_tables_are_booktabs_latex():
     acc = st.accuracy_summary(results())
-    tex = report.latex_tables(acc, "my_study")
+    tex = pages.latex_tables(acc, "my_study")
     # one table per regime and training resolution, booktabs rules in order, no vertical rules
     assert tex.count("\\begin{table}") == 1 and tex.count("\\end{table}") == 1
     assert tex.index("\\toprule") < tex.index("\\midrule") < tex.index("\\bottomrule")
@@ -75,7 +76,7 @@ def test_the_accuracy_tables_are_booktabs_latex():
 
 def test_latex_bold_is_the_column_maximum_and_did_not_train_stays():
     acc = st.accuracy_summary(results())
-    body = table_body(report.latex_tables(acc))
+    body = table_body(pages.latex_tables(acc))
     cells = {line.split(" & ")[0]: line.removesuffix(" \\\\").split(" & ")[1:] for line in body}
     # the encoding names escaped, the runs at chance kept as a row of "did not train"
     assert set(cells) == {"my\\_enc (no policy, temp none)", "none (no policy, temp none)",
@@ -86,22 +87,22 @@ def test_latex_bold_is_the_column_maximum_and_did_not_train_stays():
         col = trained.loc[trained["test_resolution"] == size]
         best = col.loc[col["mean"].idxmax()]
         bold = [name for name, row in cells.items() if row[j].startswith("\\textbf{")]
-        assert bold == [report.tex_escape(best["variant"])], (size, bold)
+        assert bold == [pages.tex_escape(best["variant"])], (size, bold)
         want = f"\\textbf{{{best['mean']:.3f} [{best['ci_low']:.3f}, {best['ci_high']:.3f}]}}"
-        assert cells[report.tex_escape(best["variant"])][j] == want
+        assert cells[pages.tex_escape(best["variant"])][j] == want
     # my_enc is best at 16 px, rope_axial above it
     assert cells["my\\_enc (no policy, temp none)"][0].startswith("\\textbf{0.907")
     assert cells["rope\\_axial (no policy, temp none)"][1].startswith("\\textbf{0.720")
 
 
 def test_latex_escapes_every_special_character():
-    assert report.tex_escape("a_b&c%d$e#f{g}h~i^j\\k") == (
+    assert pages.tex_escape("a_b&c%d$e#f{g}h~i^j\\k") == (
         "a\\_b\\&c\\%d\\$e\\#f\\{g\\}h\\textasciitilde{}i\\textasciicircum{}j\\textbackslash{}k")
-    tex = report.latex_tables(st.accuracy_summary(results()), "my_study")
+    tex = pages.latex_tables(st.accuracy_summary(results()), "my_study")
     text = "\n".join(line for line in tex.splitlines() if not line.startswith("%"))
     assert not re.search(r"(?<!\\)[_&%#]", text.replace(" & ", " ")), "an unescaped special character"
     assert "rope\\_axial" in text and "rope_axial" not in text
-    assert report.latex_tables(st.accuracy_summary(results()).iloc[:0]).count("\\begin{table}") == 0
+    assert pages.latex_tables(st.accuracy_summary(results()).iloc[:0]).count("\\begin{table}") == 0
 
 
 def test_build_report_writes_report_tex_and_pdfs(tmp_path):
@@ -143,7 +144,7 @@ def test_every_report_figure_is_written_as_png_and_pdf(tmp_path):
     for d in drawn:
         assert d.path == tmp_path / f"{d.name}.png" and d.path.read_bytes().startswith(b"\x89PNG")
         assert (tmp_path / f"{d.name}.pdf").read_bytes().startswith(b"%PDF"), d.name
-        page = report._html_figure(d)  # the page still embeds the PNG
+        page = pages._html_figure(d)  # the page still embeds the PNG
         assert "data:image/png;base64," in page and ".pdf" not in page
 
 
@@ -160,14 +161,14 @@ def test_count_format(value, text):
 def test_the_report_tables_write_counts_as_numbers():
     res = results()
     tables, _ = report.summary_tables(res, [], None)
-    cost = next(s for s in report._sections(tables, None) if s.key == "cost")
-    md = report._md_table(cost.table)
+    cost = next(s for s in pages.sections(tables, None) if s.key == "cost")
+    md = pages._md_table(cost.table)
     row = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines()[2:]}
     assert "| 142k | 48 | 950 |" in row["rope_axial"]
     assert "| 1.2M | 1.06M | 12.3k |" in row["my_enc"] and "| 142k | 0 | 1.5M |" in row["none"]
     assert "e+" not in md
-    assert report._fmt(142_000.0) == "142k" and report._fmt(1.42e5) == "142k" and report._fmt(0.5) == "0.500"
-    assert report._fmt(1.2e-5) == "1.2e-05"  # p-values stay as they are
+    assert pages._fmt(142_000.0) == "142k" and pages._fmt(1.42e5) == "142k" and pages._fmt(0.5) == "0.500"
+    assert pages._fmt(1.2e-5) == "1.2e-05"  # p-values stay as they are
 
 
 def test_the_cost_figure_writes_counts_as_numbers():

@@ -494,7 +494,7 @@ def test_headline_without_a_runner_up_or_enough_seeds():
 
 
 def test_headline_sentences_name_both_variants_the_margin_and_the_verdict():
-    from harness.report import headline_lines
+    from harness.report_pages import headline_lines
 
     df = table([
         # above: rope interpolated leads learned by 0.6, 0.51, 0.42 (significant, see above);
@@ -534,7 +534,7 @@ def test_headline_sentences_name_both_variants_the_margin_and_the_verdict():
 
 
 def test_the_control_is_read_per_run_and_said_in_one_line():
-    from harness.report import control_lines
+    from harness.report_pages import control_lines
 
     at_chance = table([
         # three runs of none at chance (val 0.1 = chance), each with two test rows; one FAILED run ignored
