@@ -14,8 +14,12 @@ of :mod:`harness.schema`; the statistics are pure functions of the table
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
+import os
+import shutil
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -224,23 +228,47 @@ def build_report(tracking_uri: str, experiment: str, out_dir: str | Path, *, bas
                           f"(its encodings: {', '.join(labels) or 'none'})")
     tables, baseline = summary_tables(df, expected, baseline or spec.get("baseline"))
     out = Path(out_dir)
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReportError(f"report folder {out}: cannot be created ({exc.strerror})") from None
-    df.to_csv(out / "results.csv", index=False)
-    tables["comparisons"].to_csv(out / "comparisons.csv", index=False)
-    figures = _draw_figures(data, tables, out)
-    headline = pages.headline_lines(tables["headline"], tables["untrained"], st.control_runs(df))
-    sections = pages.sections(tables, baseline)
-    (out / "report.md").write_text(pages.markdown_page(experiment, headline, sections, figures), encoding="utf-8")
-    (out / "report.tex").write_text(pages.latex_tables(tables["accuracy"], experiment), encoding="utf-8")
-    page = out / "report.html"
-    page.write_text(pages.html_page(experiment, headline, sections, figures, spec, data.provenance), encoding="utf-8")
-    return page
+    # every file is written into a staging folder first, then moved over the old ones: a full
+    # disk or a Ctrl-C half-way leaves the previous report as it was, never half of a new one
+    staging = out / f".report-{os.getpid()}.tmp"
+    try:
+        staging.mkdir()
+        df.to_csv(staging / "results.csv", index=False)
+        tables["comparisons"].to_csv(staging / "comparisons.csv", index=False)
+        figures = _draw_figures(data, tables, staging)
+        headline = pages.headline_lines(tables["headline"], tables["untrained"], st.control_runs(df))
+        sections = pages.sections(tables, baseline)
+        (staging / "report.md").write_text(pages.markdown_page(experiment, headline, sections, figures),
+                                           encoding="utf-8")
+        (staging / "report.tex").write_text(pages.latex_tables(tables["accuracy"], experiment), encoding="utf-8")
+        (staging / "report.html").write_text(pages.html_page(experiment, headline, sections, figures, spec,
+                                                             data.provenance), encoding="utf-8")
+        for f in sorted(staging.iterdir()):
+            os.replace(f, out / f.name)
+        staging.rmdir()
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created:  # a folder this call made, and left empty: not left behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        if not isinstance(exc, OSError):
+            raise
+        what = (exc.strerror or os.strerror(exc.errno or 0) or type(exc).__name__).lower()
+        raise ReportError(f"{what} in {out} (writing the report); the previous report there, if any, is left "
+                          "as it was") from None
+    return out / "report.html"
 
 
 # ------------------------------------------------------------------------------ figures
+#: a write that failed because of the disk (full, quota, file size limit, read-only), not the figure
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
 def _draw_figures(data: StudyRuns, tables: dict[str, Any], out: Path) -> list[pages.Drawn]:
     """Draw every registered figure that has something to show into ``out/<name>.png`` and
     ``out/<name>.pdf``. A figure that fails is named on the page with its error (and in a
@@ -254,6 +282,8 @@ def _draw_figures(data: StudyRuns, tables: dict[str, Any], out: Path) -> list[pa
             if fig is not None:
                 drawn.append(pages.Drawn(name, cls.title, cls.caption, save(fig, out / f"{name}.png")))
         except Exception as exc:  # noqa: BLE001 - a broken plugin figure must not cost the whole report
+            if isinstance(exc, OSError) and exc.errno in _FULL:  # the disk's fault, not the figure's
+                raise
             error = f"{type(exc).__name__}: {exc}"
             warnings.warn(f"report figure {name!r} ({FIGURES.source(name)}) could not be drawn: {error}", stacklevel=2)
             drawn.append(pages.Drawn(name, cls.title, cls.caption, error=error))

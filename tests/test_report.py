@@ -395,3 +395,58 @@ def test_a_broken_figure_is_named_and_the_others_stay(logged, tmp_path, monkeypa
     assert "Could not be drawn: KeyError: &#x27;no_such_column" in text
     assert not (tmp_path / "r" / f"{name}.png").exists()
     assert len(figure_ids(page)) > 1 and not plt.get_fignums()
+
+
+def test_a_report_that_cannot_be_written_leaves_the_previous_one(logged, tmp_path, monkeypatch):
+    """A full disk or a Ctrl-C half-way through a report: the previous report is left byte for
+    byte (the new files are written beside it, then moved over it), no staging folder is left, and
+    the full disk is one line naming the folder."""
+    import errno
+
+    import harness.report as report_mod
+    from harness.report import ReportError
+
+    out = tmp_path / "r"
+    build_report(logged, STUDY, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert {"report.html", "report.md", "results.csv"} <= set(before)
+
+    def full(*args, **kwargs):  # the disk fills while the page is written, after the tables and figures
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report_mod.pages, "html_page", full)
+    with pytest.raises(ReportError) as info:
+        build_report(logged, STUDY, out)
+    assert str(info.value) == (f"no space left on device in {out} (writing the report); the previous report "
+                               "there, if any, is left as it was")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    monkeypatch.setattr(report_mod.pages, "html_page", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        build_report(logged, STUDY, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # a folder the failed call created is not left behind
+    with pytest.raises(KeyboardInterrupt):
+        build_report(logged, STUDY, tmp_path / "new" / "r")
+    assert not (tmp_path / "new" / "r").exists()
+
+
+def test_report_past_a_file_size_limit_is_one_line_and_writes_nothing(logged, tmp_path):
+    """A real failed write (``ulimit -f``: EFBIG once a figure's PNG passes 16 kB): `harness report`
+    exits 2 with one line naming the folder, and leaves no file (a figure's failed write is the
+    disk's fault, not a figure that "could not be drawn")."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 10, 16 << 10))
+
+    out = tmp_path / "r"
+    r = subprocess.run([sys.executable, "-m", "harness", "report", "--experiment", STUDY, "--tracking-uri", logged,
+                        "--out", str(out)], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                       preexec_fn=limit)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip() == (f"error: file too large in {out} (writing the report); the previous report there, "
+                                "if any, is left as it was"), r.stderr[-2000:]
+    assert not out.exists()
