@@ -74,8 +74,17 @@ def show_encoding(name: str, *, grid: tuple[int, int], out: str | Path, preset: 
 
 
 def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    """Write ``fig`` to ``path`` and close it; a failed write (a full disk) leaves no partial
+    file and is the one-line :class:`~harness.checkpoint.OutputWriteError`."""
+    from harness.checkpoint import OutputWriteError
+
+    try:
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise OutputWriteError.of(exc, path.parent, f"writing {path.name}") from None
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -150,3 +150,29 @@ def test_a_full_disk_while_keeping_the_model_fails_the_run_not_leaves_it_running
         torch.set_num_threads(n)
     (run,) = tracker.runs(spec.name, EVALUATE)
     assert run.info.status == "FAILED" and "No space left on device" in run.data.tags[T_FAIL_REASON]
+
+
+@needs_dev_full
+def test_bench_json_on_a_full_disk_is_one_error_and_leaves_no_file(tmp_path):
+    from harness.bench.run import _write_json
+
+    path = tmp_path / "bench.json"
+    (tmp_path / "bench.json.tmp").symlink_to(FULL)  # every write to it: ENOSPC
+    with pytest.raises(OutputWriteError, match=rf"^no space left on device in {tmp_path} \(writing bench\.json\)$"):
+        _write_json({"x": list(range(10_000))}, path)
+    assert list(tmp_path.iterdir()) == []  # no .tmp (nor the link), no half a file
+
+
+def test_show_on_a_full_disk_is_one_error_and_leaves_no_partial_figure(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from harness.show import show_encoding
+
+    def full(self, fname, *args, **kwargs):  # half a PNG, then the disk is full
+        Path(fname).write_bytes(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full)
+    with pytest.raises(OutputWriteError, match=rf"^no space left on device in {tmp_path} \(writing rope_axial_.*\.png\)$"):
+        show_encoding("rope_axial", grid=(4, 4), out=tmp_path, preset="tiny", options={})
+    assert list(tmp_path.iterdir()) == []

@@ -257,8 +257,15 @@ def _stderr_progress(t_start: float) -> Callable[[str], None]:
 
 
 def _write_json(result: dict[str, Any], path: Path) -> None:
-    """Write atomically: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically: a reader never sees half a file. A write that fails (a full disk)
+    leaves no ``.tmp`` and raises the one-line :class:`~harness.checkpoint.OutputWriteError`."""
+    from harness.checkpoint import OutputWriteError
+
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputWriteError.of(exc, path.parent, f"writing {path.name}") from None
