@@ -311,10 +311,15 @@ class Tracker:
         figures) as artifacts of the study's evaluate parent run, under ``report/``; returns the run id."""
         run_id = self.parent_run(study, EVALUATE)
         folder = Path(folder)
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and path.suffix in REPORT_SUFFIXES:
-                sub = path.parent.relative_to(folder).as_posix()
-                self.client.log_artifact(run_id, str(path), REPORT_ARTIFACTS + ("" if sub == "." else f"/{sub}"))
+        try:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file() and path.suffix in REPORT_SUFFIXES:
+                    sub = path.parent.relative_to(folder).as_posix()
+                    self.client.log_artifact(run_id, str(path), REPORT_ARTIFACTS + ("" if sub == "." else f"/{sub}"))
+        except OSError as exc:  # a full disk under the artifact store: one line; the report folder stands
+            what = (exc.strerror or os.strerror(exc.errno or 0) or type(exc).__name__).lower()
+            raise TrackingError(f"the report could not be logged to MLflow run {run_id} ({what}); the report "
+                                f"itself is complete in {folder}") from None
         return run_id
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:

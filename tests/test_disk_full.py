@@ -176,3 +176,22 @@ def test_show_on_a_full_disk_is_one_error_and_leaves_no_partial_figure(tmp_path,
     with pytest.raises(OutputWriteError, match=rf"^no space left on device in {tmp_path} \(writing rope_axial_.*\.png\)$"):
         show_encoding("rope_axial", grid=(4, 4), out=tmp_path, preset="tiny", options={})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_logging_the_report_on_a_full_disk_is_one_error_naming_the_complete_report(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from harness.tracking import Tracker, TrackingError
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "s")
+    report = tmp_path / "reports" / "s"
+    report.mkdir(parents=True)
+    (report / "report.md").write_text("# Report: s\n")
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(MlflowClient, "log_artifact", full)
+    with pytest.raises(TrackingError, match=rf"^the report could not be logged to MLflow run \w+ \(no space left "
+                                            rf"on device\); the report itself is complete in {report}$"):
+        tracker.log_report("s", report)
