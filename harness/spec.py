@@ -56,6 +56,8 @@ def load_spec(path: str | Path, overrides: typing.Sequence[str | tuple[str, str]
     ``("KEY=VALUE", origin)`` whose errors name ``origin`` instead (``"--resolution 17"``: a
     command's own option turned into an override)."""
     path = Path(path)
+    if path.is_dir():
+        raise SpecError(f"{path}: is a folder, expected a spec file (e.g. studies/smoke.yaml)")
     if not path.is_file():
         raise SpecError(f"{path}: spec file not found")
     raw, origins = read_spec(path, overrides)

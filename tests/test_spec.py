@@ -125,6 +125,13 @@ def test_bad_spec_is_one_clear_error(case, tmp_path):
     assert "spec.yaml" in msg or "--set" in msg or "nope" in msg
 
 
+def test_a_missing_spec_or_a_folder_is_named_for_what_it_is(tmp_path):
+    with pytest.raises(SpecError, match=r"nope\.yaml: spec file not found$"):
+        load_spec(tmp_path / "nope.yaml")
+    with pytest.raises(SpecError, match=r": is a folder, expected a spec file"):
+        load_spec(tmp_path)
+
+
 def test_include_of_itself(tmp_path):
     write(tmp_path, "include: [b.yaml]\n" + GOOD, "a.yaml")
     write(tmp_path, "include: [a.yaml]\n", "b.yaml")
