@@ -29,7 +29,7 @@ from harness.report_stats import (
 )
 from harness.schema import NO_POLICY, NO_TEMPERATURE, Size
 
-__all__ = ["ALPHA", "NO_VARIANCE", "TOO_FEW", "headline", "holm", "paired_comparisons", "t_two_sided_p"]
+__all__ = ["ALPHA", "NO_OTHER", "NO_VARIANCE", "TOO_FEW", "headline", "holm", "paired_comparisons", "t_two_sided_p"]
 
 ALPHA = 0.05
 TOO_FEW = "too few pairs (n pairs < min_pairs)"
