@@ -81,6 +81,10 @@ def _dry_run(args: argparse.Namespace) -> int:
         pairs = len(spec.encodings) * len(spec.train_resolutions)
         print(f"# and first the tune stage: {spec.tune.trials} trials for each of {pairs} "
               f"(encoding, train resolution): {spec.tune.trials * pairs} trainings")
+    from harness.study import design_warnings
+
+    for line in design_warnings(spec):
+        print(f"# warning: {line}")
     print(f"{len(cells)} cells")
     return 0
 

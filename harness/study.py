@@ -70,7 +70,7 @@ from harness.tracking import Tracker, check_reachable
 from harness.trial import dataset_of
 from harness.worker import run_worker, worker_main
 
-__all__ = ["StorageError", "failed_cells", "run_study", "study_status"]
+__all__ = ["StorageError", "design_warnings", "failed_cells", "run_study", "study_status"]
 
 
 
@@ -127,6 +127,8 @@ def run_study(spec_path: str, overrides: list[str], *, workers: int | None = Non
         reap_stale(studies[EVALUATE], tracker)
         repair_runs(spec, studies, tracker)  # child runs an earlier interrupted run could not close
         enqueue_cells(studies[EVALUATE], spec.cells(), spec.max_retries)
+    for line in design_warnings(spec):  # once everything checked out: never beside an error's one line
+        print(f"warning: {line}", file=sys.stderr)
     args = (spec_path, [*overrides, *extra], progress)
     from harness.devices import assign_devices, resolve_workers, visible_gpus
 
@@ -165,6 +167,21 @@ def run_study(spec_path: str, overrides: list[str], *, workers: int | None = Non
     _repair_quietly(spec, studies, tracker)
     _close_parents(spec, studies, tracker, parents, "FINISHED")
     return spec
+
+
+def design_warnings(spec: StudySpec) -> list[str]:
+    """What in the spec will keep its report from answering (DESIGN 9), said before anything
+    is trained: fewer seeds than a paired test needs, no position-free control."""
+    from harness.report_stats import CONTROL, MIN_PAIRS
+
+    out = []
+    if len(spec.seeds) < MIN_PAIRS:
+        out.append(f"{len(spec.seeds)} seed(s): the report cannot test any difference between encodings "
+                   f"(a paired test needs {MIN_PAIRS} seeds; more find smaller differences)")
+    if CONTROL not in [e.label for e in spec.encodings]:
+        out.append(f"no position-free control (an encoding labelled `{CONTROL}`): nothing in the report will tell "
+                   "whether the task can be solved without positions")
+    return out
 
 
 def _stop_workers(procs: list, signum: int) -> None:

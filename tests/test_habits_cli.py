@@ -109,6 +109,8 @@ def test_dry_run_prints_the_resolved_spec_and_cells_and_writes_nothing(spec_path
     assert [(c[1], c[2], c[4]) for c in cells] == [("none", "r16", "0"), ("none", "r16", "1"),
                                                     ("rope_b50", "r16", "0"), ("rope_b50", "r16", "1")]
     assert r.stdout.strip().endswith("4 cells")
+    # two seeds: said before anything is trained (the report could not test a difference)
+    assert "# warning: 2 seed(s): the report cannot test any difference between encodings" in r.stdout
     assert list(work.iterdir()) == []  # no runs/, no stores, no reports/
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml", "work"]
 

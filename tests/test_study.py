@@ -194,3 +194,16 @@ def test_killed_worker_trial_is_failed_and_retried_from_its_checkpoint(tmp_path)
     study = optuna.load_study(study_name="smoke/evaluate", storage=f"sqlite:///{out / 'smoke' / 'optuna.db'}")
     states = sorted(t.state.name for t in study.trials if not t.user_attrs.get("harness.spurious"))
     assert states == ["COMPLETE", "FAIL"]
+
+
+def test_design_warnings_name_too_few_seeds_and_a_missing_control():
+    from harness.spec import load_spec
+    from harness.study import design_warnings
+
+    main = load_spec(ROOT / "studies" / "resolution_extrapolation.yaml")
+    assert design_warnings(main) == []  # three seeds and `none`
+    two = design_warnings(load_spec(SMOKE, ["seeds=[0, 1]", "encodings=[rope_axial]"]))
+    assert two == ["2 seed(s): the report cannot test any difference between encodings (a paired test needs 3 "
+                   "seeds; more find smaller differences)",
+                   "no position-free control (an encoding labelled `none`): nothing in the report will tell whether "
+                   "the task can be solved without positions"]
