@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from harness.config import TrainConfig, TrainConfigError
-from harness.errors import HarnessError
+from harness.errors import HarnessError, os_reason
 from harness.schema import LR, TRAIN_LOSS, VAL_ACC, VAL_LOSS
 
 __all__ = ["OutputWriteError", "load_checkpoint", "save_atomic"]
@@ -48,8 +48,7 @@ class OutputWriteError(HarnessError):
     @classmethod
     def of(cls, exc: OSError, folder: Path, doing: str = "") -> "OutputWriteError":
         """The error for ``exc`` raised while writing in ``folder`` (``doing``: what was written)."""
-        what = (exc.strerror or os.strerror(exc.errno or 0) or type(exc).__name__).lower()
-        return cls(f"{what} in {folder}" + (f" ({doing})" if doing else ""), folder)
+        return cls(f"{os_reason(exc)} in {folder}" + (f" ({doing})" if doing else ""), folder)
 
 
 def save_atomic(obj: dict[str, Any], path: Path) -> None:

@@ -283,11 +283,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import ReportError, build_report
 
     if args.spec:
+        from harness.files import sqlite_path
         from harness.spec import load_spec
 
         spec = load_spec(args.spec, args.set + ([f"tracking_uri={args.tracking_uri}"] if args.tracking_uri else []))
         name, uri, resolved = spec.name, spec.tracking(), spec.resolved
-        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        if uri.startswith("sqlite:///") and not sqlite_path(uri).is_file():
             raise ReportError(f"{args.spec}: no tracking store at {redact_url(uri)}: run the study first")
     elif args.experiment and args.tracking_uri:
         name, uri, resolved = args.experiment, args.tracking_uri, None

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Iterable
 
-__all__ = ["DataError", "HarnessError", "db_url", "did_you_mean", "redact_url", "scrub", "split_userinfo"]
+__all__ = ["DataError", "HarnessError", "db_url", "did_you_mean", "os_reason", "redact_url", "scrub",
+           "split_userinfo"]
 
 
 class HarnessError(Exception):
@@ -15,6 +17,12 @@ class HarnessError(Exception):
 
 class DataError(HarnessError):
     """A dataset could not be built: bad root, missing or corrupt files, bad task."""
+
+
+def os_reason(exc: OSError) -> str:
+    """What went wrong with a file, in lower case, as a one-line error says it (``no space left
+    on device``, ``file too large``)."""
+    return (exc.strerror or os.strerror(exc.errno or 0) or type(exc).__name__).lower()
 
 
 def did_you_mean(name: object, known: Iterable[str], *, prefix: str = "", cutoff: float = 0.6) -> str:

@@ -1,5 +1,5 @@
-"""Small file-system helpers shared by the study and the stores: an exclusive file lock and a
-read-only look at the tables of a SQLite file."""
+"""Small file-system helpers shared by the study and the stores: an exclusive file lock, the file
+a ``sqlite:///`` URL names, and a read-only look at the tables of a SQLite file."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import fcntl
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
-__all__ = ["exclusive_lock", "foreign_sqlite", "sqlite_tables"]
+__all__ = ["exclusive_lock", "refuse_foreign_sqlite", "sqlite_path", "sqlite_tables"]
 
 
 @contextlib.contextmanager
@@ -36,13 +37,23 @@ def sqlite_tables(path: Path) -> set[str]:
         con.close()
 
 
-def foreign_sqlite(path: Path, marker: str) -> list[str]:
-    """The tables of the SQLite file at ``path`` when it holds tables but not ``marker`` (the
-    table that says the file is the store expected: another program's database, which Optuna or
-    MLflow would otherwise fill with their own tables); empty when the file is missing, empty, or
-    the expected store. Read-only. Raises ``sqlite3.Error`` for a file that is not SQLite."""
+def sqlite_path(url: str) -> Path:
+    """The file a ``sqlite:///`` URL names (its query dropped, percent-decoded)."""
+    return Path(unquote(url[len("sqlite:///"):].split("?")[0]))
+
+
+def refuse_foreign_sqlite(path: Path, marker: str, store: str, kind: str, error: type[Exception]) -> None:
+    """Raise ``error`` (one line, starting with ``store``) when the existing SQLite file at
+    ``path`` is not SQLite, or holds tables but not ``marker``, the table that says it is
+    ``kind``: another program's database, which Optuna or MLflow would otherwise fill with their
+    own tables. A missing or empty file passes (the store creates it). Read-only."""
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
-        return []
-    tables = sqlite_tables(path)
-    return [] if not tables or marker in tables else sorted(tables)
+        return
+    try:
+        tables = sorted(sqlite_tables(path))
+    except sqlite3.Error as exc:
+        raise error(f"{store}: not an SQLite database ({exc}); left as it is") from None
+    if tables and marker not in tables:
+        raise error(f"{store}: not {kind} but another database (tables {', '.join(tables[:5])}"
+                    f"{', ...' if len(tables) > 5 else ''}); left as it is: name a new file or {kind}")

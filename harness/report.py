@@ -34,7 +34,8 @@ from harness import comparisons as cmp
 from harness import report_pages as pages
 from harness import report_stats as st
 from harness import schema
-from harness.errors import HarnessError, redact_url
+from harness.errors import HarnessError, os_reason, redact_url
+from harness.files import sqlite_path
 from harness.figures import FIGURES
 from harness.figures.plotting import save, theme
 from harness.schema import Cell
@@ -207,7 +208,7 @@ def build_report(tracking_uri: str, experiment: str, out_dir: str | Path, *, bas
                  spec: dict | None = None) -> Path:
     """Build the report of ``experiment`` into ``out_dir``; return the HTML page's path."""
     shown = redact_url(tracking_uri)  # what a message or a page shows: never the password
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
+    if tracking_uri.startswith("sqlite:///") and not sqlite_path(tracking_uri).is_file():
         raise ReportError(f"no MLflow tracking store at {shown}")
     tracker = Tracker(tracking_uri, experiment, create=False)  # an existing MLflow store only: nothing created
     if tracker.client.get_experiment(tracker.experiment_id).lifecycle_stage != "active":
@@ -258,8 +259,7 @@ def build_report(tracking_uri: str, experiment: str, out_dir: str | Path, *, bas
                 out.rmdir()
         if not isinstance(exc, OSError):
             raise
-        what = (exc.strerror or os.strerror(exc.errno or 0) or type(exc).__name__).lower()
-        raise ReportError(f"{what} in {out} (writing the report); the previous report there, if any, is left "
+        raise ReportError(f"{os_reason(exc)} in {out} (writing the report); the previous report there, if any, is left "
                           "as it was") from None
     return out / "report.html"
 

@@ -35,6 +35,7 @@ from harness.config import (
 from harness.data import DATASETS, check_regime
 from harness.encodings import build_encoding
 from harness.errors import HarnessError, did_you_mean, redact_url
+from harness.files import sqlite_path
 from harness.presets import SpecLoader, parse_value
 from harness.registry import Registry, load_plugin
 from harness.schema import Size
@@ -93,13 +94,6 @@ def check_resolution(spec: StudySpec, resolution: Any, label: str, origin: str) 
     except HarnessError as exc:
         raise SpecError(f"{origin}: {exc}") from None
     return resolution
-
-
-def _sqlite_file(url: str) -> Path:
-    """The file a ``sqlite:///`` URL names, resolved (query dropped, percent-decoded)."""
-    from urllib.parse import unquote
-
-    return Path(unquote(url[len("sqlite:///"):].split("?")[0])).resolve()
 
 
 def _size(x: Any) -> Size:
@@ -252,10 +246,10 @@ class _Validator:
             resolved=resolved,
         )
         stores = [spec.storage_url(), spec.tracking()]
-        if all(u.startswith("sqlite:///") for u in stores) and len({_sqlite_file(u) for u in stores}) == 1:
+        if all(u.startswith("sqlite:///") for u in stores) and len({sqlite_path(u).resolve() for u in stores}) == 1:
             self.fail("storage" if raw.get("storage") else "tracking_uri",
                       f"the Optuna storage and the MLflow tracking store are the same SQLite file "
-                      f"({_sqlite_file(stores[0])}): each needs its own")
+                      f"({sqlite_path(stores[0]).resolve()}): each needs its own")
         return spec
 
     def tune_space(self, tune: TuneConfig, train: TrainConfig) -> None:

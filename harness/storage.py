@@ -27,14 +27,13 @@ import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.config import StudySpec
 from harness.errors import HarnessError, db_url, redact_url
-from harness.files import foreign_sqlite, sqlite_tables
+from harness.files import refuse_foreign_sqlite, sqlite_path, sqlite_tables
 from harness.schema import (
     EVALUATE,
     O_CELL,
@@ -105,11 +104,12 @@ def open_storage(url: str, heartbeat: int | None = None, *, create: bool = True)
         # the harness records heartbeats itself around ask/tell (see Heartbeat)
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     if url.startswith("sqlite:///"):
-        path = Path(unquote(url[len("sqlite:///"):].split("?")[0]))
+        path = sqlite_path(url)
         if not create:
             _check_sqlite_storage(path, shown)
         else:
-            _refuse_foreign_sqlite(path, shown)
+            # never Optuna's tables in another program's database (an MLflow store named by mistake)
+            refuse_foreign_sqlite(path, "studies", f"Optuna storage {shown}", "an Optuna storage", StorageError)
             path.parent.mkdir(parents=True, exist_ok=True)
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
     else:
@@ -146,19 +146,6 @@ def open_storage(url: str, heartbeat: int | None = None, *, create: bool = True)
             hint = " (install the PostgreSQL driver: pip install -e '.[postgres]')"
         raise StorageError(f"Optuna storage {shown}: cannot be used ({type(exc).__name__}: {detail}){hint}"
                            ) from None
-
-
-def _refuse_foreign_sqlite(path: Path, shown: str) -> None:
-    """An existing SQLite file that is another program's database (an MLflow store named by
-    mistake) is never given Optuna's tables."""
-    try:
-        foreign = foreign_sqlite(path, "studies")
-    except sqlite3.Error as exc:
-        raise StorageError(f"Optuna storage {shown}: not an SQLite database ({exc}); left as it is") from None
-    if foreign:
-        raise StorageError(f"Optuna storage {shown}: not an Optuna storage but another database "
-                           f"(tables {', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); left as it is: "
-                           "name a new file or an Optuna storage")
 
 
 def _check_sqlite_storage(path: Path, shown: str) -> None:

@@ -30,8 +30,8 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from harness.errors import HarnessError, db_url, redact_url, split_userinfo
-from harness.files import foreign_sqlite, sqlite_tables
+from harness.errors import HarnessError, db_url, os_reason, redact_url, split_userinfo
+from harness.files import refuse_foreign_sqlite, sqlite_path, sqlite_tables
 from harness.schema import (
     EVALUATE,
     MODEL_ARTIFACTS,
@@ -114,8 +114,10 @@ def check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
     check, quickly (MLflow's own client would retry for minutes).
     The URI's user info is sent as HTTP basic auth, as MLflow sends it."""
     check_tracking_uri(tracking_uri)
+    shown = redact_url(tracking_uri)
     if tracking_uri.startswith("sqlite:///"):  # before anything is written: never another program's database
-        _refuse_foreign_sqlite(_sqlite_path(tracking_uri), redact_url(tracking_uri))
+        refuse_foreign_sqlite(sqlite_path(tracking_uri), "experiments", f"MLflow tracking store {shown}",
+                              "an MLflow tracking store", TrackingError)
     if not tracking_uri.lower().startswith(("http://", "https://")):
         return
     bare, user, password = http_credentials(tracking_uri)
@@ -123,7 +125,6 @@ def check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
     if user is not None:
         token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
-    shown = redact_url(tracking_uri)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as r:
             if r.status != 200:
@@ -136,29 +137,12 @@ def check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
         raise TrackingError(f"MLflow tracking server {shown} does not answer ({reason})") from None
 
 
-def _sqlite_path(uri: str) -> Path:
-    return Path(unquote(uri[len("sqlite:///"):].split("?")[0]))
-
-
-def _refuse_foreign_sqlite(path: Path, shown: str) -> None:
-    """An existing SQLite file that is another program's database (an Optuna storage named by
-    mistake) is never given MLflow's tables."""
-    try:
-        foreign = foreign_sqlite(path, "experiments")
-    except sqlite3.Error as exc:
-        raise TrackingError(f"MLflow tracking store {shown}: not an SQLite database ({exc}); left as it is") from None
-    if foreign:
-        raise TrackingError(f"MLflow tracking store {shown}: not an MLflow tracking store but another database "
-                            f"(tables {', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); left as it is: "
-                            "name a new file or an MLflow store")
-
-
 def _check_mlflow_store(uri: str) -> None:
     """An MLflow store exists at database ``uri``: looked at without writing (MLflow would add
     its tables to a user's unrelated database, or create an empty store)."""
     shown = redact_url(uri)
     if uri.startswith("sqlite:///"):
-        path = _sqlite_path(uri)
+        path = sqlite_path(uri)
         if not path.is_file():
             raise TrackingError(f"MLflow tracking store {shown}: no such file")
         try:
@@ -229,7 +213,7 @@ class Tracker:
         if not create and not tracking_uri.lower().startswith(("http://", "https://", "databricks", "file:")):
             _check_mlflow_store(client_uri)
         elif tracking_uri.startswith("sqlite:///"):  # check_reachable refused another program's database
-            _sqlite_path(tracking_uri).parent.mkdir(parents=True, exist_ok=True)
+            sqlite_path(tracking_uri).parent.mkdir(parents=True, exist_ok=True)
         try:
             self.client = MlflowClient(tracking_uri=client_uri)
             exp = self.client.get_experiment_by_name(experiment)
@@ -238,7 +222,7 @@ class Tracker:
             if exp is None:
                 artifacts = None
                 if tracking_uri.startswith("sqlite:///"):
-                    artifacts = (_sqlite_path(tracking_uri).parent / "artifacts").resolve().as_uri()
+                    artifacts = (sqlite_path(tracking_uri).parent / "artifacts").resolve().as_uri()
                 try:
                     self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifacts)
                 except mlflow.exceptions.MlflowException:  # another worker created it first
@@ -317,8 +301,7 @@ class Tracker:
                     sub = path.parent.relative_to(folder).as_posix()
                     self.client.log_artifact(run_id, str(path), REPORT_ARTIFACTS + ("" if sub == "." else f"/{sub}"))
         except OSError as exc:  # a full disk under the artifact store: one line; the report folder stands
-            what = (exc.strerror or os.strerror(exc.errno or 0) or type(exc).__name__).lower()
-            raise TrackingError(f"the report could not be logged to MLflow run {run_id} ({what}); the report "
+            raise TrackingError(f"the report could not be logged to MLflow run {run_id} ({os_reason(exc)}); the report "
                                 f"itself is complete in {folder}") from None
         return run_id
 
