@@ -283,8 +283,9 @@ def markdown_page(study: str, headline: list[str], sections: list[Section], figu
 
 
 def _bold(text: str) -> str:
-    """Escaped HTML of text with Markdown's **bold**."""
-    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text))
+    """Escaped HTML of text with Markdown's **bold** and `code` (a headline line)."""
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text))
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
 
 
 def _html_table(df, cls: str = "") -> str:

@@ -333,6 +333,7 @@ def test_the_report_reads_honestly(logged, tmp_path):
                      r"by [0-9.]+: not tested \(no variance in the differences\)", head)
     assert "3 run(s) did not train" in head
     assert "**Control**: `none` (no position signal), trained at 16 px, stayed at chance in all 3 run(s)" in head
+    assert "<p><strong>Control</strong>: <code>none</code> (no position signal)" in page  # Markdown's marks, as HTML
     assert "95% percentile bootstrap over seeds" in head
     assert '<table class="main">' in page and "<td><strong>" in page
     assert "measured during the study (device: cpu)" in md and "not a benchmark" in md
