@@ -38,6 +38,7 @@ from harness.errors import HarnessError, os_reason, redact_url
 from harness.files import sqlite_path
 from harness.figures import FIGURES
 from harness.figures.plotting import save, theme
+from harness.report_time import time_totals
 from harness.schema import Cell
 from harness.tracking import Tracker
 
@@ -70,6 +71,11 @@ class StudyRuns:
     provenance: dict = field(default_factory=dict)
     #: the cells of the evaluate runs found, sorted (the study's cells when its spec is unknown)
     cells: list[Cell] = field(default_factory=list)
+    #: one row per finished evaluate run: encoding, train_resolution, seed, run_id and a column per
+    #: logged phase of its time breakdown (``time/<phase>_s``; none for runs written before it)
+    timing: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: the evaluate parent run's ``wall_s`` and ``workers`` (the last `harness run`), when logged
+    wall: dict = field(default_factory=dict)
 
 
 def tidy_results(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
@@ -107,7 +113,7 @@ def _tested(metrics: Mapping[str, float]) -> dict[tuple[schema.Variant, schema.S
 
 def results_table(tracker: Tracker, study: str) -> StudyRuns:
     """The study's evaluate runs as tidy tables, read from MLflow."""
-    rows, curves, tuning, found = [], [], [], set()
+    rows, curves, tuning, timing, found = [], [], [], [], set()
     runs = tracker.runs(study, schema.EVALUATE)
     for r in runs:
         p, m = r.data.params, r.data.metrics
@@ -129,6 +135,9 @@ def results_table(tracker: Tracker, study: str) -> StudyRuns:
                          "temperature": variant.temperature, "test_resolution": size.label, "test_acc": values["acc"],
                          "test_loss": values.get("loss", math.nan)})
         if r.info.status == "FINISHED":
+            phases = {ph: v for k, v in m.items() if (ph := schema.parse_time_metric(k))}
+            timing.append({"encoding": cell.encoding, "train_resolution": cell.train_resolution, "seed": cell.seed,
+                           "run_id": r.info.run_id, **phases})
             for h in tracker.client.get_metric_history(r.info.run_id, schema.VAL_ACC):
                 curves.append({"encoding": cell.encoding, "train_resolution": cell.train_resolution,
                                "seed": cell.seed, "epoch": h.step, "val_acc": h.value})
@@ -139,8 +148,12 @@ def results_table(tracker: Tracker, study: str) -> StudyRuns:
                        "val_acc": r.data.metrics.get(schema.VAL_ACC),
                        "state": "pruned" if schema.T_PRUNED_AT in tags else r.info.status.lower(),
                        **schema.tuned_values(p)})
+    parent = tracker.find_parent(study, schema.EVALUATE)
+    pm = parent.data.metrics if parent is not None else {}
+    wall = ({"wall_s": pm[schema.STAGE_WALL_S], "workers": pm.get(schema.STAGE_WORKERS, 1)}
+            if schema.STAGE_WALL_S in pm else {})
     return StudyRuns(tidy_results(rows), pd.DataFrame(curves, columns=CURVE_COLUMNS), pd.DataFrame(tuning),
-                     _logged_spec(tracker, runs), _provenance(runs), sorted(found))
+                     _logged_spec(tracker, runs), _provenance(runs), sorted(found), pd.DataFrame(timing), wall)
 
 
 def _logged_spec(tracker: Tracker, runs: list) -> dict:
@@ -172,16 +185,18 @@ def _provenance(runs: list) -> dict:
 # ------------------------------------------------------------------------------ the report
 #: the report's tables (``tables`` of the figures), in the order :func:`summary_tables` builds them
 TABLES = ("accuracy", "retention", "extrapolation", "ranking", "headline", "comparisons", "untrained", "cost",
-          "missing")
+          "missing", "time")
 
 
-def summary_tables(results: pd.DataFrame, expected: Sequence[Cell], baseline: str | None = None
+def summary_tables(results: pd.DataFrame, expected: Sequence[Cell], baseline: str | None = None,
+                   timing: pd.DataFrame | None = None, wall: Mapping[str, float] | None = None
                    ) -> tuple[dict[str, Any], str | None]:
     """The report's tables of a results table, and the baseline they compare against.
 
     ``expected``: the study's cells (for the table of missing cells); ``baseline``: the
     encoding the encoding comparisons pair with (default: ``learned`` when the study has
-    it). The policy and temperature comparisons are there with or without a baseline; when
+    it); ``timing`` and ``wall``: the runs' time breakdowns and the last run's wall time
+    (:func:`harness.report_time.time_totals`). The policy and temperature comparisons are there with or without a baseline; when
     the baseline has no finished run that trained, the returned baseline says why.
     """
     baseline = st.default_baseline(dict.fromkeys(c.encoding for c in expected), baseline)
@@ -195,6 +210,7 @@ def summary_tables(results: pd.DataFrame, expected: Sequence[Cell], baseline: st
         "untrained": st.untrained_runs(results),
         "cost": st.cost_table(results),
         "missing": st.missing_cells(results, expected),
+        "time": time_totals(timing if timing is not None else pd.DataFrame(), wall),
     }
     try:
         tables["comparisons"] = cmp.paired_comparisons(results, baseline)
@@ -227,7 +243,7 @@ def build_report(tracking_uri: str, experiment: str, out_dir: str | Path, *, bas
     if baseline is not None and baseline not in labels:  # before anything is written
         raise ReportError(f"--baseline {baseline!r}: not an encoding of study {experiment!r} "
                           f"(its encodings: {', '.join(labels) or 'none'})")
-    tables, baseline = summary_tables(df, expected, baseline or spec.get("baseline"))
+    tables, baseline = summary_tables(df, expected, baseline or spec.get("baseline"), data.timing, data.wall)
     out = Path(out_dir)
     created = not out.exists()
     try:

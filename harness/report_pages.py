@@ -165,7 +165,23 @@ def sections(tables: dict[str, Any], baseline: str | None) -> list[Section]:
                         "Throughput as measured while the study trained, alongside whatever else the machine ran: "
                         "not a benchmark (`harness bench` is one).", _counts(tables["cost"])))
     out.append(Section("missing", "Cells of the study that are missing or failed", "", tables["missing"]))
+    if "time" in tables and len(tables["time"]):
+        out.append(Section("time", "Where the time went",
+                           "Seconds per phase, summed over the finished runs that logged their breakdown (worker-"
+                           "seconds: two workers' runs overlap in time), their share of the runs' total and the mean "
+                           "per run; then the wall time of the last `harness run`. `other`: what no phase covers "
+                           "(Python between phases).", _time_table(tables["time"])))
     return out
+
+
+def _time_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The time totals as text: seconds to 0.1, shares as percentages."""
+    return pd.DataFrame({
+        "phase": frame["phase"],
+        "seconds": [f"{v:.1f}" for v in frame["seconds"]],
+        "share": ["" if pd.isna(v) else f"{100 * v:.1f}%" for v in frame["share"]],
+        "per run (s)": ["" if pd.isna(v) else f"{v:.2f}" for v in frame["per_run_s"]],
+    })
 
 
 #: the columns of the report's tables that hold counts or rates, written as 142k, 1.2M

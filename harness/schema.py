@@ -41,6 +41,8 @@ __all__ = [
     "encoding_options",
     "params_under",
     "parse_test_metric",
+    "parse_time_metric",
+    "time_metric",
     "tuned_values",
 ]
 
@@ -60,6 +62,21 @@ RESUMED_FROM = "train/resumed_from_epoch"
 
 #: the chance accuracy of the run's dataset (1 / number of classes), logged once per run
 CHANCE = "data/chance"
+
+#: a run's wall time by phase (:mod:`harness.stopwatch`), in seconds: ``time/<phase>_s``
+TIME_PREFIX = "time/"
+
+
+def time_metric(phase: str) -> str:
+    """The metric of a run's seconds in ``phase`` (``time/train_steps_s``)."""
+    return f"{TIME_PREFIX}{phase}_s"
+
+
+def parse_time_metric(key: str) -> str | None:
+    """The phase of a :func:`time_metric` key, or None for any other key."""
+    if key.startswith(TIME_PREFIX) and key.endswith("_s"):
+        return key[len(TIME_PREFIX):-2] or None
+    return None
 
 #: policies and temperatures of an evaluation variant that does not apply
 NO_POLICY = "na"  # an encoding without a new-grid policy option (none, learned): evaluated once
@@ -150,6 +167,9 @@ STAGE_CELLS_FAILED = "stage/cells_failed"  # ... failed more than max_retries ti
 STAGE_TRIALS_COMPLETE = "stage/trials_complete"  # tune: over every (encoding, train resolution)
 STAGE_TRIALS_PRUNED = "stage/trials_pruned"
 STAGE_TRIALS_FAILED = "stage/trials_failed"
+#: evaluate: the wall time of the `harness run` that closed it last, and its worker processes
+STAGE_WALL_S = "stage/wall_s"
+STAGE_WORKERS = "stage/workers"
 #: the artifact folder of the evaluate parent run holding the report (report.html, .md, CSVs, PNGs)
 REPORT_ARTIFACTS = "report"
 #: the files of a report folder that go to the parent run

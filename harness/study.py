@@ -45,6 +45,8 @@ from harness.schema import (
     STAGE_TRIALS_COMPLETE,
     STAGE_TRIALS_FAILED,
     STAGE_TRIALS_PRUNED,
+    STAGE_WALL_S,
+    STAGE_WORKERS,
     SPEC_ARTIFACT,
     T_STORAGE,
     T_STORAGE_ID,
@@ -83,6 +85,7 @@ def run_study(spec_path: str, overrides: list[str], *, workers: int | None = Non
     Opens (or re-opens) each stage's MLflow parent run with the resolved spec, and closes it
     once the workers end: FINISHED with the stage's summary metrics, FAILED when they raise,
     KILLED on Ctrl-C. With ``workers=0`` the parents stay open for ``harness worker`` processes."""
+    started = time.monotonic()  # the stage's wall time, logged on its parent run when it closes
     extra = [f"storage={storage}"] if storage else []
     extra += [f"tracking_uri={tracking_uri}"] if tracking_uri else []
     spec = load_spec(spec_path, [*overrides, *extra])
@@ -162,10 +165,12 @@ def run_study(spec_path: str, overrides: list[str], *, workers: int | None = Non
         if interrupted:
             _stop_workers(procs, getattr(exc, "signum", signal.SIGINT))
         _repair_quietly(spec, studies, tracker)
-        _close_parents(spec, studies, tracker, parents, "KILLED" if interrupted else "FAILED")
+        _close_parents(spec, studies, tracker, parents, "KILLED" if interrupted else "FAILED",
+                       wall={STAGE_WALL_S: time.monotonic() - started, STAGE_WORKERS: workers})
         raise
     _repair_quietly(spec, studies, tracker)
-    _close_parents(spec, studies, tracker, parents, "FINISHED")
+    _close_parents(spec, studies, tracker, parents, "FINISHED",
+                   wall={STAGE_WALL_S: time.monotonic() - started, STAGE_WORKERS: workers})
     return spec
 
 
@@ -257,14 +262,16 @@ def _retry_races(make, attempts: int = 6):
 
 
 def _close_parents(spec: StudySpec, studies: dict[str, optuna.Study], tracker: Tracker, parents: dict[str, str],
-                   status: str) -> None:
+                   status: str, wall: dict[str, float] | None = None) -> None:
     """Log each stage's summary metrics on its parent run and close it: ``status`` for a stage
     that did not complete (a tune stage whose every study spent its budget is FINISHED even
-    when the evaluate stage then failed). Tracking errors while closing never hide ``status``'s cause."""
+    when the evaluate stage then failed). ``wall``: this run's wall time and worker count, logged
+    on the evaluate parent (the report sets the runs' summed time against it). Tracking errors
+    while closing never hide ``status``'s cause."""
     for stage, run_id in parents.items():
         try:
             summary = _stage_summary(spec, studies, stage)
-            tracker.log_metrics(run_id, summary)
+            tracker.log_metrics(run_id, {**summary, **(wall or {})} if stage == EVALUATE else summary)
             done = status == "FINISHED" or (stage == TUNE and summary[STAGE_TRIALS_COMPLETE]
                                             + summary[STAGE_TRIALS_PRUNED] >= spec.tune.trials * (len(studies) - 1))
             tracker.end(run_id, "FINISHED" if done else status)

@@ -240,19 +240,23 @@ class Tracker:
     def parent_run(self, study: str, stage: str, *, reopen: bool = False) -> str:
         """The parent run of ``stage``, created once and found again on a re-run; with
         ``reopen`` a closed one is set back to RUNNING (``harness run`` re-opens it)."""
+        found = self.find_parent(study, stage)
+        if found:
+            if reopen and found.info.status != "RUNNING":
+                self.client.update_run(found.info.run_id, status="RUNNING")
+            return found.info.run_id
+        run = self.client.create_run(self.experiment_id, run_name=f"{study}/{stage}", tags={
+            T_STUDY: study, T_STAGE: stage, T_PARENT: "1"})
+        return run.info.run_id
+
+    def find_parent(self, study: str, stage: str):
+        """The parent run of ``stage`` (an MLflow ``Run``), or None when there is none yet."""
         (study_is, again), (stage_is, again_stage) = _tag_is(T_STUDY, study), _tag_is(T_STAGE, stage)
         runs = self.client.search_runs(
             [self.experiment_id], filter_string=f"{study_is} and {stage_is} and tags.`{T_PARENT}` = '1'",
             max_results=1000 if again or again_stage else 1,
         )
-        runs = [r for r in runs if r.data.tags.get(T_STUDY) == study and r.data.tags.get(T_STAGE) == stage]
-        if runs:
-            if reopen and runs[0].info.status != "RUNNING":
-                self.client.update_run(runs[0].info.run_id, status="RUNNING")
-            return runs[0].info.run_id
-        run = self.client.create_run(self.experiment_id, run_name=f"{study}/{stage}", tags={
-            T_STUDY: study, T_STAGE: stage, T_PARENT: "1"})
-        return run.info.run_id
+        return next((r for r in runs if r.data.tags.get(T_STUDY) == study and r.data.tags.get(T_STAGE) == stage), None)
 
     def child_run(self, parent_id: str, name: str, *, study: str, stage: str, params: dict[str, Any],
                   tags: dict[str, str]) -> str:

@@ -39,6 +39,7 @@ from harness.config import TrainConfig, TrainConfigError
 from harness.schema import LR, NO_POLICY, TRAIN_LOSS, VAL_ACC, VAL_LOSS, Size, Variant
 from harness.checkpoint import OutputWriteError, load_checkpoint, save_atomic
 from harness.errors import HarnessError
+from harness.stopwatch import Stopwatch
 
 __all__ = [
     "TrainConfig",
@@ -165,6 +166,7 @@ def train_model(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     progress: bool | None = None,
     label: str | None = None,
+    stopwatch: Stopwatch | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data`` at ``train_resolution``; evaluate it at every test resolution.
 
@@ -176,7 +178,10 @@ def train_model(
     a terminal, else (nohup, SLURM, CI) plain lines on stderr: one when training starts, one per
     epoch at most every 30 s, one when it ends (elapsed time, final validation accuracy).
     ``label`` names the training in the bars and lines (e.g. ``cell 3/42 rope_axial r32 seed 1``).
+    ``stopwatch`` (a :class:`~harness.stopwatch.Stopwatch`) times the phases: data, train steps,
+    validation, checkpoints, and the ``on_epoch`` callback as tracking.
     """
+    sw = stopwatch or Stopwatch()
     device = resolve_device(cfg.device)
     cuda = device.type == "cuda"
     amp_dtype = prepare_device(device, cfg.threads)
@@ -204,8 +209,9 @@ def train_model(
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     # the data, on the device, fetched once
-    train = data.split("train", train_resolution, device=device)
-    val = data.split("val", train_resolution, device=device)
+    with sw.phase("data"):
+        train = data.split("train", train_resolution, device=device)
+        val = data.split("val", train_resolution, device=device)
     n = len(train.labels)
     steps_per_epoch = n // cfg.batch_size  # the last partial batch is dropped
     if steps_per_epoch == 0:
@@ -245,25 +251,28 @@ def train_model(
             model.train()
             perm = torch.randperm(n, generator=gen, device=device)
             losses: list[torch.Tensor] = []
-            if cuda:
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for i in tqdm(range(steps_per_epoch), desc=f"{label} epoch {epoch}" if label else f"epoch {epoch}",
-                          unit="step", leave=False, disable=not show):
-                step = (epoch - 1) * steps_per_epoch + i  # global, from 0
-                lr = lr_at(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=warmup_steps, total_steps=total_steps)
-                idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-                loss = train_step(train.images[idx], train.labels[idx], lr)
-                losses.append(loss.detach())
-                if (i + 1) % 100 == 0 or i + 1 == steps_per_epoch:  # check now and then: each check syncs
-                    _check_finite(losses, epoch)
-            if cuda:
-                torch.cuda.synchronize()
+            with sw.phase("train_steps"):
+                if cuda:
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for i in tqdm(range(steps_per_epoch), desc=f"{label} epoch {epoch}" if label else f"epoch {epoch}",
+                              unit="step", leave=False, disable=not show):
+                    step = (epoch - 1) * steps_per_epoch + i  # global, from 0
+                    lr = lr_at(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=warmup_steps,
+                               total_steps=total_steps)
+                    idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+                    loss = train_step(train.images[idx], train.labels[idx], lr)
+                    losses.append(loss.detach())
+                    if (i + 1) % 100 == 0 or i + 1 == steps_per_epoch:  # check now and then: each check syncs
+                        _check_finite(losses, epoch)
+                if cuda:
+                    torch.cuda.synchronize()
             train_seconds += time.perf_counter() - t0
             train_images += steps_per_epoch * cfg.batch_size
 
             # ---- evaluation on the validation split
-            v = evaluate(model, val, cfg.eval_batch_size, device, amp_dtype)
+            with sw.phase("validation"):
+                v = evaluate(model, val, cfg.eval_batch_size, device, amp_dtype)
             metrics = {
                 "epoch": epoch,
                 TRAIN_LOSS: torch.stack(losses).mean().item(),
@@ -292,20 +301,24 @@ def train_model(
                     "train_seconds": train_seconds,
                     "train_images": train_images,
                 }
-                save_atomic(ck, Path(checkpoint))
+                with sw.phase("checkpoints"):
+                    save_atomic(ck, Path(checkpoint))
 
             epoch_bar.set_postfix(loss=f"{metrics[TRAIN_LOSS]:.3f}", val_acc=f"{v['acc']:.3f}")
             epoch_bar.update(1)
             if lines is not None:
                 lines.epoch(epoch, metrics[TRAIN_LOSS], v["acc"])
             if on_epoch is not None:
-                on_epoch(epoch, dict(metrics))  # may raise to stop (pruning): let it propagate
+                with sw.phase("tracking"):
+                    on_epoch(epoch, dict(metrics))  # may raise to stop (pruning): let it propagate
 
     # ---- the test splits, one resolution at a time
     test = {}
     for r in test_resolutions:
-        split = data.split("test", r, device=device)
-        test[int(r)] = evaluate(model, split, cfg.eval_batch_size, device, amp_dtype)
+        with sw.phase("data"):
+            split = data.split("test", r, device=device)
+        with sw.phase("test_eval_zoom"):
+            test[int(r)] = evaluate(model, split, cfg.eval_batch_size, device, amp_dtype)
         del split
     if lines is not None:
         lines.end(history[-1][VAL_ACC] if history else float("nan"))
@@ -321,21 +334,26 @@ def train_model(
 
 def evaluate_variants(
     model: nn.Module, data: Any, cfg: TrainConfig, *, train_resolution: int,
-    sizes: Mapping[str, Sequence[Size]], variants: Sequence[Variant],
+    sizes: Mapping[str, Sequence[Size]], variants: Sequence[Variant], stopwatch: Stopwatch | None = None,
 ) -> dict[tuple[Variant, Size], dict[str, float]]:
     """Accuracy and loss of the trained ``model`` on the test split at every size of its regime
     (``sizes[regime]``) under every evaluation variant, all on the same weights: the regime picks the test images
     (``data.split(..., regime=, train_size=)``), the policy and temperature the model's
-    behaviour off its training grid (``model.variant``; ``NO_POLICY``: the encoding's own)."""
+    behaviour off its training grid (``model.variant``; ``NO_POLICY``: the encoding's own).
+
+    ``stopwatch`` times the data (``data``) and each regime's evaluations (``test_eval_<regime>``)."""
+    sw = stopwatch or Stopwatch()
     device = resolve_device(cfg.device)
     amp_dtype = prepare_device(device)
     out: dict[tuple[Variant, Size], dict[str, float]] = {}
     for regime in dict.fromkeys(v.regime for v in variants):
         for size in sizes[regime]:
-            split = data.split("test", size, device=device, regime=regime, train_size=train_resolution)
-            for v in (v for v in variants if v.regime == regime):
-                with model.variant(None if v.policy == NO_POLICY else v.policy, v.temperature):
-                    out[v, size] = evaluate(model, split, cfg.eval_batch_size, device, amp_dtype)
+            with sw.phase("data"):
+                split = data.split("test", size, device=device, regime=regime, train_size=train_resolution)
+            with sw.phase(f"test_eval_{regime}"):
+                for v in (v for v in variants if v.regime == regime):
+                    with model.variant(None if v.policy == NO_POLICY else v.policy, v.temperature):
+                        out[v, size] = evaluate(model, split, cfg.eval_batch_size, device, amp_dtype)
             del split
     return out
 

@@ -52,7 +52,9 @@ from harness.schema import (
     Variant,
     acc_vs_res,
     eval_metric,
+    time_metric,
 )
+from harness.stopwatch import Stopwatch, TimedTracker
 from harness.tracking import Tracker
 from harness.checkpoint import OutputWriteError
 from harness.train import TrainConfigError, TrialFailed, evaluate_variants, train_model
@@ -84,13 +86,16 @@ def train_one(spec: StudySpec, cell: Cell, *, stage: str, tracker: Tracker, pare
     """Train the model of ``cell`` and track it as a child run of ``parent``; return the score
     the stage optimises (validation accuracy for tune, test accuracy at the training resolution
     otherwise). A diverged trial raises :class:`TrialError` after closing its run as FAILED."""
+    sw = Stopwatch()  # where the run's time goes, logged with its results (time/<phase>_s)
+    tracker = TimedTracker(tracker, sw)
     enc = spec.encoding(cell.encoding)
     res = cell.train_resolution
-    data = dataset_of(spec)
-    model_cfg = spec.model_config(res, data.in_chans, data.num_classes)
-    train_cfg = spec.train_config(**(overrides or {}))
-    torch.manual_seed(cell.seed)
-    model = build_model(model_cfg, enc.name, enc.options)
+    with sw.phase("setup"):
+        data = dataset_of(spec)
+        model_cfg = spec.model_config(res, data.in_chans, data.num_classes)
+        train_cfg = spec.train_config(**(overrides or {}))
+        torch.manual_seed(cell.seed)
+        model = build_model(model_cfg, enc.name, enc.options)
     tag = cell.tag + (f"_t{trial.number}" if stage == TUNE and trial is not None else "")
     ckpt = spec.path_under("checkpoints", stage, f"{tag}.pt")  # never outside output/<study>/
     ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -119,11 +124,11 @@ def train_one(spec: StudySpec, cell: Cell, *, stage: str, tracker: Tracker, pare
 
     try:
         result = train_model(model, data, train_cfg, train_resolution=res, test_resolutions=(), seed=cell.seed,
-                             checkpoint=ckpt, on_epoch=on_epoch, progress=progress,
+                             checkpoint=ckpt, on_epoch=on_epoch, progress=progress, stopwatch=sw,
                              label=f"{_position(spec, cell, stage, trial)} {cell.encoding} r{res} seed {cell.seed}")
         tested = {} if stage == TUNE else evaluate_variants(
             model, data, train_cfg, train_resolution=res, sizes={r: spec.sizes(r) for r in spec.regimes},
-            variants=variants_of(spec, type(model.pe)))
+            variants=variants_of(spec, type(model.pe)), stopwatch=sw)
     except TrialFailed as exc:
         tracker.set_tags(run_id, {T_FAIL_REASON: exc.reason})
         tracker.end(run_id, "FAILED")
@@ -167,6 +172,8 @@ def train_one(spec: StudySpec, cell: Cell, *, stage: str, tracker: Tracker, pare
         _log_trained(tracker, run_id, result, tested, 1.0 / data.num_classes)
         if stage != TUNE:  # a trained cell's final weights, to evaluate again without training (harness evaluate)
             tracker.log_model(run_id, model.state_dict(), model_meta(model_cfg, enc, res))
+        tracker.log_metrics(run_id, {time_metric(k): v for k, v in sw.breakdown().items()},
+                            step=len(result.history))
     except BaseException as exc:  # the run never stays RUNNING: a full disk here fails it like one in training
         killed = isinstance(exc, (KeyboardInterrupt, SystemExit))
         reason = f"interrupted: {type(exc).__name__}" if killed else f"logging the results: {type(exc).__name__}: {exc}"
