@@ -39,7 +39,9 @@ from harness.config import TrainConfig, TrainConfigError
 from harness.schema import LR, NO_POLICY, TRAIN_LOSS, VAL_ACC, VAL_LOSS, Size, Variant
 from harness.checkpoint import OutputWriteError, load_checkpoint, save_atomic
 from harness.errors import HarnessError
+from harness.progress import format_duration
 from harness.stopwatch import Stopwatch
+from harness.variants import rescale, temperature_factor
 
 __all__ = [
     "TrainConfig",
@@ -48,6 +50,7 @@ __all__ = [
     "TrainResult",
     "TrainStep",
     "TrialFailed",
+    "as_trained",
     "autocast",
     "evaluate",
     "evaluate_variants",
@@ -167,6 +170,7 @@ def train_model(
     progress: bool | None = None,
     label: str | None = None,
     stopwatch: Stopwatch | None = None,
+    note: str = "",
 ) -> TrainResult:
     """Train ``model`` on ``data`` at ``train_resolution``; evaluate it at every test resolution.
 
@@ -177,7 +181,9 @@ def train_model(
     ``progress``: True: bars for epochs and steps; False: nothing; None: the bars when stderr is
     a terminal, else (nohup, SLURM, CI) plain lines on stderr: one when training starts, one per
     epoch at most every 30 s, one when it ends (elapsed time, final validation accuracy).
-    ``label`` names the training in the bars and lines (e.g. ``cell 3/42 rope_axial r32 seed 1``).
+    ``label`` names the training in the bars and lines (e.g. ``cell 3/42 rope_axial r32 seed 1``);
+    ``note`` (e.g. how far the study is: ``study: 2 done, 40 left, about 20m10s to go``) ends the
+    start line and the epoch bar's title.
     ``stopwatch`` (a :class:`~harness.stopwatch.Stopwatch`) times the phases: data, train steps,
     validation, checkpoints, and the ``on_epoch`` callback as tracking.
     """
@@ -243,8 +249,9 @@ def train_model(
     show = sys.stderr.isatty() if progress is None else progress
     lines = _Lines(label, cfg.epochs) if progress is None and not show else None  # piped: plain lines
     if lines is not None:
-        lines.start(train_resolution, steps_per_epoch, device, start_epoch)
-    with tqdm(total=cfg.epochs, initial=start_epoch, desc=label or "epochs", unit="epoch",
+        lines.start(train_resolution, steps_per_epoch, device, start_epoch, note)
+    with tqdm(total=cfg.epochs, initial=start_epoch, desc=f"{label or 'epochs'}{f' ({note})' if note else ''}",
+              unit="epoch",
               disable=not show) as epoch_bar:
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
             # ---- one epoch of training steps
@@ -341,21 +348,56 @@ def evaluate_variants(
     (``data.split(..., regime=, train_size=)``), the policy and temperature the model's
     behaviour off its training grid (``model.variant``; ``NO_POLICY``: the encoding's own).
 
-    ``stopwatch`` times the data (``data``) and each regime's evaluations (``test_eval_<regime>``)."""
+    Variants identical by definition are evaluated once: on the training grid every new-grid
+    policy is the identity and every temperature 1 (:func:`as_trained` checks both for the
+    variant at hand), so there each such variant is the model as trained, and one evaluation
+    serves every one of them, in either regime, as long as the images are the same (compared,
+    not assumed: a canvas of the training size is the training image). ``stopwatch`` times the
+    data (``data``) and each regime's evaluations (``test_eval_<regime>``)."""
     sw = stopwatch or Stopwatch()
     device = resolve_device(cfg.device)
     amp_dtype = prepare_device(device)
     out: dict[tuple[Variant, Size], dict[str, float]] = {}
+    as_trained_runs: list[tuple[Any, dict[str, float]]] = []  # (split, result) of the model as trained
     for regime in dict.fromkeys(v.regime for v in variants):
         for size in sizes[regime]:
             with sw.phase("data"):
                 split = data.split("test", size, device=device, regime=regime, train_size=train_resolution)
             with sw.phase(f"test_eval_{regime}"):
                 for v in (v for v in variants if v.regime == regime):
-                    with model.variant(None if v.policy == NO_POLICY else v.policy, v.temperature):
-                        out[v, size] = evaluate(model, split, cfg.eval_batch_size, device, amp_dtype)
+                    same = as_trained(model, v, size)
+                    done = next((m for s, m in as_trained_runs if _same_split(s, split)), None) if same else None
+                    if done is None:
+                        with model.variant(None if v.policy == NO_POLICY else v.policy, v.temperature):
+                            done = evaluate(model, split, cfg.eval_batch_size, device, amp_dtype)
+                        if same:
+                            as_trained_runs.append((split, done))
+                    out[v, size] = dict(done)
             del split
     return out
+
+
+def as_trained(model: nn.Module, variant: Variant, size: Size) -> bool:
+    """Whether ``variant`` at image ``size`` computes what the model computes as trained: the
+    training grid, where the variant's new-grid policy maps every patch index to itself and its
+    temperature is 1 (both checked on the grid's axes, so a plugin policy or temperature that
+    breaks the rule is evaluated on its own)."""
+    grid = model.grid(size.rows, size.cols)
+    if not grid.is_train_grid:
+        return False
+    if temperature_factor(variant.temperature, grid.num_patches, grid.num_patches) != 1.0:
+        return False
+    if variant.policy == NO_POLICY:
+        return True
+    return all(rescale(float(i), n, n, variant.policy) == i for n in {grid.rows, grid.cols} for i in range(n))
+
+
+def _same_split(a: Any, b: Any) -> bool:
+    """Whether two splits hold the same images and labels (the very tensors, or equal ones)."""
+    if a is b:
+        return True
+    return (a.images.shape == b.images.shape and torch.equal(a.images, b.images)
+            and torch.equal(a.labels, b.labels))
 
 
 @torch.no_grad()  # not inference_mode: the encodings cache tables that training reuses
@@ -395,25 +437,20 @@ class _Lines:
     def say(self, text: str) -> None:
         print(f"{self.label}: {text}" if self.label else text, file=sys.stderr, flush=True)
 
-    def start(self, resolution: int, steps: int, device: torch.device, start_epoch: int) -> None:
+    def start(self, resolution: int, steps: int, device: torch.device, start_epoch: int, note: str = "") -> None:
         resumed = f", resuming after epoch {start_epoch}" if start_epoch else ""
-        self.say(f"training started: {self.epochs} epochs of {steps} steps at r{resolution} on {device}{resumed}")
+        self.say(f"training started: {self.epochs} epochs of {steps} steps at r{resolution} on {device}{resumed}"
+                 f"{f'; {note}' if note else ''}")
 
     def epoch(self, epoch: int, loss: float, val_acc: float) -> None:
         now = time.monotonic()
         if now - self.last >= LINE_INTERVAL_S and epoch < self.epochs:  # the last epoch: the end line says it
             self.last = now
             self.say(f"epoch {epoch}/{self.epochs} loss {loss:.4f} val acc {val_acc:.4f} "
-                     f"({_duration(now - self.t0)})")
+                     f"({format_duration(now - self.t0)})")
 
     def end(self, val_acc: float) -> None:
-        self.say(f"training done in {_duration(time.monotonic() - self.t0)}, val acc {val_acc:.4f}")
-
-
-def _duration(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{seconds:.1f}s"
+        self.say(f"training done in {format_duration(time.monotonic() - self.t0)}, val acc {val_acc:.4f}")
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

@@ -14,16 +14,19 @@ import dataclasses
 import json
 import os
 import socket
+from datetime import datetime
 from typing import Any
 
 import optuna
 import torch
+from optuna.trial import TrialState
 
 from harness.config import StudySpec
 from harness.data import load_dataset
 from harness.encodings import PositionalEncoding
 from harness.errors import HarnessError
 from harness.models.vit import build_model
+from harness.progress import StudyProgress
 from harness.provenance import git_commit, versions
 from harness.schema import (
     IMAGES_PER_S,
@@ -47,6 +50,7 @@ from harness.schema import (
     VAL_ACC,
     Cell,
     CHANCE,
+    EVALUATE,
     NO_POLICY,
     Size,
     Variant,
@@ -122,10 +126,13 @@ def train_one(spec: StudySpec, cell: Cell, *, stage: str, tracker: Tracker, pare
                 tracker.set_tags(run_id, {T_PRUNED_AT: str(epoch)})
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
+    with sw.phase("tracking"):  # how far the study is: read from its trials
+        note = _progress_note(spec, stage, trial)
     try:
         result = train_model(model, data, train_cfg, train_resolution=res, test_resolutions=(), seed=cell.seed,
                              checkpoint=ckpt, on_epoch=on_epoch, progress=progress, stopwatch=sw,
-                             label=f"{_position(spec, cell, stage, trial)} {cell.encoding} r{res} seed {cell.seed}")
+                             label=f"{_position(spec, cell, stage, trial)} {cell.encoding} r{res} seed {cell.seed}",
+                             note=note)
         tested = {} if stage == TUNE else evaluate_variants(
             model, data, train_cfg, train_resolution=res, sizes={r: spec.sizes(r) for r in spec.regimes},
             variants=variants_of(spec, type(model.pe)), stopwatch=sw)
@@ -223,6 +230,32 @@ def _position(spec: StudySpec, cell: Cell, stage: str, trial: optuna.Trial | Non
         return f"tune trial {trial.number}"
     cells = spec.cells()
     return f"cell {cells.index(cell) + 1}/{len(cells)}" if cell in cells else stage
+
+
+def _progress_note(spec: StudySpec, stage: str, trial: optuna.Trial | None, now: datetime | None = None) -> str:
+    """How far the study is, for a cell's progress lines (the evaluate stage): ``study: 2 done,
+    40 left, about 20m10s to go`` (:func:`study_progress`); else nothing."""
+    if stage != EVALUATE or trial is None:
+        return ""
+    return f"study: {study_progress(trial.study, spec.cells(), now or datetime.now()).text()}"
+
+
+def study_progress(study: optuna.Study, cells: list[Cell], now: datetime) -> StudyProgress:
+    """The evaluate study's progress at ``now`` (Optuna's clock: naive local time): the cells
+    with a completed trial and how long it took, and the start of every cell's running trial."""
+    from harness.storage import trial_cell
+
+    finished: dict[Cell, float] = {}
+    running = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+        c = trial_cell(t)
+        if c is None or c not in cells or t.datetime_start is None:
+            continue
+        if t.state == TrialState.COMPLETE and t.datetime_complete is not None:
+            finished[c] = (t.datetime_complete - t.datetime_start).total_seconds()
+        elif t.state == TrialState.RUNNING:
+            running.append(t.datetime_start)
+    return StudyProgress(len(cells), list(finished.values()), running, now)
 
 
 def variants_of(spec: StudySpec, encoding: type[PositionalEncoding]) -> list[Variant]:
