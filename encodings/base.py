@@ -133,6 +133,11 @@ class PositionalEncoding(nn.Module):
       the same offset changes no logit and no token).
     - ``fixed_tables``: True when ``build`` depends only on the grid (not on parameters):
       its result is then cached per grid shape and device.
+    - ``cls_untouched``: True (the default) when the encoding leaves the cls token as it is: its
+      q and k unchanged, its bias row and column zero. False for a definition that acts on it
+      without giving it a position (``string`` turns its q and k by the learned basis P,
+      ``cpb`` gives it learned bias entries): what it gets is then the same on every grid and
+      at every offset (the conformance kit tests either).
     - ``head_dim_multiple``: the head dimension must be a multiple of it.
     """
 
@@ -140,6 +145,7 @@ class PositionalEncoding(nn.Module):
     Options: ClassVar[type] = NoOptions
     relative: ClassVar[bool] = False
     fixed_tables: ClassVar[bool] = False
+    cls_untouched: ClassVar[bool] = True
     head_dim_multiple: ClassVar[int] = 1
     cache_size: ClassVar[int] = 16
 

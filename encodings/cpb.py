@@ -15,13 +15,29 @@ and fed, as c = (c_y, c_x), to layer l's MLP::
                                                          W2_l: (h, hidden), no second bias
 
 with ``hidden`` = 512, ``scale`` = 16 and ``span`` = 8 (the 8 above) by default (Swin-V2's ``cpb_mlp`` and ``16 * sigmoid``).
-bias[l, head, 1+i, 1+j] = B_l(round(p_i - p_j))[head]: a function of p_i - p_j only (relative);
-the cls row and column are 0 (the cls token has no position). The bias is added to the scaled
-logits q.k / sqrt(d) before the softmax, in every layer with that layer's own MLP.
+bias[l, head, 1+i, 1+j] = B_l(round(p_i - p_j))[head]: a function of p_i - p_j only (relative).
+The bias is added to the scaled logits q.k / sqrt(d) before the softmax, in every layer with
+that layer's own MLP.
+
+The cls token has no position, so no offset: as BEiT does (Bao et al., ICLR 2022: its relative
+position bias table ends with three entries per head), it gets three learned entries per layer
+and head, ``cpb_cls`` (L, h, 3), used as they are (no MLP, no sigmoid; ``cls_untouched =
+False``)::
+
+    bias[l, head, 0, 1+j] = cls[l, head, 0]   (cls query, patch key)
+    bias[l, head, 1+i, 0] = cls[l, head, 1]   (patch query, cls key)
+    bias[l, head, 0, 0]   = cls[l, head, 2]   (cls to cls)
+
+the same on every grid. Swin-V2, where the MLP comes from, has no cls token. Why not 0 (what
+this encoding first did; ``rpb``, whose biases start near 0, keeps it): the MLP's biases are
+positive, near scale / 2 = 8 at init (below), so a cls column of 0 gave the cls key about e^-8
+of a patch key's softmax weight in every patch's row (issue #21): the patches could hardly read
+the cls token, and only a large learned shift of every patch bias could change that. "A
+constant bias does not change the softmax" holds only for a row whose every entry gets it.
 
 Not included: Swin-V2's scaled cosine attention (cos(q, k) / tau with a learned per-head logit
 scale) and its post-norm blocks. The shared ViT keeps dot-product attention q.k / sqrt(d) and
-pre-norm blocks, so here the bias, which lies in (0, 16), is added to dot-product logits (in
+pre-norm blocks, so here the patch bias, which lies in (0, 16), is added to dot-product logits (in
 Swin-V2 the cosine logits are at most 1 / 0.01 = 100). Swin-V2 also attends within windows;
 here attention is global over the whole grid, so the MLP sees the offsets of the whole grid.
 
@@ -29,16 +45,21 @@ Initialisation: as Swin-V2's code (microsoft/Swin-Transformer and timm both appl
 ``_init_weights`` to every ``nn.Linear``, ``cpb_mlp`` included): W1 and W2 truncated normal
 with std 0.02 (``trunc_normal_``'s default cut at +-2 in absolute value, 100 std: in effect a
 plain normal), b1 = 0. Not PyTorch's default ``nn.Linear`` init. At this init every bias is
-close to scale * sigmoid(0) = 8 (within ~0.1), nearly the same for every offset (a constant bias
-does not change the softmax); the MLP learns the shape. The shared ViT re-initialises every
-``nn.Linear`` the same way, but it does not reach these parameters: they are plain tensors,
-stacked over layers so that one batched product evaluates all L MLPs.
+close to scale * sigmoid(0) = 8 (within ~0.1), nearly the same for every offset; the MLP learns
+the shape. The cls entries start at that same value, scale * sigmoid(0) = scale / 2, so at init
+every entry of the bias matrix, the cls row and column included, is within ~0.1 of one constant,
+which changes no softmax: the model starts as if it had no bias at all, and the cls token gets
+the same weight as a patch (BEiT starts its table, cls entries included, at 0, where its patch
+biases start too). The shared ViT re-initialises every ``nn.Linear`` the same way, but it does
+not reach these parameters: they are plain tensors, stacked over layers so that one batched
+product evaluates all L MLPs.
 
 Computation: once per forward (``build``, autocast off, float32) the L MLPs are evaluated on
-the (2H-1)(2W-1) distinct offsets, giving a table (L, h, U + 1) whose last column is 0; each
-layer's bias (h, T, T) is one gather of its row by an integer index (T, T), built from the grid
-and cached per grid shape, prefix count, offset and device (the cls row and column point at
-the zero column).
+the U = (2H-1)(2W-1) distinct offsets, giving a table (L, h, U + 3) whose last three columns are
+the cls entries; each layer's bias (h, T, T) is one gather of its row by an integer index
+(T, T), built from the grid and cached per grid shape, prefix count, offset and device (the cls
+row, column and corner point at columns U, U + 1 and U + 2; every prefix token, if a model had
+more than one, shares them).
 
 New grid (``policy``):
 
@@ -58,7 +79,15 @@ offset is 0, which maps to 0 whatever the divisor; under ``extrapolate`` with a 
 patch on that axis, an offset d maps to u = 8 d.
 
 Weight decay: W1, b1 and W2 are excluded (``no_weight_decay``), as Swin-V2 lists ``cpb_mlp``
-among its no-weight-decay keywords (with ``logit_scale`` and ``relative_position_bias_table``).
+among its no-weight-decay keywords (with ``logit_scale`` and ``relative_position_bias_table``);
+so are the cls entries, as BEiT's table that holds them (decay would pull them towards 0, the
+suppressed cls column this design removes).
+
+Weights saved before the cls entries existed (a kept model of an earlier run, ``harness
+evaluate``) have no ``cpb_cls``: they load with it 0, the cls row and column they were trained
+with, so they evaluate as the model they are. A checkpoint of such a run does not resume: its
+optimizer state has no entry for ``cpb_cls``, so it is set aside as damaged and the run trains
+again from scratch under this definition.
 """
 
 import math
@@ -66,7 +95,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from harness.config import option
@@ -79,8 +107,9 @@ SPAN = 8.0
 
 @dataclass(frozen=True)
 class CPBState:
-    """One forward's tables: ``table`` (L, h, U + 1) float32, the bias of every layer, head and
-    offset, its last column 0; ``index`` (T, T) int64, the column of each token pair."""
+    """One forward's tables: ``table`` (L, h, U + 3) float32, the bias of every layer, head and
+    offset, its last three columns the cls entries; ``index`` (T, T) int64, the column of each
+    token pair."""
 
     table: torch.Tensor
     index: torch.Tensor
@@ -111,6 +140,7 @@ class ContinuousPositionBias(PositionalEncoding):
 
     relative = True  # the bias of a pair is a function of round(p_i - p_j)
     fixed_tables = False  # the MLPs are learned: the table is rebuilt every forward
+    cls_untouched = False  # the cls row, column and corner are learned entries (BEiT's three)
 
     def __init__(self, dims, **options):
         super().__init__(dims, **options)
@@ -120,7 +150,16 @@ class ContinuousPositionBias(PositionalEncoding):
         self.cpb_w2 = nn.Parameter(torch.empty(L, h, k))  # layer l's Linear(hidden, heads, bias=False)
         nn.init.trunc_normal_(self.cpb_w1, std=0.02)
         nn.init.trunc_normal_(self.cpb_w2, std=0.02)
+        # cls to patch, patch to cls, cls to cls per layer and head: scale * sigmoid(0), the MLP's value at init
+        self.cpb_cls = nn.Parameter(torch.full((L, h, 3), self.opts.scale / 2))
         self._index: dict[tuple, torch.Tensor] = {}
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Weights saved before ``cpb_cls`` existed load with it 0: the cls row and column they
+        were trained with (see the module docstring)."""
+        if prefix + "cpb_w1" in state_dict and prefix + "cpb_cls" not in state_dict:
+            state_dict[prefix + "cpb_cls"] = torch.zeros_like(self.cpb_cls)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def reference_size(self, grid) -> tuple[int, int]:
         """n_ref per axis (rows, cols): the training grid (``extrapolate``) or ``grid`` (``interpolate``)."""
@@ -134,8 +173,9 @@ class ContinuousPositionBias(PositionalEncoding):
                                   span=self.opts.span)
 
     def pair_index(self, grid, device) -> torch.Tensor:
-        """(T, T) int64: the table column of every token pair, U (the zero column) in the cls row
-        and column; cached per grid shape, prefix count, offset and device."""
+        """(T, T) int64: the table column of every token pair, U, U + 1 and U + 2 (the cls
+        entries) in the cls row, column and corner; cached per grid shape, prefix count, offset
+        and device."""
         key = (grid.rows, grid.cols, grid.num_prefix, grid.offset, str(device))
         hit = self._index.get(key)
         if hit is None:
@@ -145,6 +185,8 @@ class ContinuousPositionBias(PositionalEncoding):
             n_off = (2 * grid.rows - 1) * (2 * grid.cols - 1)
             hit = torch.full((grid.num_tokens, grid.num_tokens), n_off, dtype=torch.long, device=device)
             p = grid.num_prefix
+            hit[p:, :p] = n_off + 1  # patch query, cls key
+            hit[:p, :p] = n_off + 2  # cls to cls
             hit[p:, p:] = dy * (2 * grid.cols - 1) + dx
             if len(self._index) >= self.cache_size:
                 self._index.pop(next(iter(self._index)))
@@ -152,11 +194,11 @@ class ContinuousPositionBias(PositionalEncoding):
         return hit
 
     def build(self, grid, device):
-        """Every layer's MLP on the grid's distinct offsets: table (L, h, U + 1), last column 0."""
+        """Every layer's MLP on the grid's distinct offsets, then the cls entries: table (L, h, U + 3)."""
         c = self.inputs(grid, device)  # (U, 2)
         hid = torch.relu(torch.einsum("uc,lkc->luk", c, self.cpb_w1.float()) + self.cpb_b1.float()[:, None])
         out = torch.einsum("luk,lhk->lhu", hid, self.cpb_w2.float())  # (L, h, U)
-        table = F.pad(self.opts.scale * torch.sigmoid(out), (0, 1))  # the zero column for the cls pairs
+        table = torch.cat([self.opts.scale * torch.sigmoid(out), self.cpb_cls.float()], dim=-1)
         return CPBState(table, self.pair_index(grid, device))
 
     def attn_bias(self, grid, state, layer):
@@ -165,4 +207,4 @@ class ContinuousPositionBias(PositionalEncoding):
         return state.table[layer].index_select(1, state.index.view(-1)).view(-1, T, T)
 
     def no_weight_decay(self):
-        return {"cpb_w1", "cpb_b1", "cpb_w2"}
+        return {"cpb_w1", "cpb_b1", "cpb_w2", "cpb_cls"}

@@ -22,23 +22,31 @@ head); the paper stores P "once per attention head", and every layer has its own
   (z0, z1) -> (z0 cos - z1 sin, z0 sin + z1 cos) (one complex multiplication); so
   RoPE(p) = exp(x J_x + y J_y) with J_x = diag_j(f_jx [[0, -1], [1, 0]]), J_y likewise (block
   diagonal with the same 2x2 blocks: they commute);
-- q_i' = RoPE(p_i) P q_i and k_j' = RoPE(p_j) P k_j, the same P for queries and keys; the cls
-  token is untouched (neither P nor a rotation).
+- q_i' = RoPE(p_i) P q_i and k_j' = RoPE(p_j) P k_j, the same P for queries and keys;
+- the cls token has no position: its R is the identity, i.e. RoPE(p_cls) = I, so it is turned by
+  P alone: q_cls' = P q_cls, k_cls' = P k_cls (the same for every grid; ``cls_untouched = False``).
 
-The logit is then q_i'.k_j' = q_i^T P^T RoPE(p_j - p_i) P k_j = q_i^T R(p_i)^T R(p_j) k_j with
-R(p) = P^T RoPE(p) P = exp(x L_x + y L_y), L_x = P^T J_x P and L_y = P^T J_y P: STRING's
-definition exactly. The left P^T of R cancels in every logit (R(p_i)^T R(p_j) = P^T RoPE(p_i)^T
-P P^T RoPE(p_j) P), so, as the paper notes, applying RoPE(p) P instead of P^T RoPE(p) P changes
-q' and k' by one common orthogonal map that no dot product sees: the logits are the same.
-Relative: the logits depend on p_j - p_i only (``relative = True``, tested by the kit by
-shifting every position); under ``interpolate`` the positions are scaled per axis before the
-rotation, which keeps that.
+Every logit is then STRING's, the cls token's included. Between patches, q_i'.k_j' =
+q_i^T P^T RoPE(p_j - p_i) P k_j = q_i^T R(p_i)^T R(p_j) k_j with R(p) = P^T RoPE(p) P =
+exp(x L_x + y L_y), L_x = P^T J_x P and L_y = P^T J_y P: STRING's definition exactly. The hook
+applies RoPE(p) P, not P^T RoPE(p) P: the two differ by the left factor P^T, one orthogonal map
+common to every token, which no dot product sees (as the paper notes). It must be common to
+*every* token, cls included: with the cls token untouched (as this encoding first did), a
+cls-to-patch logit was q_cls^T RoPE(p_j) P k_j instead of STRING's q_cls^T R(p_j) k_j =
+q_cls^T P^T RoPE(p_j) P k_j, wrong as soon as S != 0 (issue #21: off by more than 1 for a
+random S, while every patch-to-patch logit agreed). Turning the cls token by P gives
+q_cls^T P^T RoPE(p_j) P k_j = q_cls^T R(p_j) k_j, and P^T P = I in the cls-to-cls logit.
+Relative: the patch-to-patch logits depend on p_j - p_i only (``relative = True``, tested by the
+kit by shifting every position); under ``interpolate`` the positions are scaled per axis before
+the rotation, which keeps that. The cls token's logits with a patch depend on where that patch
+is, as with every rotary encoding (R_cls = I is R at the origin).
 
 Initialisation: the frequencies as ``rope_mixed`` (magnitudes m_k = base^(-4k/d), k < d/4,
 base 10; one angle alpha ~ U[0, 2 pi) per (layer, head); f_j = m_j (cos alpha, sin alpha) for the
 first d/4 pairs, m_j (-sin alpha, cos alpha) for the rest). S = 0, so P = I and the encoding
 starts as RoPE-Mixed exactly (the paper's "RoPE is STRING with P = I"; its text gives no
-initialisation of S). Gradients reach S from the first step (dP = -2 dS at S = 0).
+initialisation of S; at P = I the cls token is untouched, as in ``rope_mixed``). Gradients
+reach S from the first step (dP = -2 dS at S = 0).
 
 New grid: positions by the policy (``extrapolate``: one unit per patch, the default;
 ``interpolate``: an axis index scaled by (n_train - 1)/(n - 1)); P does not depend on the grid.
@@ -53,8 +61,9 @@ computes P q in float32 with autocast off (under TF32 that product keeps 10 mant
 LieRE's block product does), rotates in complex64 and rounds once to q's dtype.
 
 Cost: per forward, L h solves of d x d systems (O(L h d^3), independent of the grid) and a
-table of L h N d/2 complex angles (as ``rope_mixed``) plus L h d^2 floats for P; per layer, one
-dense d x d product per query and key token (2 B h N d^2 multiply-adds) and the complex rotation.
+table of L h T d/2 complex angles (as ``rope_mixed``, the cls token's angle 0) plus L h d^2
+floats for P; per layer, one dense d x d product per query and key token, cls included (2 B h T
+d^2 multiply-adds) and the complex rotation.
 LieRE (block b) instead computes L h N d/b matrix exponentials of b x b blocks per forward and
 keeps a table of L h T d b floats (it grows with the grid), then multiplies each token by its own
 block-diagonal matrix (2 B h N d b multiply-adds). At inference P could be folded into W_q and
@@ -71,7 +80,7 @@ import torch
 from torch import nn
 
 from harness.encodings._precision import autocast_off
-from harness.encodings._rotary import RotaryEncoding, cis_table, rotate
+from harness.encodings._rotary import RotaryEncoding, rotate
 from harness.encodings.base import register_encoding, rescale
 from harness.encodings.rope_mixed import mixed_frequencies
 
@@ -92,6 +101,8 @@ class CayleySTRING(RotaryEncoding):
     head_dim_multiple = 4
     # q_i'.k_j' = q_i^T P^T RoPE(p_j - p_i) P k_j: a function of the offset only, for every S
     relative = True
+    # the cls token is turned by P (RoPE(p_cls) = I), so that its logits are STRING's too
+    cls_untouched = False
 
     def __init__(self, dims, **options):
         super().__init__(dims, **options)
@@ -123,24 +134,23 @@ class CayleySTRING(RotaryEncoding):
         return torch.einsum("nc,lhjc->lhnj", pos, self.freqs.float())  # (L, h, N, d/2), f_j . p
 
     def build(self, grid, device):
-        """(cis, P): the patches' cos a + i sin a (L, h, N, d/2) complex64 (compiled: the real form
-        (L, h, N, d/2, 2), ``_rotary.cis_table``) and P (L, h, d, d) float32."""
-        a = self.angles(grid, device).float()
-        return cis_table(a), self.basis()
+        """(cis, P): every token's cos a + i sin a (L, h, T, d/2) complex64, exactly 1 for the cls
+        token (angle 0, ``RotaryEncoding.build``; compiled: the real form (L, h, T, d/2, 2),
+        ``_rotary.cis_table``) and P (L, h, d, d) float32."""
+        return super().build(grid, device), self.basis()
 
     def qk(self, q, k, grid, state, layer):
         cis, basis = state
-        cis, basis = cis[layer], basis[layer]  # (h, N, d/2), (h, d, d)
-        return _turn(q, cis, basis, grid.num_prefix), _turn(k, cis, basis, grid.num_prefix)
+        cis, basis = cis[layer], basis[layer]  # (h, T, d/2), (h, d, d)
+        return _turn(q, cis, basis), _turn(k, cis, basis)
 
     def no_weight_decay(self):
         return {"freqs", "skew"}
 
 
-def _turn(x: torch.Tensor, cis: torch.Tensor, basis: torch.Tensor, prefix: int) -> torch.Tensor:
-    """RoPE(p) P x for the patch tokens of x (B, h, T, d), in float32 with autocast off, rounded
-    once to x's dtype; the ``prefix`` tokens (cls) are returned as they are."""
+def _turn(x: torch.Tensor, cis: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """RoPE(p) P x for every token of x (B, h, T, d), in float32 with autocast off, rounded once
+    to x's dtype; the prefix tokens (cls) have the rotation 1 + 0i, so they get P x exactly."""
     with autocast_off(x.device):
-        mixed = torch.einsum("bhnd,hed->bhne", x[:, :, prefix:].float(), basis)  # (B, h, N, d): P x per token
-        out = rotate(mixed, cis).to(x.dtype)
-    return torch.cat([x[:, :, :prefix], out], dim=2)
+        mixed = torch.einsum("bhnd,hed->bhne", x.float(), basis)  # (B, h, T, d): P x per token
+        return rotate(mixed, cis).to(x.dtype)

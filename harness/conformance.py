@@ -11,7 +11,8 @@ A plugin's own test suite can run it too::
 
 Each check takes an encoding name and raises ``AssertionError`` on failure. Besides what
 every encoding must do, the kit tests what an encoding declares: ``relative = True`` (the
-logits depend on position offsets only) and ``fixed_tables = True`` (tables cached per grid).
+logits depend on position offsets only), ``fixed_tables = True`` (tables cached per grid) and
+``cls_untouched`` (True: the cls token left as it is; False: what it gets has no position).
 Every encoding must also keep its tables in float32 under bf16 autocast (``check_float32_under_autocast``).
 The model is tiny (16 px training images, 4x4 patches: a 4x4 training grid).
 """
@@ -60,7 +61,7 @@ def check_metadata(name: str) -> None:
     """What the class declares is well formed: a one-line docstring (the listing shows it);
     ``Options`` a frozen dataclass whose every field has a default, and the defaults pass the
     encoding's own checks; a ``policy`` option's default among its choices; ``relative`` and
-    ``fixed_tables`` booleans; every overridden hook callable with the base hook's arguments;
+    ``fixed_tables`` and ``cls_untouched`` booleans; every overridden hook callable with the base hook's arguments;
     ``no_weight_decay`` naming parameters that exist."""
     cls = get_encoding(name)
     assert cls.name == name, f"{name}: registered under {name!r} but its class says name = {cls.name!r}"
@@ -83,7 +84,7 @@ def check_metadata(name: str) -> None:
         assert summary.default_policy in summary.policies, (
             f"{name}: the default policy {summary.default_policy!r} is not one of {summary.policies}"
         )
-    for attr in ("relative", "fixed_tables"):
+    for attr in ("relative", "fixed_tables", "cls_untouched"):
         assert isinstance(getattr(cls, attr), bool), (
             f"{name}: {attr} must be True or False, got {getattr(cls, attr)!r}"
         )
@@ -139,31 +140,66 @@ def check_deterministic(name: str) -> None:
 
 
 def check_cls_untouched(name: str) -> None:
-    """The cls token gets no position: its q and k are not rotated, its bias row and column are
-    zero, token hooks see the patch tokens only, and the hook between blocks leaves it as it is."""
+    """The cls token gets no position. Where the encoding declares ``cls_untouched`` (the
+    default), its q and k are not changed and its bias row and column are zero; where it does
+    not (its definition acts on the cls token, as ``string`` and ``cpb`` do), what it gets does
+    not depend on the grid: given the same cls q and k, its q and k after the hook are the same
+    on every grid shape and offset whatever the patch tokens hold, and its bias row (cls to
+    patch), column (patch to cls) and corner are one value each per head, the same on every grid.
+    Either way token hooks see the patch tokens only, and the hook between blocks leaves it as it is."""
     cls = get_encoding(name)
     pe = build_encoding(name, TINY.dims)
-    for rows, cols in ((4, 4), (3, 5), (6, 6)):
-        g = PatchGrid(rows, cols, 4, 4, 4, 4, 1)
+    gen = torch.Generator().manual_seed(0)
+    cls_q = torch.randn(2, TINY.heads, 1, TINY.dims.head_dim, generator=gen)
+    cls_k = torch.randn(2, TINY.heads, 1, TINY.dims.head_dim, generator=gen)
+    first: list | None = None  # per layer: the cls token's (q, k, bias entries) on the first grid
+    for rows, cols, offset in ((4, 4, (0.0, 0.0)), (3, 5, (0.0, 0.0)), (6, 6, (0.0, 0.0)), (3, 5, (2.0, -3.0))):
+        g = PatchGrid(rows, cols, 4, 4, 4, 4, 1, offset)
+        where = f"{name} on a {rows}x{cols} grid at offset {offset}"
         state = pe.state(g, "cpu")
         x = torch.randn(2, g.num_patches, TINY.dim)
         assert pe.tokens(x, g, state).shape == x.shape, f"{name}: tokens hook changed the shape"
-        q = torch.randn(2, TINY.heads, g.num_tokens, TINY.dims.head_dim)
-        k = torch.randn_like(q)
+        q = torch.cat([cls_q, torch.randn(2, TINY.heads, g.num_patches, TINY.dims.head_dim, generator=gen)], 2)
+        k = torch.cat([cls_k, torch.randn(2, TINY.heads, g.num_patches, TINY.dims.head_dim, generator=gen)], 2)
+        seen = []
         for layer in range(TINY.depth):
             q2, k2 = pe.qk(q, k, g, state, layer)
             assert q2.shape == q.shape and k2.shape == k.shape, f"{name}: qk hook changed the shape"
-            assert torch.equal(q2[:, :, 0], q[:, :, 0]) and torch.equal(k2[:, :, 0], k[:, :, 0]), (
-                f"{name}: the cls token's q/k changed in layer {layer}"
-            )
             bias = pe.attn_bias(g, state, layer)
             if bias is not None:
                 assert bias.shape[-2:] == (g.num_tokens, g.num_tokens), f"{name}: bias shape {tuple(bias.shape)}"
-                assert not bias[..., 0, :].any() and not bias[..., :, 0].any(), f"{name}: cls row/column not zero"
+            if cls.cls_untouched:
+                assert torch.equal(q2[:, :, 0], q[:, :, 0]) and torch.equal(k2[:, :, 0], k[:, :, 0]), (
+                    f"{name}: the cls token's q/k changed in layer {layer} (declare cls_untouched = False "
+                    f"if the definition acts on it)"
+                )
+                if bias is not None:
+                    assert not bias[..., 0, :].any() and not bias[..., :, 0].any(), (
+                        f"{name}: cls row/column not zero (declare cls_untouched = False if the definition "
+                        f"gives it entries)")
+            else:
+                entries = None
+                if bias is not None:
+                    row, col = bias[..., 0, 1:], bias[..., 1:, 0]  # (h, N): cls to patch, patch to cls
+                    flat = all(torch.equal(e, e[..., :1].expand_as(e)) for e in (row, col))
+                    assert flat, (f"{where}: layer {layer}: the cls token's bias row or column varies over the "
+                                  f"patches (it has no position)")
+                    entries = torch.stack([row[..., 0], col[..., 0], bias[..., 0, 0]], -1)
+                seen.append((q2[:, :, 0], k2[:, :, 0], entries))
             seq = torch.randn(2, g.num_tokens, TINY.dim)
             after = pe.after_block(seq, g, state, layer)
             assert after.shape == seq.shape, f"{name}: after_block hook changed the shape"
             assert torch.equal(after[:, 0], seq[:, 0]), f"{name}: the cls token changed after block {layer}"
+        if cls.cls_untouched:
+            continue
+        if first is None:
+            first = seen
+        for layer, (now, then) in enumerate(zip(seen, first)):
+            for what, a, b in zip(("q", "k", "bias entries"), now, then):
+                if b is not None:
+                    torch.testing.assert_close(a, b, msg=lambda m: (
+                        f"{where}: layer {layer}: the cls token's {what} differ from those on a 4x4 grid "
+                        f"(it has no position); {m}"))
     assert cls is type(pe)
 
 

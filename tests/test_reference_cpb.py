@@ -5,7 +5,9 @@ offset p_i - p_j (query minus key, as Swin-V2's ``relative_coords``), normalised
 Swin-V2 does (u = d / (n_ref - 1) * 8, c = sign(u) log2(|u| + 1) / log2(8); n_ref the training
 size under ``extrapolate``, the current size under ``interpolate``, n_ref - 1 taken as 1 on a
 single-patch axis), then layer l's MLP scale * sigmoid(W2 relu(W1 c + b1)), in float64 with
-Python's math and numpy, independent of the module's vectorised code.
+Python's math and numpy, independent of the module's vectorised code. The cls token's row,
+column and corner are its own learned entries per layer and head (as BEiT's three): cls to
+patch (row 0), patch to cls (column 0), cls to cls (the corner).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def randomise(pe, seed=0):
         pe.cpb_w1.copy_(torch.randn(pe.cpb_w1.shape, generator=g))
         pe.cpb_b1.copy_(0.5 * torch.randn(pe.cpb_b1.shape, generator=g))
         pe.cpb_w2.copy_(torch.randn(pe.cpb_w2.shape, generator=g) * (3.0 / math.sqrt(k)))
+        pe.cpb_cls.copy_(pe.opts.scale * torch.rand(pe.cpb_cls.shape, generator=g))
     return pe
 
 
@@ -50,10 +53,11 @@ def swin_coordinate(d, n_ref):
 
 
 def reference_bias(pe, grid, policy):
-    """(L, h, T, T) float64 from the definition, one pair at a time."""
+    """(L, h, T, T) float64 from the definition, one pair at a time, the cls token's included."""
     W1 = pe.cpb_w1.detach().double().numpy()  # (L, hidden, 2): input order (c_y, c_x)
     b1 = pe.cpb_b1.detach().double().numpy()
     W2 = pe.cpb_w2.detach().double().numpy()  # (L, h, hidden)
+    cls = pe.cpb_cls.detach().double().numpy()  # (L, h, 3): cls to patch, patch to cls, cls to cls
     L, h = W2.shape[:2]
     ref_rows, ref_cols = ((grid.rows, grid.cols) if policy == "interpolate"
                           else (grid.train_rows, grid.train_cols))
@@ -69,6 +73,11 @@ def reference_bias(pe, grid, policy):
                 logit = W2[layer] @ hidden
                 for head in range(h):
                     out[layer, head, 1 + i, 1 + j] = pe.opts.scale / (1.0 + math.exp(-logit[head]))
+        for head in range(h):
+            for j in range(1, T):
+                out[layer, head, 0, j] = cls[layer, head, 0]  # the cls query, every patch key
+                out[layer, head, j, 0] = cls[layer, head, 1]  # every patch query, the cls key
+            out[layer, head, 0, 0] = cls[layer, head, 2]
     return torch.from_numpy(out)
 
 
@@ -125,13 +134,33 @@ def test_cpb_single_patch_training_axis():
             torch.testing.assert_close(got.double(), reference_bias(pe, grid, policy), atol=2e-5, rtol=1e-5)
 
 
-def test_cpb_cls_row_and_column_zero():
+def test_cpb_patch_biases_inside_the_sigmoid_range():
     pe = randomise(build_encoding("cpb", DIMS, {"hidden": 32}))
     for shape in ((4, 4), (3, 5), (6, 7)):
         b = biases(pe, make_grid(*shape))
-        assert not b[..., 0, :].any() and not b[..., :, 0].any()
         assert (b[..., 1:, 1:] > 0).all()  # scale * sigmoid: inside (0, scale)
         assert (b[..., 1:, 1:] < pe.opts.scale).all()
+
+
+@pytest.mark.parametrize("scale", [16.0, 4.0])
+def test_cpb_cls_key_not_suppressed_at_init(scale):
+    """Issue #21: at init every patch bias is ~scale/2 (8 by default). With a cls column of 0, a
+    patch query gave the cls key about e^-8 of a patch key's softmax weight (for equal q.k).
+    With the cls entries at scale/2 the whole bias matrix is nearly constant at init, so no
+    token's weight is moved: in every row the cls entry is within 0.25 of the row's patch entries."""
+    torch.manual_seed(7)
+    dims = ModelDims(dim=64, depth=3, heads=4, train_rows=8, train_cols=8)
+    pe = build_encoding("cpb", dims, {"scale": scale})
+    for shape in ((8, 8), (5, 11), (12, 12)):
+        b = biases(pe, make_grid(*shape, dims=dims)).double()  # (L, h, T, T)
+        patches = b[..., 1:, 1:]
+        assert (patches - scale / 2).abs().max() < 0.25 * scale / 16
+        # the softmax of the bias alone (q.k = 0): the cls key's weight over the mean patch key's
+        weights = torch.softmax(b, dim=-1)
+        ratio = weights[..., 1:, 0] / weights[..., 1:, 1:].mean(-1)  # every patch query
+        assert (ratio.log().abs() < 0.25).all(), f"cls key weight ratio {ratio.min().item():.3g}"
+        ratio = weights[..., 0, 0] / weights[..., 0, 1:].mean(-1)  # the cls query
+        assert (ratio.log().abs() < 0.25).all()
 
 
 def test_cpb_inputs_follow_swin_v2():
@@ -188,7 +217,8 @@ def test_cpb_each_layer_has_its_own_mlp():
 
 def test_cpb_initialisation_and_weight_decay():
     """Swin-V2's init (its _init_weights reaches cpb_mlp): weights trunc-normal std 0.02 (cut at
-    +-2), first bias zero; every bias then ~ scale / 2. All MLP parameters skip weight decay."""
+    +-2), first bias zero; every bias then ~ scale / 2, and the cls entries exactly scale / 2.
+    All parameters skip weight decay."""
     torch.manual_seed(5)
     dims = ModelDims(dim=64, depth=3, heads=4, train_rows=8, train_cols=8)
     pe = build_encoding("cpb", dims)
@@ -198,23 +228,24 @@ def test_cpb_initialisation_and_weight_decay():
         assert w.detach().std().item() == pytest.approx(0.02, rel=0.1)
         assert w.detach().mean().abs().item() < 0.004
     assert not pe.cpb_b1.any()
+    assert pe.cpb_cls.shape == (3, 4, 3) and torch.equal(pe.cpb_cls.detach(), torch.full((3, 4, 3), 8.0))
     b = biases(pe, make_grid(8, 8, dims=dims))[..., 1:, 1:]
     assert (b - 8.0).abs().max() < 0.25  # ~0.03 typical, 0.09 at most here
     assert pe.no_weight_decay() == {n for n, _ in pe.named_parameters()}
-    assert pe.num_trainable() == 3 * (512 * 2 + 512 + 4 * 512)
+    assert pe.num_trainable() == 3 * (512 * 2 + 512 + 4 * 512 + 4 * 3)
     model = build_model(ViTConfig(image_size=16, num_classes=3, dim=32, depth=2, heads=4, patch_kernel=4,
                                   patch_stride=4), "cpb")
-    assert {"pe.cpb_w1", "pe.cpb_b1", "pe.cpb_w2"} <= model.no_weight_decay()
+    assert {"pe.cpb_w1", "pe.cpb_b1", "pe.cpb_w2", "pe.cpb_cls"} <= model.no_weight_decay()
 
 
 def test_cpb_table_once_per_forward_on_distinct_offsets():
-    """The state holds one table (L, h, U + 1) of the U = (2H-1)(2W-1) distinct offsets plus the
-    zero column; the pair index is cached per grid; a forward builds the table once."""
+    """The state holds one table (L, h, U + 3) of the U = (2H-1)(2W-1) distinct offsets plus the
+    three cls entries; the pair index is cached per grid; a forward builds the table once."""
     pe = randomise(build_encoding("cpb", DIMS, {"hidden": 16}))
     grid = make_grid(3, 5)
     state = pe.state(grid, "cpu")
-    assert state.table.shape == (DIMS.depth, DIMS.heads, 5 * 9 + 1)
-    assert not state.table[..., -1].any()
+    assert state.table.shape == (DIMS.depth, DIMS.heads, 5 * 9 + 3)
+    assert torch.equal(state.table[..., -3:], pe.cpb_cls.detach())
     assert state.index.shape == (grid.num_tokens, grid.num_tokens) and state.index.dtype == torch.long
     assert pe.state(grid, "cpu").index is state.index  # cached
     assert pe.state(grid, "cpu").table is not state.table  # learned: rebuilt
@@ -236,3 +267,26 @@ def test_cpb_relative_and_float32_under_autocast(policy):
     """The kit's checks, with weights far from the init (where the bias is nearly constant)."""
     assert_relative(randomise(build_encoding("cpb", DIMS, {"policy": policy, "hidden": 64})))
     assert_float32_under_autocast(lambda: randomise(build_encoding("cpb", DIMS, {"policy": policy, "hidden": 64})))
+
+
+def test_cpb_weights_saved_before_the_cls_entries_load_with_them_zero():
+    """A kept model of an earlier run has no ``pe.cpb_cls``: it loads (strictly) with the cls
+    entries 0, the cls row and column it was trained with, everything else as saved; a state
+    dict missing anything else still fails to load."""
+    cfg = ViTConfig(image_size=16, num_classes=3, dim=32, depth=2, heads=4, patch_kernel=4, patch_stride=4)
+    torch.manual_seed(8)
+    old = build_model(cfg, "cpb", {"hidden": 16})
+    randomise(old.pe, seed=8)
+    state = {k: v for k, v in old.state_dict().items() if k != "pe.cpb_cls"}
+    torch.manual_seed(9)
+    new = build_model(cfg, "cpb", {"hidden": 16})
+    assert (new.pe.cpb_cls == 8.0).all()
+    new.load_state_dict(state)
+    assert not new.pe.cpb_cls.any()
+    for name, value in state.items():
+        assert torch.equal(new.state_dict()[name], value), name
+    b = biases(new.pe, make_grid(3, 5))
+    assert not b[..., 0, :].any() and not b[..., :, 0].any()  # the earlier definition: cls row and column 0
+    torch.testing.assert_close(b[..., 1:, 1:], biases(old.pe, make_grid(3, 5))[..., 1:, 1:], atol=0, rtol=0)
+    with pytest.raises(RuntimeError, match="pe.cpb_w2"):
+        new.load_state_dict({k: v for k, v in state.items() if k != "pe.cpb_w2"})

@@ -9,7 +9,10 @@ module docstring, not the code:
   (the rotation (z0, z1) -> (z0 cos a - z1 sin a, z0 sin a + z1 cos a) is exp(a [[0, -1], [1, 0]]));
 - STRING's generators L_x = P^T J_x P, L_y = P^T J_y P and R(p) = exp(x L_x + y L_y), p = (x, y) the
   patch's column and row plus ``grid.offset``, scaled per axis by the policy;
-- every patch logit is q_i^T R(p_i)^T R(p_j) k_j; the cls token is never touched.
+- every logit is q_i^T R(p_i)^T R(p_j) k_j, the cls token's included: it has no position, so its
+  R is the identity (RoPE(p_cls) = I, R = P^T I P = I), and a logit between the cls token and a
+  patch j is q_cls^T R(p_j) k_j (issue #21: the cls token was left as it was, so its logits were
+  q_cls^T RoPE(p_j) P k_j, not STRING's, as soon as S != 0).
 """
 
 from __future__ import annotations
@@ -126,12 +129,29 @@ def relative_logits(pe, grid, policy, q, k, layer):
     return out
 
 
-def module_logits(pe, grid, q, k, layer, state=None):
+def module_logits(pe, grid, q, k, layer, state=None, cls=False):
+    """The hook's logits q_i'.k_j' in float64: patch to patch (B, h, N, N), or with ``cls`` every
+    token pair (B, h, T, T), the cls token first."""
     state = pe.state(grid, "cpu") if state is None else state
     q2, k2 = pe.qk(q, k, grid, state, layer)
     assert q2.shape == q.shape and k2.shape == k.shape
-    assert torch.equal(q2[:, :, 0], q[:, :, 0]) and torch.equal(k2[:, :, 0], k[:, :, 0]), "cls token changed"
-    return q2[:, :, 1:].double() @ k2[:, :, 1:].double().transpose(-1, -2)
+    p = 0 if cls else grid.num_prefix
+    return q2[:, :, p:].double() @ k2[:, :, p:].double().transpose(-1, -2)
+
+
+def full_reference_logits(pe, grid, policy, q, k, layer):
+    """(B, h, T, T) float64: every logit q_a^T R_a^T R_b k_b of the T = 1 + N tokens, from the
+    definition: R = exp(x L_x + y L_y) per patch, R = I for the cls token (no position)."""
+    B, h, T, d = q.shape
+    pos = positions(grid, pe.dims, policy)
+    out = torch.zeros(B, h, T, T, dtype=torch.float64)
+    for head in range(h):
+        Lx, Ly = string_generators(pe, layer, head)
+        R = [torch.eye(d, dtype=torch.float64)] + [torch.linalg.matrix_exp(x * Lx + y * Ly) for x, y in pos]
+        rq = torch.stack([q[:, head, t].double() @ R[t].T for t in range(T)], 1)  # R_t q_t
+        rk = torch.stack([k[:, head, t].double() @ R[t].T for t in range(T)], 1)
+        out[:, head] = rq @ rk.transpose(-1, -2)
+    return out
 
 
 def random_qk(dims, grid, batch=2, seed=0):
@@ -172,6 +192,28 @@ def test_logits_against_matrix_exponential(dims, policy, shape, offset):
         got = module_logits(pe, grid, q, k, layer, state)
         want = reference_logits(pe, grid, policy, q, k, layer)
         torch.testing.assert_close(got, want, atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dims", DIMS, ids=DIMS_IDS)
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("shape,offset", [((4, 4), (0.0, 0.0)), ((3, 5), (1.0, -2.5)), ((6, 7), (0.0, 0.0))],
+                         ids=["4x4-train", "3x5-offset", "6x7"])
+def test_cls_logits_against_matrix_exponential(dims, policy, shape, offset):
+    """Issue #21: the whole (1 + N) x (1 + N) logit matrix, the cls row, column and corner
+    included, is STRING's with R_cls = I, for a learned S (P != I) and random q, k. The cls
+    entries must differ from the logits of an untouched cls token, or the test shows nothing."""
+    pe = perturbed(dims, policy)
+    grid = make_grid(*shape, dims, offset)
+    state = pe.state(grid, "cpu")
+    q, k = random_qk(dims, grid, seed=3)
+    for layer in range(dims.depth):
+        got = module_logits(pe, grid, q, k, layer, state, cls=True)
+        want = full_reference_logits(pe, grid, policy, q, k, layer)
+        torch.testing.assert_close(got, want, atol=2e-4, rtol=1e-4)
+        # the cls token passed through untouched would give q_cls^T RoPE(p_j) P k_j: far from STRING's
+        q2, k2 = pe.qk(q, k, grid, state, layer)
+        untouched = q[:, :, :1].double() @ k2[:, :, 1:].double().transpose(-1, -2)
+        assert (untouched - want[:, :, :1, 1:]).abs().max() > 0.1
 
 
 @pytest.mark.parametrize("dims", DIMS, ids=DIMS_IDS)
