@@ -5,8 +5,9 @@ Every trained cell keeps its final weights as artifacts of its MLflow run (``mod
 study's spec, with evaluation keys changed (``test_resolutions``, ``canvas_resolutions``,
 ``regimes``, ``policies``, ``temperatures``: ``harness.config.EVALUATION_ONLY``, outside the
 study's pinned hash), this rebuilds each finished cell's model from its run, measures every test
-size and evaluation variant the run has no metric for yet, and logs them to the same run, under
-the same names a training run uses (so the report reads them as any other). Nothing is trained:
+size and evaluation variant the run has no metric for yet (or no half metrics: runs measured
+before them get them, and keep the accuracy they were reported with), and logs them to the same
+run, under the same names a training run uses (so the report reads them as any other). Nothing is trained:
 a spec whose training keys differ from the study's is refused as ``harness run`` refuses it.
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 from harness.config import StudySpec, ViTConfig
 from harness.schema import (
     EVALUATE,
+    HALF_KINDS,
     T_CELL,
     T_EVALUATED,
     VAL_ACC,
@@ -85,8 +87,9 @@ def evaluate_spec(spec: StudySpec, *, progress: bool | None = None) -> EvaluateR
             enc = spec.encoding(cell.encoding)
             variants = variants_of(spec, ENCODINGS.get(enc.name))
             have = run.data.metrics
+            # a (variant, size) lacks a metric: never measured, or measured before the half metrics
             missing = {(v, s) for v in variants for s in spec.sizes(v.regime)
-                       if eval_metric("acc", v, s) not in have}
+                       if any(eval_metric(k, v, s) not in have for k in ("acc", *HALF_KINDS))}
             if not missing:
                 result.complete.append(cell.tag)
                 continue
@@ -109,7 +112,7 @@ def evaluate_spec(spec: StudySpec, *, progress: bool | None = None) -> EvaluateR
                 got = evaluate_variants(model, data, train_cfg, train_resolution=cell.train_resolution,
                                         sizes={regime: sizes}, variants=mine)
                 tested.update({k: m for k, m in got.items() if k in missing})
-            _log(tracker, run, tested)
+            _log(tracker, run, tested, have)
             result.evaluated[cell.tag] = len(tested)
             if progress is not False:
                 print(f"cell {i}/{len(cells)} {cell.tag}: {len(tested)} evaluations added "
@@ -120,20 +123,25 @@ def evaluate_spec(spec: StudySpec, *, progress: bool | None = None) -> EvaluateR
     return result
 
 
-def _log(tracker: Tracker, run, tested: dict[tuple[Variant, Size], dict[str, float]]) -> None:
+def _log(tracker: Tracker, run, tested: dict[tuple[Variant, Size], dict[str, float]],
+         have: dict[str, float]) -> None:
     """The new metrics, at the step the run's own test metrics have (its last epoch), and the new
-    points of its accuracy-against-resolution series."""
+    points of its accuracy-against-resolution series. A metric the run has (``have``) is left as
+    logged: a run measured before the half metrics gets them, and its accuracy stays the number it
+    was reported with."""
     run_id = run.info.run_id
     history = tracker.client.get_metric_history(run_id, VAL_ACC)
     step = max((m.step for m in history), default=0)
     final = {}
     for (variant, size), m in tested.items():
-        final[eval_metric("acc", variant, size)] = m["acc"]
-        final[eval_metric("loss", variant, size)] = m["loss"]
+        for kind in ("acc", "loss", *HALF_KINDS):
+            key = eval_metric(kind, variant, size)
+            if kind in m and key not in have:
+                final[key] = m[kind]
     tracker.log_metrics(run_id, final, step=step)
     by_variant: dict[Variant, dict[int, float]] = {}
     for (variant, size), m in tested.items():
-        if size.square:
+        if size.square and eval_metric("acc", variant, size) not in have:
             by_variant.setdefault(variant, {})[size.rows] = m["acc"]
     for variant, series in by_variant.items():
         tracker.log_series(run_id, acc_vs_res(variant), series)

@@ -8,8 +8,10 @@ builds or parses a key. A study's cells come from its spec through :func:`cells`
   (``rope_axial_r32_s0``) its MLflow run and checkpoint;
 - per-epoch metrics: :data:`TRAIN_LOSS`, :data:`VAL_ACC`, :data:`VAL_LOSS`, :data:`LR`;
 - at the end: :func:`acc_at` / :func:`loss_at` per test resolution (parsed back by
-  :func:`parse_test_metric`), :data:`PARAM_COUNT`, :data:`IMAGES_PER_S`, :data:`RESUMED_FROM`,
-  and per variant the series :func:`acc_vs_res` (step = the square test size in px);
+  :func:`parse_test_metric`), the accuracy on each half of the test images (:data:`HALF_KINDS`,
+  for choosing on one half and scoring on the other), :data:`PARAM_COUNT`, :data:`IMAGES_PER_S`,
+  :data:`RESUMED_FROM`, and per variant the series :func:`acc_vs_res` (step = the square test
+  size in px);
 - a stage's parent run: the summary metrics ``STAGE_*`` and the report under :data:`REPORT_ARTIFACTS`;
 - run parameters :data:`P_ENCODING`, :data:`P_TRAIN_RESOLUTION`, :data:`P_SEED`, and the
   resolved config flattened under :data:`P_CONFIG`;
@@ -28,6 +30,7 @@ from typing import Any
 
 __all__ = [
     "Cell",
+    "HALF_KINDS",
     "Size",
     "Variant",
     "eval_metric",
@@ -131,12 +134,18 @@ class Variant:
         return f"{self.regime}/{self.policy}/{self.temperature}"
 
 
-_TEST = re.compile(r"^test/(acc|loss)/(?:([a-z0-9_]+)/([a-z0-9_]+)/([a-z0-9_]+)/)?r(\d+(?:x\d+)?)$")
+#: the accuracy on half A and on half B of the test images (``harness.train.split_in_halves``: a
+#: fixed, seeded, class-stratified split, the same in every run), measured on the same logits as
+#: ``acc``: the report chooses a variant on one half and scores it on the other (cross-fitting)
+HALF_KINDS = ("acc_a", "acc_b")
+
+_TEST = re.compile(r"^test/(acc|loss|acc_a|acc_b)/(?:([a-z0-9_]+)/([a-z0-9_]+)/([a-z0-9_]+)/)?r(\d+(?:x\d+)?)$")
 
 
 def eval_metric(kind: str, variant: Variant, size: "Size | int | str") -> str:
-    """The metric key of a test accuracy (``kind="acc"``) or loss under ``variant`` at ``size``:
-    ``test/acc/<regime>/<policy>/<temperature>/r<size>``, e.g. ``test/acc/canvas/extrapolate/log/r32x64``."""
+    """The metric key of a test accuracy (``kind="acc"``), loss (``"loss"``) or half accuracy
+    (:data:`HALF_KINDS`) under ``variant`` at ``size``: ``test/<kind>/<regime>/<policy>/<temperature>/r<size>``,
+    e.g. ``test/acc/canvas/extrapolate/log/r32x64``, ``test/acc_a/zoom/interpolate/none/r48``."""
     return f"test/{kind}/{variant.label}/r{Size.parse(size).label}"
 
 
@@ -177,7 +186,8 @@ REPORT_SUFFIXES = (".html", ".md", ".csv", ".png")
 
 
 def parse_test_metric(key: str) -> tuple[str, Variant, Size] | None:
-    """``("acc" | "loss", variant, size)`` of a test metric key, or None for any other key.
+    """``(kind, variant, size)`` of a test metric key (kind ``"acc"``, ``"loss"`` or one of
+    :data:`HALF_KINDS`), or None for any other key.
     Keys written before variants existed (``test/acc/r32``) read as the zoom regime under the
     encoding's own default policy (``policy="default"``)."""
     m = _TEST.match(key)
@@ -192,6 +202,9 @@ P_ENCODING = "encoding"
 P_TRAIN_RESOLUTION = "train_resolution"
 P_SEED = "seed"
 P_CONFIG = "config"
+#: the policy an encoding uses when nobody chooses one, in the vocabulary of the run's variants
+#: (:data:`NO_POLICY` for an encoding without the choice): what a user gets by default
+P_DEFAULT_POLICY = "default_policy"
 #: the model's trainable parameter count as a run parameter (the metric PARAM_COUNT is kept for old readers)
 P_PARAM_COUNT = "params/count"
 #: the flattened parameter holding an encoding entry's options (``config.encoding.options.<name>``)

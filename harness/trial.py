@@ -51,7 +51,9 @@ from harness.schema import (
     Cell,
     CHANCE,
     EVALUATE,
+    HALF_KINDS,
     NO_POLICY,
+    P_DEFAULT_POLICY,
     Size,
     Variant,
     acc_vs_res,
@@ -62,6 +64,7 @@ from harness.stopwatch import Stopwatch, TimedTracker
 from harness.tracking import Tracker
 from harness.checkpoint import OutputWriteError
 from harness.train import TrainConfigError, TrialFailed, evaluate_variants, train_model
+from harness.variants import default_policy
 
 __all__ = ["TrialError", "model_meta", "train_one", "variants_of", "worker_id"]
 
@@ -113,7 +116,8 @@ def train_one(spec: StudySpec, cell: Cell, *, stage: str, tracker: Tracker, pare
     if previous:
         tags[T_RETRY_OF] = previous[-1]
     run_id = tracker.child_run(parent, tag, study=spec.name, stage=stage, tags=tags,
-                               params={**cell.params(), P_CONFIG: resolved})
+                               params={**cell.params(), P_CONFIG: resolved,
+                                       P_DEFAULT_POLICY: default_policy(type(model.pe).describe())})
     tracker.log_text(run_id, json.dumps(resolved, indent=2, default=str), SPEC_ARTIFACT)
     if trial is not None:
         trial.set_user_attr(U_MLFLOW_RUN, run_id)
@@ -197,13 +201,15 @@ def train_one(spec: StudySpec, cell: Cell, *, stage: str, tracker: Tracker, pare
 
 
 def _log_trained(tracker: Tracker, run_id: str, result: Any, tested: dict, chance: float) -> None:
-    """A trained run's final metrics, its parameter count and, per variant, its accuracy
-    against the (square) test size."""
+    """A trained run's final metrics (per variant and test size: accuracy, loss and the accuracy on
+    each half of the test images), its parameter count and, per variant, its accuracy against the
+    (square) test size."""
     final = {PARAM_COUNT: result.params, IMAGES_PER_S: result.images_per_s, RESUMED_FROM: result.resumed_from_epoch,
              CHANCE: chance}
     for (variant, size), m in tested.items():
-        final[eval_metric("acc", variant, size)] = m["acc"]
-        final[eval_metric("loss", variant, size)] = m["loss"]
+        for kind in ("acc", "loss", *HALF_KINDS):
+            if kind in m:
+                final[eval_metric(kind, variant, size)] = m[kind]
     tracker.log_metrics(run_id, final, step=len(result.history))
     tracker.log_params(run_id, {P_PARAM_COUNT: result.params})
     by_variant: dict[Variant, dict[int, float]] = {}

@@ -31,8 +31,10 @@ import math
 from typing import Any
 
 from harness.registry import Registry
+from harness.schema import NO_POLICY
 
-__all__ = ["POLICIES", "TEMPERATURES", "register_policy", "register_temperature", "rescale", "temperature_factor"]
+__all__ = ["POLICIES", "TEMPERATURES", "default_policy", "register_policy", "register_temperature", "rescale",
+           "temperature_factor"]
 
 POLICIES: Registry[Any] = Registry("policy")
 TEMPERATURES: Registry[Any] = Registry("temperature")
@@ -84,3 +86,14 @@ def rescale(index: Any, n: int, n_train: int, policy: str) -> Any:
 def temperature_factor(name: str, n: int, n_train: int) -> float:
     """The factor on the attention logits of a grid of ``n`` patches (trained: ``n_train``)."""
     return TEMPERATURES.get(name)(n, n_train)
+
+
+def default_policy(summary: Any) -> str:
+    """The policy an encoding uses when nobody chooses one, named as its evaluation variants name
+    it: its ``policy`` option's default, or :data:`~harness.schema.NO_POLICY` (``na``) for an
+    encoding with no choice of policy (evaluated once, like ``none`` and ``learned``).
+    ``summary``: the encoding's ``describe()`` (its ``policies`` and ``default_policy``). The
+    report shows this variant as what a user gets without choosing."""
+    if len(summary.policies) > 1 and summary.default_policy:
+        return str(summary.default_policy)
+    return NO_POLICY
