@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -31,6 +32,8 @@ from harness.errors import HarnessError, did_you_mean
 from harness.schema import Cell, Size, cells
 
 __all__ = [
+    "AnalysisConfig",
+    "AnalysisEndpoint",
     "Config",
     "ConfigError",
     "DatasetSpec",
@@ -48,6 +51,7 @@ __all__ = [
     "check",
     "convert",
     "option",
+    "parse_comparison",
     "type_ok",
 ]
 
@@ -369,13 +373,77 @@ class TuneConfig(Config):
                 raise Invalid("space", f"{key}: a log range needs low > 0")
 
 
+# ------------------------------------------------------------------------------ the primary analysis
+_SIDES = Literal["above", "below"]
+_VS = re.compile(r"^\s*(\S+)\s+vs\s+(\S+)\s*$")
+
+
+def parse_comparison(text: str) -> tuple[str, str]:
+    """``"rope_mixed vs learned"`` -> ``("rope_mixed", "learned")``; ValueError otherwise."""
+    m = _VS.match(str(text))
+    if m is None:
+        raise ValueError(f"expected 'A vs B' (two encoding labels), got {text!r}")
+    return m.group(1), m.group(2)
+
+
+@dataclass(frozen=True)
+class AnalysisEndpoint(Config):
+    """The primary endpoint: each seed's mean test accuracy (of each encoding's selected variant)
+    over the test sizes on one side of the training size, per regime."""
+
+    section: ClassVar[str] = "analysis.endpoint"
+
+    sides: tuple[_SIDES, ...] = ("above", "below")
+    regimes: tuple[str, ...] = ()  # empty: every regime of the study
+
+    def validate(self) -> None:
+        if not self.sides:
+            raise Invalid("sides", "expected at least one side, above or below")
+        for key in ("sides", "regimes"):
+            values = getattr(self, key)
+            if len(set(values)) != len(values):
+                raise Invalid(key, "expected each value once")
+
+
+@dataclass(frozen=True)
+class AnalysisConfig(Config):
+    """The study's declared question (the ``analysis:`` section), fixed before it runs: the
+    endpoint and the primary comparisons (``A vs B``, encoding labels). The report's
+    multiple-testing family is these comparisons at each regime and side of the endpoint;
+    every other test is exploratory. ``alpha``: the level of the tests; ``power`` and
+    ``max_seeds``: the seeds-needed line (the seeds a two-sided paired t-test needs for this
+    power at the observed effect, or "more than max_seeds")."""
+
+    section: ClassVar[str] = "analysis"
+
+    endpoint: AnalysisEndpoint = dataclasses.field(default_factory=AnalysisEndpoint)
+    primary: tuple[str, ...] = ()
+    alpha: float = option(0.05, gt=0, lt=1)
+    power: float = option(0.8, gt=0, lt=1)
+    max_seeds: int = option(30, ge=2, le=1000)
+
+    def validate(self) -> None:
+        if not self.primary:  # each item's form and labels: the spec checks them (harness.spec), naming the item
+            raise Invalid("primary", "expected at least one comparison 'A vs B' (encoding labels), "
+                                     "e.g. [rope_mixed vs learned]")
+
+    def comparisons(self) -> list[tuple[str, str]]:
+        """The primary comparisons as (A, B) label pairs."""
+        return [parse_comparison(c) for c in self.primary]
+
+
 # ------------------------------------------------------------------------------ the study
 #: keys that say where and how a study runs, not what it computes (outside its content hash)
 OPERATIONAL = ("storage", "tracking_uri", "output", "heartbeat", "max_retries", "workers")
 #: keys that say how trained models are evaluated and reported, not how they are trained: also
 #: outside the content hash, so ``harness evaluate`` (and ``run``) can add test sizes and variants
-#: to a finished study. Everything else (data, model, recipe, encodings, seeds) pins the study.
-EVALUATION_ONLY = ("test_resolutions", "canvas_resolutions", "policies", "temperatures", "regimes", "baseline")
+#: to a finished study, and a declared analysis can be added to one. Everything else (data,
+#: model, recipe, encodings, seeds) pins the study.
+EVALUATION_ONLY = ("test_resolutions", "canvas_resolutions", "policies", "temperatures", "regimes", "baseline",
+                   "analysis")
+#: evaluation keys newer than the legacy hash (issue #13): left out of it too, so a study pinned
+#: before then is still recognised
+_NEWER_THAN_LEGACY = ("analysis",)
 
 
 @dataclass(frozen=True)
@@ -419,6 +487,7 @@ class StudySpec:
     output: str = "runs"
     plugins: tuple[str, ...] = ()
     baseline: str | None = None  # the encoding reports compare against (default: learned if present)
+    analysis: AnalysisConfig | None = None  # the declared primary analysis (the report's family of tests)
     heartbeat: int = 30  # seconds between a running trial's heartbeats; silent for 3 intervals = dead worker
     max_retries: int = 2  # times a failed cell is tried again
     workers: int | str = 1  # worker processes `harness run` starts (--workers overrides), each with cores/workers threads; "auto": harness.devices
@@ -454,7 +523,7 @@ class StudySpec:
         """Content hash of what the study trains: locations (``OPERATIONAL``) and evaluation
         keys (``EVALUATION_ONLY``) excluded. ``legacy``: the hash studies created before issue #13
         were pinned with (evaluation keys included), recognised so that they can be re-pinned."""
-        skip = OPERATIONAL if legacy else OPERATIONAL + EVALUATION_ONLY
+        skip = OPERATIONAL + _NEWER_THAN_LEGACY if legacy else OPERATIONAL + EVALUATION_ONLY
         keep = {k: v for k, v in self.resolved.items() if k not in skip}
         return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

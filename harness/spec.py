@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import (
+    AnalysisConfig,
     ConfigError,
     DatasetSpec,
     EncodingSpec,
@@ -30,6 +31,7 @@ from harness.config import (
     TuneConfig,
     ViTConfig,
     convert,
+    parse_comparison,
     type_ok,
 )
 from harness.data import DATASETS, check_regime
@@ -214,6 +216,7 @@ class _Validator:
                 continue
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
                 self.fail(key, f"expected an integer >= {low}, got {v!r}")
+        analysis = self.analysis(labels, regimes, train_res, {r: canvas if r == "canvas" else test_res for r in regimes})
         output = raw.get("output", "runs")
         if not isinstance(output, str) or not output:
             self.fail("output", f"expected a folder path, got {output!r}")
@@ -233,6 +236,7 @@ class _Validator:
             "storage": redact_url(raw["storage"]) if raw.get("storage") else None,
             "tracking_uri": redact_url(raw["tracking_uri"]) if raw.get("tracking_uri") else None,
             "output": output, "plugins": list(plugins), "baseline": baseline,
+            "analysis": dataclasses.asdict(analysis) if analysis else None,
             "heartbeat": raw.get("heartbeat", 30), "max_retries": raw.get("max_retries", 2),
             "workers": raw.get("workers", 1),
         }
@@ -241,7 +245,7 @@ class _Validator:
             train_resolutions=train_res, test_resolutions=test_res, seeds=seeds, tune=tune,
             policies=policies, temperatures=temperatures, regimes=regimes, canvas_resolutions=canvas,
             storage=raw.get("storage"), tracking_uri=raw.get("tracking_uri"), output=output,
-            plugins=plugins, baseline=baseline, heartbeat=resolved["heartbeat"],
+            plugins=plugins, baseline=baseline, analysis=analysis, heartbeat=resolved["heartbeat"],
             max_retries=resolved["max_retries"], workers=resolved["workers"], source=str(self.path),
             resolved=resolved,
         )
@@ -251,6 +255,47 @@ class _Validator:
                       f"the Optuna storage and the MLflow tracking store are the same SQLite file "
                       f"({sqlite_path(stores[0]).resolve()}): each needs its own")
         return spec
+
+    def analysis(self, labels: list[str], regimes: tuple[str, ...], train_res: tuple[int, ...],
+                 sizes: dict[str, tuple[Size, ...]]) -> AnalysisConfig | None:
+        """The declared primary analysis (``analysis:``), checked against the study: its
+        comparisons name the study's encodings, its regimes are the study's, and each side of its
+        endpoint has a test size (in one of those regimes, around one training resolution)."""
+        if self.raw.get("analysis") is None:
+            return None
+        cfg = self.section(AnalysisConfig, "analysis")
+        seen: dict[frozenset, int] = {}
+        for i, text in enumerate(cfg.primary):
+            key = f"analysis.primary[{i}]"
+            try:
+                a, b = parse_comparison(text)
+            except ValueError as exc:
+                self.fail(key, str(exc))
+            for label in (a, b):
+                if label not in labels:
+                    self.fail(key, f"{label!r} is not an encoding of the study{did_you_mean(label, labels)} "
+                                   f"(its labels: {', '.join(labels)})")
+            if a == b:
+                self.fail(key, f"compares {a!r} with itself")
+            if frozenset((a, b)) in seen:
+                self.fail(key, f"{a} and {b} are compared already (analysis.primary[{seen[frozenset((a, b))]}])")
+            seen[frozenset((a, b))] = i
+        for i, regime in enumerate(cfg.endpoint.regimes):
+            if regime not in regimes:
+                self.fail(f"analysis.endpoint.regimes[{i}]", f"{regime!r} is not a regime of the study "
+                          f"(its regimes: {', '.join(regimes)})")
+
+        def on(side: str, size: Size, t: int) -> bool:
+            grows = size.rows >= t and size.cols >= t
+            shrinks = size.rows <= t and size.cols <= t
+            return (grows if side == "above" else shrinks) and size != Size(t, t)
+
+        for i, side in enumerate(cfg.endpoint.sides):
+            if not any(on(side, size, t) for r in cfg.endpoint.regimes or regimes for size in sizes[r]
+                       for t in train_res):
+                self.fail(f"analysis.endpoint.sides[{i}]", f"no test size of the study lies {side} its training "
+                          f"size (test sizes: {', '.join(sorted({s.label for r in regimes for s in sizes[r]}))})")
+        return cfg
 
     def tune_space(self, tune: TuneConfig, train: TrainConfig) -> None:
         """Every value the tune stage can draw (each bound of a range, each choice, and

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from harness.config import StudySpec, TrainConfig, TuneConfig, ViTConfig
+from harness.config import AnalysisConfig, StudySpec, TrainConfig, TuneConfig, ViTConfig
 from harness.data import DATASETS
 from harness.errors import HarnessError, did_you_mean
 from harness.presets import PresetError, config_dir, list_presets, load_yaml, parse_value, yaml_problem
@@ -139,6 +139,8 @@ def _section_keys(section: str, raw: dict) -> list[str]:
         return [f.name for f in dataclasses.fields(TrainConfig)]
     if section == "tune":
         return [f.name for f in dataclasses.fields(TuneConfig)]
+    if section == "analysis":
+        return [f.name for f in dataclasses.fields(AnalysisConfig)]
     name = (raw.get("dataset") or {}).get("name", "rendered")
     options = DATASETS.get(name).Options if name in DATASETS else None
     return ["name", *(f.name for f in dataclasses.fields(options))] if options else ["name"]
@@ -163,12 +165,12 @@ def _apply_override(raw: dict, item: str, origins: dict[str, str], origin: str |
     valid = sorted(TOP_KEYS - {"include"})
     if head not in valid:
         raise SpecError(f"--set {key}: unknown key {head!r}{did_you_mean(head, valid)} (valid: {', '.join(valid)})")
-    if not rest:  # the whole key: what its parts came from is replaced too
-        for k in [k for k in origins if k.startswith((f"{head}.", f"{head}["))]:
-            del origins[k]
+    # the key replaced whole: what its parts came from is replaced too
+    for k in [k for k in origins if k.startswith((f"{key}.", f"{key}["))]:
+        del origins[k]
     if rest:
-        if head not in ("model", "dataset", "train", "tune") or "." in rest:
-            raise SpecError(f"--set {key}: only model.*, dataset.*, train.*, tune.* and "
+        if head not in ("model", "dataset", "train", "tune", "analysis") or "." in rest:
+            raise SpecError(f"--set {key}: only model.*, dataset.*, train.*, tune.*, analysis.* and "
                             f"encodings.<label>.options.<name> take a dotted key")
         fields = _section_keys(head, raw)
         if rest not in fields:

@@ -66,6 +66,23 @@ def test_evaluation_keys_do_not_count_in_the_pinned_digest_training_keys_do(tmp_
         assert other.digest() != spec.digest() and key in other.differs_in(spec.resolved), override
 
 
+def test_a_declared_analysis_is_typed_and_outside_the_pinned_digest(tmp_path):
+    """Issue #21: the primary analysis is an analysis key: declaring or changing it never forces
+    a finished study to train again (neither hash moves: the legacy one predates the key)."""
+    p = write(tmp_path, GOOD)
+    spec = load_spec(p)
+    assert spec.analysis is None and spec.resolved["analysis"] is None
+    declared = load_spec(p, ["analysis={primary: [rope_axial vs none], endpoint: {sides: [above]}}"])
+    a = declared.analysis
+    assert a.comparisons() == [("rope_axial", "none")] and a.endpoint.sides == ("above",) and a.alpha == 0.05
+    assert declared.resolved["analysis"]["primary"] == ("rope_axial vs none",)
+    assert declared.digest() == spec.digest() and declared.digest(legacy=True) == spec.digest(legacy=True)
+    assert declared.differs_in(spec.resolved) == []
+    # a field of the section can be set on its own, like train.* and model.*
+    alpha = load_spec(p, ["analysis={primary: [rope_axial vs none]}", "analysis.alpha=0.01"])
+    assert alpha.analysis.alpha == 0.01 and alpha.analysis.endpoint.sides == ("above", "below")
+
+
 def test_a_study_pinned_with_the_old_digest_is_pinned_again_not_refused(tmp_path):
     import optuna
 
@@ -111,6 +128,28 @@ CASES = {
                                      "encodings: []"), [], "expected a non-empty list"),
     "unknown preset": (GOOD.replace("model: tiny", "model: tinny"), [], "did you mean 'tiny'"),
     "no workers": (GOOD + "workers: 0\n", [], "key 'workers': expected an integer >= 1, got 0"),
+    # the declared analysis (issue #21): every error names its key
+    "analysis of an unknown encoding": (GOOD + "analysis: {primary: [rope_axal vs none]}\n", [],
+                                        "key 'analysis.primary[0]': 'rope_axal' is not an encoding of the study; "
+                                        "did you mean 'rope_axial'?"),
+    "analysis comparison not A vs B": (GOOD + "analysis: {primary: [rope_axial]}\n", [],
+                                       "key 'analysis.primary[0]': expected 'A vs B' (two encoding labels)"),
+    "analysis with no comparison": (GOOD + "analysis: {alpha: 0.05}\n", [],
+                                    "key 'analysis.primary': expected at least one comparison 'A vs B'"),
+    "analysis of an unknown side": (GOOD + "analysis: {primary: [rope_axial vs none], endpoint: {sides: [left]}}\n",
+                                    [], "key 'analysis.endpoint.sides': expected a list of one of 'above', 'below'"),
+    "analysis of a regime the study lacks": (GOOD + "analysis: {primary: [rope_axial vs none], "
+                                             "endpoint: {regimes: [canvas]}}\n", [],
+                                             "key 'analysis.endpoint.regimes[0]': 'canvas' is not a regime"),
+    "analysis alpha out of range": (GOOD + "analysis: {primary: [rope_axial vs none]}\n", ["analysis.alpha=1.5"],
+                                    "key 'analysis.alpha': expected a finite number < 1, got 1.5"),
+    "analysis comparison twice": (GOOD + "analysis: {primary: [rope_axial vs none, none vs rope_axial]}\n", [],
+                                  "key 'analysis.primary[1]': none and rope_axial are compared already"),
+    "analysis unknown field": (GOOD + "analysis: {primary: [rope_axial vs none], famliy: x}\n", [],
+                               "unknown key 'analysis.famliy'"),
+    "analysis side with no test size": (GOOD.replace("[8, 16, 24]", "[16, 24]")
+                                        + "analysis: {primary: [rope_axial vs none]}\n", [],
+                                        "key 'analysis.endpoint.sides[1]': no test size of the study lies below"),
 }
 
 
