@@ -173,3 +173,62 @@ def test_the_accuracy_figure_takes_intervals_that_round_inside_the_mean():
     fig = FIGURES.get("accuracy_vs_resolution")().draw(runs, tables)
     assert fig is not None
     plt.close(fig)
+
+
+# --------------------------------------------------------------- fifteen encodings told apart (issue #21)
+def test_every_figure_tells_the_fourteen_encodings_and_a_plugin_fifteenth_apart(tmp_path):
+    """tab10 gave fourteen encodings ten colours (alibi2d and rope_mixed both blue, cpe and
+    sincos2d both green). On a study of the fourteen built-ins and a fifteenth registered from a
+    plugin file, every registered figure names each encoding, and no two of its legend's encodings
+    share a colour and a marker."""
+    from harness.encodings import ENCODINGS
+    from harness.figures.conformance import check_tells_encodings_apart
+    from harness.figures.plotting import encoding_styles
+    from tests.plugins import write_plugin
+
+    builtin = [n for n in ENCODINGS.names() if ENCODINGS.source(n) == "built-in"]
+    assert len(builtin) == 14
+    assert load_plugin(str(write_plugin(tmp_path, "fifteenth_mod", "fifteenth_pe"))) == ["encoding fifteenth_pe"]
+    names = (*builtin, "fifteenth_pe")
+    styles = encoding_styles(names)
+    assert len(set(styles.values())) == 15 and len({c for c, _ in styles.values()}) == 15  # 20 colours
+    assert len(set(encoding_styles([f"e{i:03d}" for i in range(140)]).values())) == 140  # colour x marker
+    for figure in FIGURES.names():
+        check_tells_encodings_apart(figure, names)
+    assert not plt.get_fignums()
+
+
+class TenColours(Good):
+    """What the accuracy figure did before issue #21: tab10 colours, one marker."""
+
+    def draw(self, runs, tables):
+        import seaborn as sns
+        from matplotlib.lines import Line2D
+
+        encodings = sorted(tables["accuracy"]["encoding"].unique())
+        colours = sns.color_palette("tab10", len(encodings))
+        fig, ax = plt.subplots()
+        for i, (enc, colour) in enumerate(zip(encodings, colours)):
+            ax.plot([0, 1], [i, i], color=colour, marker="o")
+        ax.legend(handles=[Line2D([], [], color=c, marker="o", label=e) for e, c in zip(encodings, colours)])
+        return fig
+
+
+class DropsOne(Good):
+    def draw(self, runs, tables):
+        encodings = sorted(tables["accuracy"]["encoding"].unique())[1:]
+        fig, ax = plt.subplots()
+        ax.bar(encodings, range(len(encodings)))
+        return fig
+
+
+def test_the_kit_catches_repeated_colours_and_a_missing_encoding():
+    from harness.figures.conformance import check_tells_encodings_apart
+
+    names = tuple(f"enc{i:02d}" for i in range(12))
+    with pytest.raises(AssertionError, match="share the colour .* and the marker 'o'"):
+        check_tells_encodings_apart(TenColours, names)
+    with pytest.raises(AssertionError, match="does not name enc00"):
+        check_tells_encodings_apart(DropsOne, names)
+    check_tells_encodings_apart(TenColours, names[:10])  # ten: tab10 had enough
+    assert not plt.get_fignums()

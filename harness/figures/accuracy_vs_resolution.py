@@ -1,6 +1,6 @@
 """Test accuracy against test size: small multiples, one panel per regime (and training
-resolution) and policy, one line per encoding (temperature as the line style), every seed's
-run as a point."""
+resolution) and policy, one line per encoding (its own colour and marker; temperature as the
+line style), every seed's run as a point."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.lines import Line2D
 
 from harness.figures import ReportFigure, register_figure
-from harness.figures.plotting import chance_line, encoding_palette, size_order
+from harness.figures.plotting import chance_line, encoding_styles, size_order
 from harness.report_stats import INTERVAL_METHOD
 from harness.schema import NO_POLICY
 
@@ -23,7 +23,7 @@ class AccuracyVsResolution(ReportFigure):
     title = "Accuracy against test size"
     caption = ("Test accuracy against test size: one row of panels per regime (and training resolution), one "
                "column per new-grid policy; encodings without a policy (policy na) are drawn in every column. "
-               "Line: mean over the seeds that trained, bars: its interval "
+               "Line (colour and marker: the encoding): mean over the seeds that trained, bars: its interval "
                f"({INTERVAL_METHOD}); dots: each seed's run; crosses: runs that did not train (not in the mean); "
                "line style: attention temperature; dotted grey: chance (1 / number of classes, labelled); dashed: the "
                "training size.")
@@ -35,7 +35,7 @@ class AccuracyVsResolution(ReportFigure):
             return None
         res = runs.results.dropna(subset=["test_acc", "regime"])
         res = res.loc[res["status"] == "FINISHED"]
-        palette = encoding_palette(tables)
+        styles = encoding_styles(tables)
         panels = acc[["regime", "train_resolution"]].drop_duplicates().sort_values(["regime", "train_resolution"])
         policies = sorted(set(acc["policy"]) - {NO_POLICY}) or [NO_POLICY]
         temps = sorted(set(acc["temperature"]), key=lambda t: (t != "none", t))
@@ -58,12 +58,13 @@ class AccuracyVsResolution(ReportFigure):
                     # the interval's ends may round a hair inside the mean: no negative error bar
                     low = (g["mean"] - g["ci_low"].fillna(g["mean"])).clip(lower=0)
                     high = (g["ci_high"].fillna(g["mean"]) - g["mean"]).clip(lower=0)
+                    colour, marker = styles[enc]
                     ax.errorbar(x, g["mean"], yerr=[low, high],
-                                color=palette[enc], linestyle=style, marker="o", markersize=4, capsize=2, linewidth=1.4)
+                                color=colour, linestyle=style, marker=marker, markersize=4, capsize=2, linewidth=1.4)
                     seeds = pts.loc[(pts["encoding"] == enc) & (pts["policy"] == p) & (pts["temperature"] == temp)]
                     for ok, marker in ((True, "."), (False, "x")):
                         s = seeds.loc[seeds["trained"] == ok]
-                        ax.scatter([pos[v] + dx for v in s["test_resolution"]], s["test_acc"], color=palette[enc],
+                        ax.scatter([pos[v] + dx for v in s["test_resolution"]], s["test_acc"], color=colour,
                                    marker=marker, s=14 if ok else 22, alpha=0.6, linewidths=1, zorder=3)
                 chance = chance_line(ax, pts) or chance
                 if str(train) in pos:
@@ -71,7 +72,7 @@ class AccuracyVsResolution(ReportFigure):
                 ax.set_xticks(range(len(sizes)), [f"{s}" for s in sizes])
                 ax.set(ylim=(0, 1.03), xlabel="test size (px)", ylabel="test accuracy",
                        title=f"{regime}, trained at {train} px, policy {pol}")
-        handles = [Line2D([], [], color=c, marker="o", label=e) for e, c in palette.items()]
+        handles = [Line2D([], [], color=c, marker=m, label=e) for e, (c, m) in styles.items()]
         handles += [Line2D([], [], color="black", linestyle=_DASHES.get(t, ":"), label=f"temperature {t}")
                     for t in temps]
         handles += [Line2D([], [], color="black", marker="x", linestyle="", label="did not train")]

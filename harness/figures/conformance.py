@@ -15,7 +15,8 @@ on handmade studies (:data:`STUDIES`): a plain one (three encodings, two trainin
 resolutions, two seeds, five test sizes (one not square), two regimes, two policies, two
 temperatures), the same with a tune stage, an edge case (one seed, no ``none`` encoding, an
 encoding at chance everywhere: its runs did not train), and one regime, policy and
-temperature with three seeds.
+temperature with three seeds; and one of every registered encoding (:func:`encodings_study`),
+on which no two encodings may share a colour and a marker.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from harness.figures.plotting import save, theme
 from harness.report import CURVE_COLUMNS, StudyRuns, summary_tables, tidy_results
 from harness.schema import NO_POLICY, Cell, Size
 
-__all__ = ["CHECKS", "STUDIES", "check_all", "handmade_study"]
+__all__ = ["CHECKS", "STUDIES", "check_all", "encodings_study", "handmade_study"]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -56,7 +57,9 @@ def handmade_study(encodings: tuple[str, ...] = ("none", "learned", "rope_axial"
     regime: sizes no smaller than the training size). Accuracies fall off away from the
     training size, a little less for each further encoding, better under ``interpolate`` in
     the zoom regime and under ``extrapolate`` on a canvas, and vary by seed; an encoding in
-    ``at_chance`` scores ``chance`` everywhere and its runs did not train.
+    ``at_chance`` scores ``chance`` everywhere and its runs did not train. The accuracies on the
+    two test halves are the accuracy plus and minus up to 2% of it; an encoding's default policy
+    is the first of ``policies``.
     """
     rows, curves, tuning = [], [], []
     for e, enc in enumerate(encodings):
@@ -66,6 +69,7 @@ def handmade_study(encodings: tuple[str, ...] = ("none", "learned", "rope_axial"
                 run_id = f"{enc}-r{train}-s{seed}"
                 val = [chance if enc in at_chance else 0.3 + 0.2 * epoch - 0.02 * seed for epoch in range(3)]
                 base = {"study": "handmade", "stage": "evaluate", "encoding": enc, "options": "{}",
+                        "default_policy": own[0],
                         "train_resolution": train, "seed": seed, "chance": chance, "final_val_acc": val[-1],
                         "params": 10_000 + 256 * e, "images_per_s": 1000.0 - 50 * e + seed, "device": "cpu",
                         "run_id": run_id, "status": "FINISHED"}
@@ -78,8 +82,12 @@ def handmade_study(encodings: tuple[str, ...] = ("none", "learned", "rope_axial"
                     acc = chance if enc in at_chance else min(1.0, max(
                         chance, 0.9 - (0.3 - 0.08 * e) * off - 0.03 * seed + fit * (off > 0)
                         + 0.01 * (temp != "none") * (off > 0) * (1 + seed)))
+                    # the two halves of the test images: acc is their mean, each off it by up to 2% (the
+                    # same for every variant on the training grid, where they are the same model)
+                    tilt = min(acc, 1 - acc) * 0.02 * ((3 * e + 5 * seed + (len(policy) + len(temp)) * (off > 0) + size.rows) % 5 - 2)
                     rows.append({**base, "regime": regime, "policy": policy, "temperature": temp,
-                                 "test_resolution": size.label, "test_acc": acc, "test_loss": 2.3 * (1 - acc)})
+                                 "test_resolution": size.label, "test_acc": acc, "test_acc_a": acc + tilt,
+                                 "test_acc_b": acc - tilt, "test_loss": 2.3 * (1 - acc)})
                 for epoch, v in enumerate(val):
                     curves.append({"encoding": enc, "train_resolution": train, "seed": seed, "epoch": epoch,
                                    "val_acc": v})
@@ -217,7 +225,88 @@ def check_leaves_inputs_alone(figure: FigureRef) -> None:
                 f"figure {name!r} on the {study} study changed {key}")
 
 
-CHECKS = [check_text, check_draws_a_full_study, check_saves_png, check_closes_figures, check_leaves_inputs_alone]
+def encodings_study(encodings: tuple[str, ...]) -> tuple[StudyRuns, dict[str, Any]]:
+    """A handmade study of many encodings (one training resolution, three seeds, a tune stage,
+    one regime and temperature), built once per tuple of names."""
+    key = f"encodings: {', '.join(encodings)}"
+    if key not in _BUILT:
+        _BUILT[key] = handmade_study(encodings, train_resolutions=(16,), seeds=(0, 1, 2), tuned=True,
+                                     regimes=("zoom",), temperatures=("none",), test_resolutions=(8, 16, 24, 32))
+    return copy.deepcopy(_BUILT[key])
+
+
+def _style(handle: Any) -> tuple[str, str | None]:
+    """(colour as #rrggbb, marker or None) of a legend handle: a line, a collection of points, a patch."""
+    from matplotlib.collections import Collection
+    from matplotlib.colors import to_hex
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    marker = None
+    if isinstance(handle, Line2D):
+        colour, marker = handle.get_color(), handle.get_marker()
+    elif isinstance(handle, Collection):
+        colours = handle.get_facecolor() if len(handle.get_facecolor()) else handle.get_edgecolor()
+        colour = colours[0]
+        paths = handle.get_paths()
+        marker = str(paths[0].vertices.round(3).tolist()) if len(paths) else None
+    elif isinstance(handle, Patch):
+        colour = handle.get_facecolor()
+    else:
+        raise AssertionError(f"a legend entry of type {type(handle).__name__}: the kit cannot read its style")
+    return to_hex(colour), None if marker in (None, "None", "", " ", "none") else str(marker)
+
+
+def _texts(fig: Figure) -> tuple[list[str], list[tuple[str, Any]]]:
+    """Every text a reader sees on ``fig`` (titles, tick labels, texts, legend entries), and the
+    legend entries as (text, handle)."""
+    texts, entries = [t.get_text() for t in fig.texts], []
+    legends = [ax.get_legend() for ax in fig.axes] + list(fig.legends)
+    for ax in fig.axes:
+        texts += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel(), *(t.get_text() for t in ax.texts)]
+        texts += [t.get_text() for t in (*ax.get_xticklabels(), *ax.get_yticklabels())]
+    for legend in (lg for lg in legends if lg is not None):
+        for text, handle in zip(legend.get_texts(), legend.legend_handles):
+            texts.append(text.get_text())
+            entries.append((text.get_text(), handle))
+    return texts, entries
+
+
+def check_tells_encodings_apart(figure: FigureRef, encodings: tuple[str, ...] | None = None) -> None:
+    """On a study of every registered encoding (built-in and plugin; or ``encodings``), the
+    figure names each one it draws a series for, and no two encodings in its legends share both
+    a colour and a marker (``harness.figures.plotting.encoding_styles`` gives every encoding its
+    own). A figure that names encodings as tick labels or texts instead of a legend passes on
+    the names alone."""
+    from harness.encodings import ENCODINGS
+
+    name, cls = _resolve(figure)
+    names = tuple(sorted(encodings or ENCODINGS.names()))
+    theme()
+    runs, tables = encodings_study(names)
+    fig = cls().draw(runs, tables)
+    if fig is None:
+        return
+    try:
+        texts, entries = _texts(fig)
+        missing = [e for e in names if not any(t == e or t.startswith(f"{e} ") for t in texts)]
+        assert not missing, (f"figure {name!r} on a study of {len(names)} encodings does not name "
+                             f"{', '.join(missing)}")
+        styles: dict[tuple[str, str | None], str] = {}
+        for text, handle in entries:
+            if text not in names:
+                continue
+            style = _style(handle)
+            assert style not in styles or styles[style] == text, (
+                f"figure {name!r}: encodings {styles.get(style)!r} and {text!r} share the colour {style[0]} and "
+                f"the marker {style[1]!r} (use harness.figures.plotting.encoding_styles)")
+            styles[style] = text
+    finally:
+        plt.close(fig)
+
+
+CHECKS = [check_text, check_draws_a_full_study, check_saves_png, check_closes_figures, check_leaves_inputs_alone,
+          check_tells_encodings_apart]
 
 
 def check_all(figure: FigureRef) -> None:

@@ -16,7 +16,7 @@ __all__ = ["ParamImportances", "importances"]
 @register_figure("param_importances")
 class ParamImportances(ReportFigure):
     title = "Hyperparameter importance"
-    caption = "Tuning: which hyperparameters mattered (fANOVA)."
+    caption = "Tuning: which hyperparameters mattered (fANOVA); one colour per encoding (twenty colours)."
     order = 60
 
     def draw(self, runs, tables):

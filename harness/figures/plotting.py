@@ -1,5 +1,5 @@
-"""What the report's figures share: the theme, one colour per encoding, the order of test sizes, the legend,
-counts written as numbers (``142k``), the labelled chance line, saving (PNG and PDF)."""
+"""What the report's figures share: the theme, one colour and marker per encoding, the order of test sizes,
+the legend, counts written as numbers (``142k``), the labelled chance line, saving (PNG and PDF)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
-__all__ = ["chance_line", "count_axis", "count_format", "encoding_palette", "legend_outside", "save", "size_order",
-           "theme"]
+__all__ = ["COLOURS", "MARKERS", "chance_line", "count_axis", "count_format", "encoding_palette", "encoding_styles",
+           "legend_outside", "save", "size_order", "theme"]
 
 _PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
 
@@ -29,10 +29,28 @@ def theme() -> None:
     sns.set_theme(style="whitegrid", context="notebook")
 
 
+#: twenty colours: tab20's ten strong shades first, then its ten light ones (tab10's palette ran out
+#: at ten, and fourteen encodings shared colours)
+COLOURS = tuple(sns.color_palette("tab20", 20)[0::2] + sns.color_palette("tab20", 20)[1::2])
+#: seven markers; with twenty colours, no two of the first 140 encodings share both
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def encoding_styles(encodings: Any) -> dict[str, tuple[Any, str]]:
+    """(colour, marker) per encoding, in sorted order: the i-th gets ``COLOURS[i % 20]`` and
+    ``MARKERS[i % 7]``, so up to twenty encodings have a colour each, and no two of up to 140
+    share both a colour and a marker. ``encodings``: names, or the report's tables (the
+    encodings of their accuracy table), so that every figure gives an encoding the same style."""
+    if isinstance(encodings, dict):
+        encodings = encodings["accuracy"]["encoding"]
+    names = sorted({str(e) for e in encodings})
+    return {e: (COLOURS[i % len(COLOURS)], MARKERS[i % len(MARKERS)]) for i, e in enumerate(names)}
+
+
 def encoding_palette(tables: dict[str, Any]) -> dict[str, Any]:
-    """One colour per encoding of the accuracy table, the same in every figure."""
-    acc = tables["accuracy"]
-    return dict(zip(sorted(acc.encoding.unique()), sns.color_palette("tab10", acc.encoding.nunique())))
+    """One colour per encoding of the accuracy table, the same in every figure (the colours of
+    :func:`encoding_styles`; a figure that draws points or lines uses its markers too)."""
+    return {e: colour for e, (colour, _) in encoding_styles(tables).items()}
 
 
 def size_order(frame: pd.DataFrame) -> list[str]:
