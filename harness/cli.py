@@ -270,11 +270,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _results_summary(markdown: Path) -> str:
-    """The report's headlines and its accuracy tables (per regime and training resolution), as
-    printed at the end of ``harness run``: the report's own Markdown, nothing recomputed."""
+    """The report's headlines, its main tables (one row per encoding, per regime and side), the
+    primary analysis and the accuracy tables of every variant, as printed at the end of
+    ``harness run``: the report's own Markdown, nothing recomputed."""
     text = markdown.read_text(encoding="utf-8")
     parts = text.split("\n## ")
-    keep = [parts[0]] + ["## " + p for p in parts[1:] if p.startswith("Test accuracy per encoding variant")]
+    shown = ("Encodings: ", "Primary analysis", "Test accuracy per encoding variant")
+    keep = [parts[0]] + ["## " + p for p in parts[1:] if p.startswith(shown)]
     return "\n".join(part.rstrip() + "\n" for part in keep)
 
 

@@ -1,10 +1,12 @@
-"""Paired comparisons and the headline: which differences between variants are real.
+"""Paired comparisons and the headline: which differences between variants and encodings are real.
 
 Pure functions of the tidy results table (the conventions of :mod:`harness.report_stats`:
 FINISHED rows of runs that trained, a seed's repeated runs averaged first). Pairs are real
 pairs only: two policies or two temperatures of the same run (the same weights), or two
-encodings' variants by seed. Two-sided paired t-tests (scipy.stats), with one Holm-Bonferroni
-correction over a whole family.
+encodings by seed. An encoding is compared under its selected variant, chosen on one half of
+the test images and scored on the other (:mod:`harness.selection`). Two-sided paired t-tests
+(scipy.stats), with one Holm-Bonferroni correction over a whole family. These are the report's
+exploratory tests; the declared primary analysis is :mod:`harness.analysis`.
 """
 
 from __future__ import annotations
@@ -17,17 +19,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from harness.analysis import probability_of_improvement, seeds_needed
 from harness.report_stats import (
     MIN_PAIRS,
     RANK_DECIMALS,
-    VARIANT,
     interval_stats,
-    per_seed,
-    side,
     tested_rows,
     variant_label,
 )
 from harness.schema import NO_POLICY, NO_TEMPERATURE, Size
+from harness.selection import selected_scores, selection_table, side_means
 
 __all__ = ["ALPHA", "NO_OTHER", "NO_VARIANCE", "TOO_FEW", "headline", "holm", "paired_comparisons", "t_two_sided_p"]
 
@@ -97,12 +98,15 @@ def _compare(kind: str, cell: dict, a: pd.DataFrame, b: pd.DataFrame, on: str, m
             "p_value": p, "note": note}
 
 
-def _label(frame: pd.DataFrame, fallback: tuple[str, str, str]) -> str:
-    v = frame[VARIANT].drop_duplicates()
-    return variant_label(*v.iloc[0]) if len(v) == 1 else variant_label(*fallback)
+def _names(df: pd.DataFrame, selection: pd.DataFrame | None = None) -> dict[tuple, str]:
+    """(regime, train_resolution, side, encoding) -> the selected variant's name."""
+    t = selection_table(df) if selection is None else selection
+    return {tuple(r[:4]): r[4] for r in t[["regime", "train_resolution", "side", "encoding", "selected"]]
+            .itertuples(index=False)}
 
 
-def paired_comparisons(df: pd.DataFrame, baseline: str | None = None, min_pairs: int = MIN_PAIRS) -> pd.DataFrame:
+def paired_comparisons(df: pd.DataFrame, baseline: str | None = None, min_pairs: int = MIN_PAIRS, *,
+                       selected: pd.DataFrame | None = None, selection: pd.DataFrame | None = None) -> pd.DataFrame:
     """Paired comparisons where the pairing is real, with one Holm correction over all of them.
 
     FINISHED rows of runs that trained. Three kinds of rows, ``a`` against ``b``:
@@ -111,11 +115,13 @@ def paired_comparisons(df: pd.DataFrame, baseline: str | None = None, min_pairs:
       size; sizes off the training grid only, where a policy acts), paired by run (the same
       weights); every pair of policies (``a`` the first by name);
     - ``temperature``: each temperature against ``none``, paired by run, off the training grid;
-    - ``encoding`` (with a ``baseline``): every variant of every other encoding against the
-      baseline's variant with the same policy and temperature (the baseline's only policy /
-      temperature when it has one, like ``learned``), per regime, training and test size,
-      paired by seed (a seed's repeated runs averaged first).
+    - ``encoding`` (with a ``baseline``): every other encoding against the baseline, each under
+      its selected variant (:func:`harness.selection.selected_scores`: chosen on one half of the
+      test images, scored on the other; the variant is chosen per side of the training size),
+      per regime, training and test size, paired by seed (a seed's repeated runs averaged first).
 
+    ``selected`` / ``selection``: :func:`harness.selection.selected_scores` and
+    :func:`harness.selection.selection_table` of ``df``, when the caller has them already.
     ``n_pairs``; ``mean_diff`` = mean of (a - b) over the pairs (NaN with none); ``p_value`` of
     the two-sided paired t-test (scipy.stats.ttest_rel's formula); ``p_holm``: Holm-Bonferroni
     over every p-value of the table (one family); ``note``: :data:`TOO_FEW` below
@@ -152,17 +158,15 @@ def paired_comparisons(df: pd.DataFrame, baseline: str | None = None, min_pairs:
                                                      "paired_by": "run"},
                                      gp.loc[gp["temperature"] == temp], b, "run_id", min_pairs))
     if baseline is not None:
-        seeds = per_seed(df)
-        base = seeds.loc[seeds["encoding"] == baseline]
-        for key, g in seeds.loc[seeds["encoding"] != baseline].groupby([*size, *VARIANT], sort=True):
-            enc, pol, temp = key[4:]
-            b = base
-            for col, own in (("policy", pol), ("temperature", temp)):
-                have = set(base[col])
-                b = b.loc[b[col] == (own if own in have or len(have) != 1 else next(iter(have)))]
-            b = b.loc[np.logical_and.reduce([b[c] == v for c, v in zip(size, key[:4])])] if len(b) else b
-            rows.append(_compare("encoding", {**dict(zip(size, key[:4])), "a": variant_label(enc, pol, temp),
-                                              "b": _label(b, (baseline, pol, temp)), "paired_by": "seed"},
+        sel = selected_scores(df) if selected is None else selected
+        names = _names(df, selection)
+        base = sel.loc[sel["encoding"] == baseline]
+        where = ["regime", "train_resolution", "side", "test_rows", "test_cols"]
+        for key, g in sel.loc[sel["encoding"] != baseline].groupby([*where, "encoding"], sort=True):
+            b = base.loc[np.logical_and.reduce([base[c] == v for c, v in zip(where, key)])]
+            rows.append(_compare("encoding", {"regime": key[0], "train_resolution": key[1], "test_rows": key[3],
+                                              "test_cols": key[4], "a": names.get((*key[:3], key[5]), key[5]),
+                                              "b": names.get((*key[:3], baseline), baseline), "paired_by": "seed"},
                                  g, b, "seed", min_pairs))
     columns = ["kind", "regime", "train_resolution", "test_resolution", "a", "b", "paired_by", "n_pairs",
                "mean_diff", "p_value", "p_holm", "note"]
@@ -179,51 +183,67 @@ def paired_comparisons(df: pd.DataFrame, baseline: str | None = None, min_pairs:
     return out[columns]
 
 
-def headline(df: pd.DataFrame, min_pairs: int = MIN_PAIRS, alpha: float = ALPHA) -> pd.DataFrame:
-    """The best variant per regime and training resolution, above and below it (:func:`side`).
+def headline(df: pd.DataFrame, min_pairs: int = MIN_PAIRS, alpha: float = ALPHA, *,
+             selected: pd.DataFrame | None = None, selection: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The leading encoding per regime and training resolution, above and below it (:func:`side`),
+    each encoding under its selected variant (:func:`harness.selection.selected_scores`: chosen
+    on one half of the test images, scored on the other).
 
-    FINISHED rows of runs that trained. A seed's score on a side is its mean accuracy over
-    the test sizes on that side; a variant's score is the mean over its seeds. ``best`` is the
-    variant with the highest score (ties: the first by name); ``runner_up`` is the best variant
-    of another encoding (the question is which encoding: the same encoding under another
-    policy or temperature is a comparison of variants, which :func:`paired_comparisons`
-    makes); ``margin`` = best - runner-up; the lead is tested by a paired t-test over the seeds
-    both have (``n_pairs``), and ``p_holm`` is Holm-corrected over the rows of this table;
-    ``significant``: p_holm < alpha. ``note``: why there is no test (:data:`NO_OTHER` encoding,
-    :data:`TOO_FEW`, :data:`NO_VARIANCE`). Columns: regime, train_resolution, side, best,
-    best_mean, ci_low, ci_high (:func:`bootstrap_interval` of the best's seeds), n_seeds,
-    runner_up, runner_up_mean, margin, n_pairs, p_value, p_holm, significant, note.
+    A seed's score on a side is its selected accuracy averaged over the test sizes on that side;
+    an encoding's score is the mean over its seeds. ``best`` is the encoding with the highest
+    score (ties: the first by name), named with its selected variant; ``runner_up`` the next
+    encoding; ``margin`` = best - runner-up. Naming the leader is descriptive: it is ranked on
+    the scored images, so its test is exploratory (the declared comparisons are
+    :func:`harness.analysis.primary_analysis`). The lead is tested by a paired t-test over the
+    seeds both have (``n_pairs``), ``p_holm`` is Holm-corrected over the rows of this table,
+    ``significant``: p_holm < alpha; ``prob``, ``prob_low``, ``prob_high``: P(best > runner-up)
+    with its interval, stratified by test size
+    (:func:`harness.analysis.probability_of_improvement`); ``seeds_needed``: the seeds a
+    two-sided paired t-test needs for 80% power at this lead and spread
+    (:func:`harness.analysis.seeds_needed`; NaN, with the reason in ``seeds_note``, when none up
+    to 30). ``selected`` / ``selection``: as for :func:`paired_comparisons`. ``note``: why there
+    is no test (:data:`NO_OTHER` encoding, :data:`TOO_FEW`,
+    :data:`NO_VARIANCE`). Columns: regime, train_resolution, side, best, best_mean, ci_low,
+    ci_high, n_seeds, runner_up, runner_up_mean, margin, n_pairs, p_value, p_holm, significant,
+    prob, prob_low, prob_high, seeds_needed, seeds_note, note.
     """
-    seeds = per_seed(df)
-    seeds["side"] = [side(r, c, t) for r, c, t in zip(seeds["test_rows"], seeds["test_cols"],
-                                                      seeds["train_resolution"])]
-    seeds = seeds.loc[seeds["side"].isin(["above", "below"])]
+    sel = selected_scores(df) if selected is None else selected
+    sel = sel.loc[sel["side"].isin(["above", "below"])]
+    names = _names(df, selection)
+    scores = side_means(sel)
     group = ["regime", "train_resolution", "side"]
-    scores = seeds.groupby([*group, *VARIANT, "seed"], as_index=False, sort=True)["test_acc"].mean()
     rows = []
     for key, g in scores.groupby(group, sort=True):
-        means = g.groupby(VARIANT, sort=True)["test_acc"].mean().reset_index()
-        means["label"] = [variant_label(*v) for v in means[VARIANT].itertuples(index=False)]
-        means = means.assign(_neg=-means["test_acc"].round(RANK_DECIMALS)).sort_values(["_neg", "label"])
-        others = np.flatnonzero((means["encoding"] != means["encoding"].iloc[0]).to_numpy())
-        ranks = [0, *others[:1]]  # the best, and the best variant of another encoding
-        top = [g.merge(means.iloc[[i]][VARIANT], on=VARIANT) for i in ranks]
+        means = g.groupby("encoding", sort=True)["test_acc"].mean()
+        order = sorted(means.index, key=lambda e: (-round(means[e], RANK_DECIMALS), e))
+        top = [g.loc[g["encoding"] == e] for e in order[:2]]
         s = interval_stats(top[0]["test_acc"].to_numpy())
-        row = {**dict(zip(group, key)), "best": means["label"].iloc[0], "best_mean": s["mean"], "ci_low": s["ci_low"],
-               "ci_high": s["ci_high"], "n_seeds": s["n_seeds"], "runner_up": None, "runner_up_mean": math.nan,
-               "margin": math.nan, "n_pairs": 0, "p_value": math.nan, "note": NO_OTHER}
+        row = {**dict(zip(group, key)), "best": names.get((*key, order[0]), order[0]), "best_mean": s["mean"],
+               "ci_low": s["ci_low"], "ci_high": s["ci_high"], "n_seeds": s["n_seeds"], "runner_up": None,
+               "runner_up_mean": math.nan, "margin": math.nan, "n_pairs": 0, "p_value": math.nan,
+               "prob": math.nan, "prob_low": math.nan, "prob_high": math.nan, "seeds_needed": None,
+               "seeds_note": "", "note": NO_OTHER}
         if len(top) == 2:
             pairs = top[0][["seed", "test_acc"]].merge(top[1][["seed", "test_acc"]], on="seed", suffixes=("_a", "_b"))
             diffs = (pairs["test_acc_a"] - pairs["test_acc_b"]).to_numpy(dtype=float)
             p, note = _pair_test(diffs, min_pairs)
-            second = float(means["test_acc"].iloc[ranks[1]])
-            row.update(runner_up=means["label"].iloc[ranks[1]], runner_up_mean=second, margin=s["mean"] - second,
-                       n_pairs=len(diffs), p_value=p, note=note)
+            here = sel.loc[np.logical_and.reduce([sel[c] == v for c, v in zip(group, key)])]
+            strata = [{z: list(v) for z, v in here.loc[here["encoding"] == e].groupby("test_resolution")["test_acc"]}
+                      for e in order[:2]]
+            prob = probability_of_improvement(*strata)
+            n, why = seeds_needed(diffs)
+            second = float(means[order[1]])
+            row.update(runner_up=names.get((*key, order[1]), order[1]), runner_up_mean=second,
+                       margin=s["mean"] - second, n_pairs=len(diffs), p_value=p, note=note, prob=prob[0],
+                       prob_low=prob[1], prob_high=prob[2], seeds_needed=n, seeds_note=why)
         rows.append(row)
     columns = ["regime", "train_resolution", "side", "best", "best_mean", "ci_low", "ci_high", "n_seeds", "runner_up",
-               "runner_up_mean", "margin", "n_pairs", "p_value", "p_holm", "significant", "note"]
+               "runner_up_mean", "margin", "n_pairs", "p_value", "p_holm", "significant", "prob", "prob_low",
+               "prob_high", "seeds_needed", "seeds_note", "note"]
     out = pd.DataFrame(rows, columns=[c for c in columns if c not in ("p_holm", "significant")])
-    out["p_value"] = out["p_value"].astype(float)
+    for col in ("p_value", "prob", "prob_low", "prob_high", "best_mean", "runner_up_mean", "margin"):
+        out[col] = out[col].astype(float)
+    out["seeds_needed"] = out["seeds_needed"].astype("Int64")
     out["p_holm"] = pd.Series(holm(out["p_value"]), dtype=float)
     out["significant"] = (out["p_holm"] < alpha).astype(bool)
     return out[columns]

@@ -1,7 +1,9 @@
 """``harness report``: a study's answer, built from its MLflow runs and nothing else.
 
 Writes ``reports/<study>/``: ``results.csv`` (one row per run, regime, test size, policy and
-temperature), ``comparisons.csv`` (every paired comparison), the summary tables
+temperature), ``selection.csv`` (each encoding's variant chosen on one half of the test images
+and scored on the other, its default variant and the optimistic upper bound), ``primary.csv``
+(the declared primary analysis), ``comparisons.csv`` (every exploratory paired comparison), the summary tables
 (``report.md``), the accuracy pivot tables as booktabs LaTeX (``report.tex``, to paste into
 a paper), one PNG and one PDF per report figure, and ``report.html``, one self-contained page
 (figures embedded as PNG) with the headline, the pivot tables, the spec, provenance, figures
@@ -30,10 +32,13 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from harness import analysis as an
 from harness import comparisons as cmp
 from harness import report_pages as pages
+from harness import selection as sel
 from harness import report_stats as st
 from harness import schema
+from harness.config import AnalysisConfig, ConfigError
 from harness.errors import HarnessError, os_reason, redact_url
 from harness.files import sqlite_path
 from harness.figures import FIGURES
@@ -47,10 +52,10 @@ __all__ = ["CURVE_COLUMNS", "RESULT_COLUMNS", "TABLES", "ReportError", "StudyRun
 
 #: the columns of the tidy results table (``results.csv``), one row per run, regime, test
 #: size, policy and temperature; ``test_resolution`` is the size's label (``32``, ``32x64``)
-RESULT_COLUMNS = ["study", "stage", "encoding", "options", "variant", "policy", "temperature", "regime",
-                  "train_resolution", "test_resolution", "test_rows", "test_cols", "seed", "test_acc", "test_loss",
-                  "retention", "chance", "final_val_acc", "trained", "params", "images_per_s", "device", "run_id",
-                  "status"]
+RESULT_COLUMNS = ["study", "stage", "encoding", "options", "default_policy", "variant", "policy", "temperature",
+                  "regime", "train_resolution", "test_resolution", "test_rows", "test_cols", "seed", "test_acc",
+                  "test_acc_a", "test_acc_b", "test_loss", "retention", "chance", "final_val_acc", "trained", "params",
+                  "images_per_s", "device", "run_id", "status"]
 #: what a reader supplies per row; the rest follows (:func:`harness.report_stats.derive`)
 _DERIVED = ("variant", "trained", "retention")
 CURVE_COLUMNS = ["encoding", "train_resolution", "seed", "epoch", "val_acc"]
@@ -90,7 +95,7 @@ def tidy_results(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     df["test_resolution"] = [s.label if s else None for s in sizes]
     for col, attr in (("test_rows", "rows"), ("test_cols", "cols")):
         df[col] = pd.array([getattr(s, attr) if s else None for s in sizes], dtype="Int64")
-    for col in ("test_acc", "test_loss", "chance", "final_val_acc"):
+    for col in ("test_acc", "test_acc_a", "test_acc_b", "test_loss", "chance", "final_val_acc"):
         df[col] = df[col].astype(float)
     df = st.derive(df)[RESULT_COLUMNS]
     if len(df):
@@ -119,7 +124,9 @@ def results_table(tracker: Tracker, study: str) -> StudyRuns:
         p, m = r.data.params, r.data.metrics
         cell = Cell.from_params(p)
         found.add(cell)
+        tested = _tested(m)
         base = {"study": study, "stage": schema.EVALUATE, "encoding": cell.encoding, "options": schema.encoding_options(p),
+                "default_policy": _default_policy(p, tested),
                 "train_resolution": cell.train_resolution, "seed": cell.seed,
                 # the parameter count: a run parameter since issue #13, the metric for older runs
                 "params": (float(p[schema.P_PARAM_COUNT]) if schema.P_PARAM_COUNT in p
@@ -127,12 +134,12 @@ def results_table(tracker: Tracker, study: str) -> StudyRuns:
                 "images_per_s": m.get(schema.IMAGES_PER_S), "chance": m.get(schema.CHANCE, math.nan),
                 "final_val_acc": m.get(schema.VAL_ACC, math.nan), "device": r.data.tags.get(schema.T_DEVICE),
                 "run_id": r.info.run_id, "status": r.info.status}
-        tested = _tested(m)
         if not tested:
             rows.append({**base, "test_acc": math.nan, "test_loss": math.nan})
         for (variant, size), values in tested.items():
             rows.append({**base, "regime": variant.regime, "policy": variant.policy,
                          "temperature": variant.temperature, "test_resolution": size.label, "test_acc": values["acc"],
+                         "test_acc_a": values.get("acc_a", math.nan), "test_acc_b": values.get("acc_b", math.nan),
                          "test_loss": values.get("loss", math.nan)})
         if r.info.status == "FINISHED":
             phases = {ph: v for k, v in m.items() if (ph := schema.parse_time_metric(k))}
@@ -154,6 +161,24 @@ def results_table(tracker: Tracker, study: str) -> StudyRuns:
             if schema.STAGE_WALL_S in pm else {})
     return StudyRuns(tidy_results(rows), pd.DataFrame(curves, columns=CURVE_COLUMNS), pd.DataFrame(tuning),
                      _logged_spec(tracker, runs), _provenance(runs), sorted(found), pd.DataFrame(timing), wall)
+
+
+def _default_policy(params: Mapping[str, str], tested: Mapping[tuple[schema.Variant, schema.Size], Any]) -> str | None:
+    """The policy the run's encoding uses when nobody chooses one (:data:`schema.P_DEFAULT_POLICY`,
+    logged since issue #21). Older runs: ``default`` where their metrics predate variants (that
+    is the name they read with), else the registered encoding's own (its name is a run
+    parameter); None when the encoding is not registered here."""
+    if schema.P_DEFAULT_POLICY in params:
+        return params[schema.P_DEFAULT_POLICY]
+    if any(v.policy == "default" for v, _ in tested):
+        return "default"
+    name = params.get(f"{schema.P_CONFIG}.encoding.name")
+    if not name:
+        return None
+    from harness.encodings import ENCODINGS  # torch: only for runs logged before the parameter
+    from harness.variants import default_policy
+
+    return default_policy(ENCODINGS.get(name).describe()) if name in ENCODINGS else None
 
 
 def _logged_spec(tracker: Tracker, runs: list) -> dict:
@@ -184,28 +209,44 @@ def _provenance(runs: list) -> dict:
 
 # ------------------------------------------------------------------------------ the report
 #: the report's tables (``tables`` of the figures), in the order :func:`summary_tables` builds them
-TABLES = ("accuracy", "retention", "extrapolation", "ranking", "headline", "comparisons", "untrained", "cost",
-          "missing", "time")
+TABLES = ("accuracy", "retention", "extrapolation", "ranking", "selected", "selection", "headline", "primary",
+          "friedman", "comparisons", "untrained", "cost", "missing", "time")
 
 
 def summary_tables(results: pd.DataFrame, expected: Sequence[Cell], baseline: str | None = None,
-                   timing: pd.DataFrame | None = None, wall: Mapping[str, float] | None = None
-                   ) -> tuple[dict[str, Any], str | None]:
+                   timing: pd.DataFrame | None = None, wall: Mapping[str, float] | None = None,
+                   analysis: AnalysisConfig | None = None) -> tuple[dict[str, Any], str | None]:
     """The report's tables of a results table, and the baseline they compare against.
 
     ``expected``: the study's cells (for the table of missing cells); ``baseline``: the
     encoding the encoding comparisons pair with (default: ``learned`` when the study has
     it); ``timing`` and ``wall``: the runs' time breakdowns and the last run's wall time
-    (:func:`harness.report_time.time_totals`). The policy and temperature comparisons are there with or without a baseline; when
-    the baseline has no finished run that trained, the returned baseline says why.
+    (:func:`harness.report_time.time_totals`); ``analysis``: the study's declared primary
+    analysis (``primary``: its family of tests; empty without one). ``selected`` and
+    ``selection``: each encoding's variant chosen on one half of the test images and scored on
+    the other (:mod:`harness.selection`); ``friedman``: the encodings ranked per regime and side
+    (:func:`harness.analysis.friedman_nemenyi`). The policy and temperature comparisons are
+    there with or without a baseline; when the baseline has no finished run that trained, the
+    returned baseline says why.
     """
     baseline = st.default_baseline(dict.fromkeys(c.encoding for c in expected), baseline)
+    selected = sel.selected_scores(results)
+    selection = sel.selection_table(results)
+    alpha = analysis.alpha if analysis else cmp.ALPHA
+    primary = (an.primary_analysis(selected, selection, analysis.primary, analysis.endpoint.sides,
+                                   analysis.endpoint.regimes, alpha=alpha, power=analysis.power,
+                                   max_seeds=analysis.max_seeds)
+               if analysis else pd.DataFrame(columns=an.PRIMARY_COLUMNS))
     tables: dict[str, Any] = {
         "accuracy": st.accuracy_summary(results),
         "retention": st.retention(results),
         "extrapolation": st.extrapolation_scores(results),
         "ranking": st.ranking(results),
-        "headline": cmp.headline(results),
+        "selected": selected,
+        "selection": selection,
+        "headline": cmp.headline(results, alpha=alpha, selected=selected, selection=selection),
+        "primary": primary,
+        "friedman": an.friedman_nemenyi(selected, alpha)[0],
         "comparisons": None,
         "untrained": st.untrained_runs(results),
         "cost": st.cost_table(results),
@@ -213,7 +254,7 @@ def summary_tables(results: pd.DataFrame, expected: Sequence[Cell], baseline: st
         "time": time_totals(timing if timing is not None else pd.DataFrame(), wall),
     }
     try:
-        tables["comparisons"] = cmp.paired_comparisons(results, baseline)
+        tables["comparisons"] = cmp.paired_comparisons(results, baseline, selected=selected, selection=selection)
     except ValueError as exc:  # the baseline has no run that trained: the other comparisons stand
         tables["comparisons"] = cmp.paired_comparisons(results, None)
         baseline = f"{baseline} (no comparison with it: {exc})"
@@ -243,7 +284,9 @@ def build_report(tracking_uri: str, experiment: str, out_dir: str | Path, *, bas
     if baseline is not None and baseline not in labels:  # before anything is written
         raise ReportError(f"--baseline {baseline!r}: not an encoding of study {experiment!r} "
                           f"(its encodings: {', '.join(labels) or 'none'})")
-    tables, baseline = summary_tables(df, expected, baseline or spec.get("baseline"), data.timing, data.wall)
+    analysis = _analysis(spec)
+    tables, baseline = summary_tables(df, expected, baseline or spec.get("baseline"), data.timing, data.wall,
+                                      analysis)
     out = Path(out_dir)
     created = not out.exists()
     try:
@@ -257,12 +300,16 @@ def build_report(tracking_uri: str, experiment: str, out_dir: str | Path, *, bas
         staging.mkdir()
         df.to_csv(staging / "results.csv", index=False)
         tables["comparisons"].to_csv(staging / "comparisons.csv", index=False)
+        tables["selection"].to_csv(staging / "selection.csv", index=False)
+        tables["primary"].to_csv(staging / "primary.csv", index=False)
         figures = _draw_figures(data, tables, staging)
-        headline = pages.headline_lines(tables["headline"], tables["untrained"], st.control_runs(df))
+        headline = pages.headline_lines(tables["headline"], tables["untrained"], st.control_runs(df),
+                                        tables["primary"], tables["selection"], analysis)
         sections = pages.sections(tables, baseline)
         (staging / "report.md").write_text(pages.markdown_page(experiment, headline, sections, figures),
                                            encoding="utf-8")
-        (staging / "report.tex").write_text(pages.latex_tables(tables["accuracy"], experiment), encoding="utf-8")
+        (staging / "report.tex").write_text(pages.latex_tables(tables["accuracy"], experiment, tables["selection"]),
+                                            encoding="utf-8")
         (staging / "report.html").write_text(pages.html_page(experiment, headline, sections, figures, spec,
                                                              data.provenance), encoding="utf-8")
         for f in sorted(staging.iterdir()):
@@ -278,6 +325,19 @@ def build_report(tracking_uri: str, experiment: str, out_dir: str | Path, *, bas
         raise ReportError(f"{os_reason(exc)} in {out} (writing the report); the previous report there, if any, is left "
                           "as it was") from None
     return out / "report.html"
+
+
+def _analysis(spec: Mapping[str, Any]) -> AnalysisConfig | None:
+    """The declared primary analysis of a resolved spec (``analysis:``); None without one, or for
+    one this version cannot read (a warning says so: its tests are then reported as exploratory)."""
+    raw = spec.get("analysis")
+    if not raw:
+        return None
+    try:
+        return AnalysisConfig.from_dict(raw)
+    except ConfigError as exc:
+        warnings.warn(f"the spec's analysis: section cannot be read ({exc}): no primary analysis", stacklevel=2)
+        return None
 
 
 # ------------------------------------------------------------------------------ figures

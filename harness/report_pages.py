@@ -16,7 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from harness import comparisons as cmp
+from harness import report_answer as ans
+from harness.report_answer import control_lines
 from harness import report_stats as st
 from harness.figures.plotting import count_format, size_order
 
@@ -24,34 +25,21 @@ __all__ = ["Drawn", "Section", "control_lines", "headline_lines", "html_page", "
            "sections", "tex_escape"]
 
 
-def headline_lines(head: pd.DataFrame, untrained: pd.DataFrame, control: pd.DataFrame | None = None) -> list[str]:
-    """The answer in sentences (Markdown): per regime and training resolution, the best variant
-    above and below it with its interval, its margin over the best other encoding and whether the lead
-    is significant after Holm; then the position-free control (:func:`control_lines`), the runs
-    that did not train, and how intervals are made."""
-    lines = []
-    for h in head.itertuples(index=False):
-        where = f"{h.side} the training resolution ({h.train_resolution} px)"
-        ci = (f" [{h.ci_low:.3f}, {h.ci_high:.3f}] ({h.n_seeds} seeds)" if h.n_seeds > 1
-              else f" ({h.n_seeds} seed: no interval)")
-        line = (f"**{h.regime.capitalize()}** regime, {where}: best **{h.best}**, "
-                f"mean test accuracy {h.best_mean:.3f}{ci}")
-        if pd.isna(h.runner_up):
-            line += "; no other encoding to compare with."
-        else:
-            if h.note == cmp.TOO_FEW:
-                verdict = f"not tested (only {h.n_pairs} paired seeds; a test needs {st.MIN_PAIRS})"
-            elif h.note:
-                verdict = f"not tested ({h.note})"
-            else:
-                verdict = (f"{'' if h.significant else 'not '}significant after Holm (paired t-test over "
-                           f"{h.n_pairs} seeds, Holm-adjusted p = {h.p_holm:.3g})")
-            line += (f"; ahead of the best other encoding, {h.runner_up} ({h.runner_up_mean:.3f}), by "
-                     f"{h.margin:.3f}: {verdict}.")
-            if round(h.runner_up_mean, 9) >= st.CEILING:  # a mean of 0.99s is 0.99
-                line += (f" Both are at the ceiling (mean accuracy >= {st.CEILING}): this task does not rank the "
-                         "encodings here; a harder one would.")
-        lines.append(line)
+def headline_lines(head: pd.DataFrame, untrained: pd.DataFrame, control: pd.DataFrame | None = None,
+                   primary: pd.DataFrame | None = None, selection: pd.DataFrame | None = None,
+                   analysis: Any = None) -> list[str]:
+    """The answer in sentences (Markdown): the declared primary analysis, when ``primary`` is
+    given (:func:`harness.report_answer.primary_lines`); per regime and training resolution, the
+    leading encoding above and below it under its selected variant, with its interval, its
+    margin over the next encoding, whether the lead is significant after Holm over the leaders,
+    P(lead) and the seeds 80% power would need (:func:`harness.report_answer.leader_line`:
+    exploratory); then the position-free control (:func:`control_lines`), the runs that did not
+    train, how variants were selected (with ``selection``) and how intervals are made."""
+    lines = ans.primary_lines(primary, analysis) if primary is not None else []
+    if len(head):
+        lines.append(f"**Leaders** (exploratory: ranked on the scored images; Holm over these {len(head)} leads "
+                     "only):")
+    lines += [ans.leader_line(h) for h in head.itertuples(index=False)]
     if head.empty:
         lines.append("No run that trained was tested off its training resolution: nothing to rank.")
     if control is not None:
@@ -60,6 +48,8 @@ def headline_lines(head: pd.DataFrame, untrained: pd.DataFrame, control: pd.Data
         names = ", ".join(f"{u.encoding} seed {u.seed}" for u in untrained.itertuples(index=False))
         lines.append(f"{len(untrained)} run(s) did not train (final validation accuracy within "
                      f"{st.CHANCE_MARGIN} of chance) and are left out of every mean: {names}.")
+    if selection is not None:
+        lines.append(ans.selection_line(selection))
     lines.append(f"Intervals: {st.INTERVAL_METHOD}.")
     return lines
 
@@ -85,6 +75,21 @@ class Section:
     note: str
     table: pd.DataFrame | None
     message: str = "(none)"
+    #: report.html folds it into a <details> section (the full tables under the main ones)
+    collapsed: bool = False
+
+
+def _untrained_once(frame: pd.DataFrame) -> pd.DataFrame:
+    """An accuracy summary with each encoding none of whose runs trained as one row (its first
+    variant, named ``alibi2d (all 4 variants)``), not one "did not train" row per variant."""
+    dead = frame.groupby("encoding")["n_seeds"].max() == 0
+    keep = []
+    for enc, g in frame.groupby("encoding", sort=False):
+        variants = sorted(g["variant"].unique())
+        if dead.get(enc, False) and len(variants) > 1:
+            g = g.loc[g["variant"] == variants[0]].assign(variant=f"{enc} (all {len(variants)} variants)")
+        keep.append(g)
+    return pd.concat(keep) if keep else frame
 
 
 def _pivot(frame: pd.DataFrame, cell) -> pd.DataFrame:
@@ -96,23 +101,18 @@ def _pivot(frame: pd.DataFrame, cell) -> pd.DataFrame:
     return piv.rename(columns={"variant": "encoding variant", **{c: f"{c} px" for c in piv.columns[1:]}})
 
 
-def _accuracy_cell(best: dict, bold=lambda text: f"**{text}**", plain=str) -> Any:
-    """A cell of an accuracy pivot: mean [interval], or "did not train"; ``bold(text)`` (Markdown's
-    ``**`` by default) on the column's best mean, ``plain(text)`` elsewhere."""
+def _accuracy_cell(plain=str) -> Any:
+    """A cell of an accuracy pivot: mean [interval], or "did not train", through ``plain``. No
+    cell is bold: the best of a column is chosen on the images it is scored on (the main tables
+    show each encoding's variant chosen on the other half, and the best on test as an upper bound)."""
     def cell(r) -> str:
         if r.n_seeds == 0:
             return plain(f"did not train ({r.n_untrained} run{'s' if r.n_untrained != 1 else ''})")
         text = f"{r.mean:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]" if r.n_seeds > 1 else f"{r.mean:.3f} (1 seed)"
         if r.n_untrained:
             text += f" ({r.n_seeds}/{r.n_seeds + r.n_untrained} trained)"
-        return bold(text) if round(r.mean, 12) == best.get(r.test_resolution) else plain(text)
+        return plain(text)
     return cell
-
-
-def _column_best(group: pd.DataFrame) -> dict:
-    """The best mean per test size of one regime and training resolution (runs that trained), rounded as ranked."""
-    trained = group.loc[group["n_seeds"] > 0]
-    return trained.groupby("test_resolution")["mean"].max().round(12).to_dict()
 
 
 def _retention_cell(r) -> str:
@@ -126,36 +126,73 @@ def _by_regime(frame: pd.DataFrame):
         yield f"{regime} regime, trained at {train} px", regime, g
 
 
+_MAIN_NOTE = ("One row per encoding. Selected variant: chosen on half A of the test images and scored on half B, "
+              "and chosen on B and scored on A, the two averaged (\"A: ...; B: ...\" when the halves chose "
+              "differently). Each seed's mean over the sizes on this side, then the mean over seeds "
+              f"[{st.INTERVAL_METHOD}]; the size columns are the means over seeds at each size. Default variant: the "
+              "encoding's own policy, temperature none, on all of the test images: what a user gets without "
+              "choosing. Best on test: the variant with the best mean on the test images themselves, an optimistic "
+              "upper bound (chosen on the images it is scored on).")
+
+
 def sections(tables: dict[str, Any], baseline: str | None) -> list[Section]:
-    """Every table of the report, in page order."""
-    acc, ret = tables["accuracy"], tables["retention"]
+    """Every table of the report, in page order: the main tables (one row per encoding, per
+    regime, training size and side), the primary analysis, the ranking; then, folded in
+    report.html, every variant's accuracy and retention, the extrapolation table and the
+    exploratory comparisons; then the runs that did not train, cost, missing cells and time."""
+    acc, ret, selection = tables["accuracy"], tables["retention"], tables["selection"]
     out = []
+    main = selection.loc[selection["side"].isin(ans.SIDES)].copy()
+    main["_side"] = main["side"].map({s: i for i, s in enumerate(ans.SIDES)})
+    for (regime, train, _), g in main.groupby(["regime", "train_resolution", "_side"], sort=True):
+        side = g["side"].iloc[0]
+        out.append(Section(f"encodings-{regime}-{train}-{side}",
+                           f"Encodings: {regime} regime, {side} the training size ({train} px)", _MAIN_NOTE,
+                           ans.main_table(g, tables["selected"])))
+    primary = tables.get("primary")
+    if primary is not None and len(primary):
+        out.append(Section("primary", "Primary analysis: the declared comparisons",
+                           "The study's declared question (its spec's analysis: section): each comparison per regime, "
+                           "side and training size, on each seed's mean selected accuracy over the side's sizes, "
+                           "paired by seed. A − B with its bootstrap interval over seeds; P(A > B): the chance that a "
+                           "run of A beats a run of B at the same test size (ties count one half), averaged over "
+                           "the sizes, with a bootstrap interval over seeds stratified by size; two-sided paired "
+                           "t-test, Holm-corrected over this family alone; the seeds a two-sided paired t-test would "
+                           "need for 80% power at the observed effect and spread.", ans.primary_table(primary)))
+    friedman = tables.get("friedman")
+    if friedman is not None and len(friedman):
+        alpha = float(friedman["alpha"].iloc[0])
+        out.append(Section("ranking", "Ranking of the encodings (exploratory)", ans.ranking_note(alpha),
+                           ans.ranking_table(friedman)))
     for i, (name, regime, g) in enumerate(_by_regime(acc)):
-        best = _column_best(g)
         out.append(Section("accuracy" if i == 0 else f"accuracy-{regime}-{g.train_resolution.iloc[0]}",
                             f"Test accuracy per encoding variant: {name}",
-                            f"Mean test accuracy [{st.INTERVAL_METHOD}]; the best per column in bold. A variant is "
+                            f"Every variant (exploratory). Mean test accuracy [{st.INTERVAL_METHOD}]. A variant is "
                             "(encoding, new-grid policy, attention temperature), evaluated on the same trained "
-                            "weights.",
-                            _pivot(g, _accuracy_cell(best))))
+                            "weights. No cell is marked best: the best of a column is chosen on the images it is "
+                            "scored on (the tables above choose on the other half).",
+                            _pivot(_untrained_once(g), _accuracy_cell()), collapsed=True))
     for name, regime, g in _by_regime(ret):
         out.append(Section(f"retention-{regime}-{g.train_resolution.iloc[0]}", f"Retention: {name}",
                             "Chance-normalised retention of each run, (acc − chance) / (acc at the training size − "
                             f"chance), mean over seeds [{st.INTERVAL_METHOD}]. 1: as good as at the training size; "
                             f"0: chance. – : undefined (the runs did not train or were within {st.CHANCE_MARGIN} of "
-                            "chance at the training size).", _pivot(g, _retention_cell)))
+                            "chance at the training size).", _pivot(g, _retention_cell), collapsed=True))
     out.append(Section("extrapolation", "Extrapolation: mean accuracy below / at / above the training resolution",
-                        "Mean over the test sizes on each side of each size's mean over seeds (runs that trained).",
-                        tables["extrapolation"]))
+                        "Every variant (exploratory). Mean over the test sizes on each side of each size's mean over "
+                        "seeds (runs that trained).", tables["extrapolation"], collapsed=True))
     comp = tables["comparisons"]
     tested = comp.loc[comp["p_value"].notna()].sort_values(["p_holm", "kind"], kind="stable")
-    about = (f"policy vs policy and temperature vs none: paired by run (the same weights); encoding variant vs "
-             f"{baseline or 'a baseline (none in this study: set baseline: in the spec, or --baseline)'}: paired by "
-             f"seed. Two-sided paired t-tests, Holm-corrected over all {len(comp)} comparisons; "
+    about = (f"Exploratory, with their own correction. Policy vs policy and temperature vs none: paired by run (the "
+             f"same weights); encoding vs "
+             f"{baseline or 'a baseline (none in this study: set baseline: in the spec, or --baseline)'}, each under "
+             f"its selected variant: paired by seed. Two-sided paired t-tests, Holm-corrected over these "
+             f"{len(comp)} comparisons (not the primary family); "
              f"{len(comp) - len(tested)} could not be tested (too few pairs: fewer than {st.MIN_PAIRS}, or no "
              "variance). "
              "Below: the tested ones, most significant first; every comparison is in comparisons.csv.")
-    out.append(Section("comparisons", "Paired comparisons (Holm-corrected)", about, tested))
+    out.append(Section("comparisons", "Paired comparisons (exploratory, Holm-corrected within their family)", about,
+                       tested, collapsed=True))
     out.append(Section("untrained", "Runs that did not train",
                         f"Final validation accuracy within {st.CHANCE_MARGIN} of chance: flagged, and left out of "
                         "every mean, interval, retention and comparison.", tables["untrained"]))
@@ -229,61 +266,62 @@ def tex_escape(text: Any) -> str:
     return _TEX_RE.sub(lambda m: _TEX_SPECIAL[m.group(0)], str(text))
 
 
-def latex_tables(accuracy: pd.DataFrame, study: str = "") -> str:
-    r"""The accuracy pivot tables of ``report.md`` as booktabs LaTeX, to paste into a paper.
+def latex_tables(accuracy: pd.DataFrame, study: str = "", selection: pd.DataFrame | None = None) -> str:
+    r"""The report's tables as booktabs LaTeX, to paste into a paper.
 
-    One ``table`` per regime and training resolution (caption above, ``\label{tab:accuracy-
+    With ``selection`` (:func:`harness.selection.selection_table`), first the main tables: one
+    ``table`` per regime, training resolution and side of it (``\label{tab:encodings-<regime>-
+    <train>-<side>}``), one row per encoding: its variant chosen on one half of the test images
+    and scored on the other, that accuracy, its default variant and accuracy, and the best
+    variant on the test images as an optimistic upper bound. Then the accuracy pivot tables of
+    every variant: one ``table`` per regime and training resolution (``\label{tab:accuracy-
     <regime>-<train>}``), one row per encoding variant, one column per test size. A cell is the
     mean test accuracy over the seeds that trained with its interval in brackets, ``mean [lo,
     hi]`` (a percentile-bootstrap interval is not symmetric, so no ``±``; the caption says so);
-    ``(1 seed)`` without an interval; the best mean per column in bold (ties: each); a variant
-    none of whose runs trained reads "did not train (n runs)". Every text is escaped
-    (:func:`tex_escape`). Needs ``\usepackage{booktabs}``. ``accuracy``:
+    ``(1 seed)`` without an interval; a variant none of whose runs trained reads "did not train
+    (n runs)". No cell is bold: the best of a column is chosen on the images it is scored on.
+    Every text is escaped (:func:`tex_escape`). Needs ``\usepackage{booktabs}``. ``accuracy``:
     :func:`harness.report_stats.accuracy_summary`.
     """
     parts = [f"% Accuracy tables of the study {study or '(unnamed)'}, written by `harness report`.",
              r"% Needs \usepackage{booktabs}.", ""]
     if accuracy.empty:
         return "\n".join([*parts, "% No run was tested: no table.", ""])
+    main = selection.loc[selection["side"].isin(ans.SIDES)] if selection is not None else None
+    for (regime, train, side), g in (main.groupby(["regime", "train_resolution", "side"], sort=True)
+                                     if main is not None else ()):
+        table = ans.main_table(g)
+        caption = (f"Each encoding at test sizes {side} its training size, {tex_escape(regime)} regime, trained at "
+                   f"{train} px: its variant (new-grid policy, attention temperature) chosen on one half of the test "
+                   "images and scored on the other, both ways, averaged; its default variant on all of the test "
+                   "images; and the best variant on the test images themselves, an optimistic upper bound. Each "
+                   "seed's mean over the sizes on this side; mean over seeds and in brackets its interval, [lo, hi] "
+                   f"({tex_escape(st.INTERVAL_METHOD)}).")
+        parts += _tex_table(caption, f"encodings-{regime}-{train}-{side}", "llclcl",
+                            ["Encoding", "Selected variant", "Accuracy", "Default variant", "Accuracy",
+                             "Best on test (upper bound)"],
+                            [[tex_escape(v) for v in row] for row in table.itertuples(index=False)])
     for name, regime, g in _by_regime(accuracy):
         train = g.train_resolution.iloc[0]
-        piv = _pivot(g, _accuracy_cell(_column_best(g), bold=lambda t: rf"\textbf{{{tex_escape(t)}}}",
-                                       plain=tex_escape))
+        piv = _pivot(_untrained_once(g), _accuracy_cell(plain=tex_escape))
         sizes = [re.sub(r"(\d)x(\d)", r"\1$\\times$\2", tex_escape(c)) for c in piv.columns[1:]]
         caption = (f"Test accuracy per encoding variant: {tex_escape(name)}. Each cell: mean test accuracy over "
                    "the seeds that trained, and in brackets the lower and upper end of its interval, [lo, hi] "
-                   f"({tex_escape(st.INTERVAL_METHOD)}); the best per column in bold. A variant is (encoding, "
-                   "new-grid policy, attention temperature), evaluated on the same trained weights.")
-        slug = re.sub(r"[^A-Za-z0-9]+", "-", f"accuracy-{regime}-{train}")
-        parts += [r"\begin{table}[htbp]", r"\centering", r"\small", rf"\caption{{{caption}}}",
-                  rf"\label{{tab:{slug}}}", rf"\begin{{tabular}}{{l{'c' * len(sizes)}}}", r"\toprule",
-                  " & ".join(["Encoding variant", *sizes]) + r" \\", r"\midrule"]
-        parts += [" & ".join([tex_escape(row[0]), *row[1:]]) + r" \\" for row in piv.itertuples(index=False)]
-        parts += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+                   f"({tex_escape(st.INTERVAL_METHOD)}). A variant is (encoding, new-grid policy, attention "
+                   "temperature), evaluated on the same trained weights; no cell is marked best, since the best of a "
+                   "column is chosen on the images it is scored on.")
+        parts += _tex_table(caption, f"accuracy-{regime}-{train}", "l" + "c" * len(sizes),
+                            ["Encoding variant", *sizes],
+                            [[tex_escape(row[0]), *row[1:]] for row in piv.itertuples(index=False)])
     return "\n".join(parts)
 
 
-def control_lines(control: pd.DataFrame) -> list[str]:
-    """What the position-free control says about the task (:func:`harness.report_stats.control_runs`):
-    at chance in every run, the task needs positions, as a comparison of positional encodings
-    assumes; above chance, part of it can be solved without them (an encoding's gain over the
-    control is what positions add); no control, nothing tells."""
-    name = f"`{st.CONTROL}`"
-    if control.empty:
-        return [f"**Control**: this study has no position-free control ({name}): nothing tells whether its "
-                f"task can be solved without positions."]
-    lines = []
-    for c in control.itertuples(index=False):
-        acc = f"mean final validation accuracy {c.final_val_acc:.3f}, chance {c.chance:.3f}"
-        if c.at_chance == c.runs:
-            lines.append(f"**Control**: {name} (no position signal), trained at {c.train_resolution} px, stayed at "
-                         f"chance in all {c.runs} run(s) ({acc}): without a position signal this model does not "
-                         f"learn the task, as a comparison of positional encodings needs.")
-        else:
-            lines.append(f"**Control**: {name} (no position signal), trained at {c.train_resolution} px, learned in "
-                         f"{c.runs - c.at_chance} of {c.runs} run(s) ({acc}): part of this task can be solved "
-                         f"without positions; what positions add is an encoding's gain over {name}.")
-    return lines
+def _tex_table(caption: str, label: str, columns: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    """One booktabs ``table``: caption above, label, header, rows."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", label)
+    return [r"\begin{table}[htbp]", r"\centering", r"\small", rf"\caption{{{caption}}}", rf"\label{{tab:{slug}}}",
+            rf"\begin{{tabular}}{{{columns}}}", r"\toprule", " & ".join(header) + r" \\", r"\midrule",
+            *(" & ".join(row) + r" \\" for row in rows), r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
 
 
 def markdown_page(study: str, headline: list[str], sections: list[Section], figures: list[Drawn]) -> str:
@@ -324,12 +362,20 @@ def _html_figure(f: Drawn) -> str:
             f"<figcaption>{text}</figcaption></figure>")
 
 
+def _html_section(s: Section) -> str:
+    """A section of the page: its title, note and table; a collapsed one inside <details>, its
+    title the summary (the full tables stay one click away, under the main ones)."""
+    note = f'<p class="note">{html.escape(s.note)}</p>' if s.note else ""
+    table = _html_table(s.table, "main" if s.key.startswith("encodings") else "")
+    if s.collapsed:
+        return f'<details id="{s.key}"><summary>{html.escape(s.title)}</summary>{note}{table}</details>'
+    return f'<h2 id="{s.key}">{html.escape(s.title)}</h2>{note}{table}'
+
+
 def html_page(study: str, headline: list[str], sections: list[Section], figures: list[Drawn], spec: dict,
           provenance: dict) -> str:
     imgs = "".join(map(_html_figure, figures))
-    body = "".join(f'<h2 id="{s.key}">{html.escape(s.title)}</h2>' + (f'<p class="note">{html.escape(s.note)}</p>'
-                                                                       if s.note else "")
-                   + _html_table(s.table, "main" if s.key == "accuracy" else "") for s in sections)
+    body = "".join(map(_html_section, sections))
     prov = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in provenance.items())
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Report: {html.escape(study)}</title>
@@ -343,6 +389,7 @@ p.note {{ font-size: 0.85em; color: #555; max-width: 60em; }}
 figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 100%; }}
 figure.failed {{ color: #a33; }}
 .headline {{ background: #eef6ee; padding: 0.8em 1em; border-left: 4px solid #4a4; }}
+details {{ margin: 0.6em 0; }} summary {{ font-size: 1.1em; font-weight: bold; cursor: pointer; }}
 pre {{ background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.8em; }}
 </style></head><body>
 <h1>Report: {html.escape(study)}</h1>

@@ -170,15 +170,17 @@ def drawable(runs: StudyRuns, *, builtin_only: bool = False) -> list[str]:
 def log_study(uri: str, runs: StudyRuns, *, with_spec: bool = True, failed: Cell | None = None,
               old_keys: bool = False) -> None:
     """Log a handmade study to MLflow the way a study does, through the schema's names (with
-    ``old_keys``, test metrics as runs logged them before evaluation variants existed)."""
+    ``old_keys``, test metrics as runs logged them before evaluation variants existed, and before
+    the half metrics and the default policy)."""
     tracker = Tracker(uri, STUDY)
     parent = tracker.parent_run(STUDY, schema.EVALUATE)
     config = {"encoding": {"options": {}}, "train": {"lr": 0.001}}
     for _, g in runs.results.groupby("run_id", sort=True):
         first = g.iloc[0]
         cell = Cell(first.encoding, int(first.train_resolution), int(first.seed))
+        extra = {} if old_keys else {schema.P_DEFAULT_POLICY: first.default_policy}
         run_id = tracker.child_run(parent, cell.tag, study=STUDY, stage=schema.EVALUATE,
-                                   params={**cell.params(), schema.P_CONFIG: config},
+                                   params={**cell.params(), schema.P_CONFIG: config, **extra},
                                    tags={schema.T_CELL: cell.key, schema.T_GIT_COMMIT: "abc123",
                                          schema.T_VERSIONS: json.dumps({"torch": "9.9"})})
         if with_spec:
@@ -196,7 +198,9 @@ def log_study(uri: str, runs: StudyRuns, *, with_spec: bool = True, failed: Cell
                               f"test/loss/r{r.test_resolution}": r.test_loss})
             else:
                 final.update({schema.eval_metric("acc", variant, r.test_resolution): r.test_acc,
-                              schema.eval_metric("loss", variant, r.test_resolution): r.test_loss})
+                              schema.eval_metric("loss", variant, r.test_resolution): r.test_loss,
+                              schema.eval_metric("acc_a", variant, r.test_resolution): r.test_acc_a,
+                              schema.eval_metric("acc_b", variant, r.test_resolution): r.test_acc_b})
         tracker.log_metrics(run_id, final, step=3)
         tracker.set_tags(run_id, {schema.T_DEVICE: first.device})
         tracker.end(run_id)
@@ -222,11 +226,12 @@ def log_study(uri: str, runs: StudyRuns, *, with_spec: bool = True, failed: Cell
 
 @pytest.fixture(scope="module")
 def handmade():
-    """(runs, tables) of a small tuned study: three encodings (two without a policy option), one
+    """(runs, tables) of a small tuned study: four encodings (two without a policy option), one
     training resolution, three seeds, two regimes, two policies, two temperatures, five test
-    sizes (one not square); ``none`` is at chance: its runs did not train."""
-    return handmade_study(("none", "learned", "rope_axial"), train_resolutions=(16,), seeds=(0, 1, 2), tuned=True,
-                          at_chance=("none",))
+    sizes (one not square); ``none`` is at chance: its runs did not train (three encodings that
+    trained: enough to rank them)."""
+    return handmade_study(("alibi2d", "none", "learned", "rope_axial"), train_resolutions=(16,), seeds=(0, 1, 2),
+                          tuned=True, at_chance=("none",))
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +253,7 @@ def test_the_report_reads_back_what_was_logged(logged, handmade, tmp_path):
     keys = ["encoding", "train_resolution", "seed", "regime", "test_rows", "test_cols", "policy", "temperature"]
     finished = back.results[back.results.status == "FINISHED"].sort_values(keys).reset_index(drop=True)
     want = runs.results.sort_values(keys).reset_index(drop=True)
-    assert len(finished) == len(want) and finished.run_id.nunique() == 9
+    assert len(finished) == len(want) and finished.run_id.nunique() == 12
     for col in ["test_acc", "test_loss", "params", "images_per_s", "chance", "final_val_acc", "retention"]:
         assert finished[col].astype(float).tolist() == pytest.approx(want[col].astype(float).tolist(),
                                                                      nan_ok=True), col
@@ -318,13 +323,28 @@ def test_the_report_reads_honestly(logged, tmp_path):
     for regime in ("zoom", "canvas"):
         title = f"## Test accuracy per encoding variant: {regime} regime, trained at 16 px"
         pivot = md.split(title)[1].split("\n## ")[0]
-        assert "| encoding variant | " in pivot and "24x48 px" in pivot and "**" in pivot
-        assert "none (no policy, temp none) | did not train (3 runs)" in pivot
+        # every variant, and no cell marked best: the best of a column is chosen on the images it scores
+        assert "| encoding variant | " in pivot and "24x48 px" in pivot and "**" not in pivot
+        assert "| none (all 2 variants) | did not train (3 runs) |" in pivot  # one row, not one per variant
+        assert "none (no policy, temp log)" not in pivot
         assert "95% percentile bootstrap over seeds" in pivot
         retention = md.split(f"## Retention: {regime} regime, trained at 16 px")[1].split("\n## ")[0]
         assert re.search(r"\| none \(no policy, temp none\) \| – \| – \|", retention)
+    # the main tables come first: one row per encoding, its selected variant, its default one, the upper bound
+    for regime, side in (("zoom", "above"), ("zoom", "below"), ("canvas", "above")):
+        title = f"## Encodings: {regime} regime, {side} the training size (16 px)"
+        assert md.index(title) < md.index("## Test accuracy per encoding variant")
+        main = md.split(title)[1].split("\n## ")[0]
+        rows = [line for line in main.splitlines() if line.startswith("| ") and not line.startswith("| encoding")]
+        assert [r.split(" | ")[0] for r in rows] == ["| alibi2d", "| learned", "| none", "| rope_axial"]
+        assert "| none | did not train (3 runs) |" in main
+        assert "| selected variant |" in main and "| default variant |" in main
+        assert "best on test (optimistic upper bound)" in main
+    assert "## Canvas: below" not in md and "canvas regime, below" not in md  # a canvas only grows
+    assert "## Ranking of the encodings (exploratory)" in md
     # the headline names variants (encoding, policy, temperature) with the margin and the verdict
     head = md.split("## ")[0]
+    assert "**No primary analysis declared**" in head and "**Selection**: each encoding's variant" in head
     assert re.search(r"\*\*Zoom\*\* regime, above the training resolution \(16 px\): best \*\*rope_axial "
                      r"\((interpolate|extrapolate), temp (log|none)\)\*\*", head)
     # the runner-up is the best variant of another encoding (rope_axial's other variants are
@@ -335,12 +355,16 @@ def test_the_report_reads_honestly(logged, tmp_path):
     assert "**Control**: `none` (no position signal), trained at 16 px, stayed at chance in all 3 run(s)" in head
     assert "<p><strong>Control</strong>: <code>none</code> (no position signal)" in page  # Markdown's marks, as HTML
     assert "95% percentile bootstrap over seeds" in head
-    assert '<table class="main">' in page and "<td><strong>" in page
+    # the main tables are the page's main tables; the full ones fold under them
+    assert page.count('<table class="main">') == 3 and "<td><strong>" not in page
+    assert '<details id="accuracy"><summary>Test accuracy per encoding variant' in page
+    assert page.index('<table class="main">') < page.index('<details id="accuracy">')
     assert "measured during the study (device: cpu)" in md and "not a benchmark" in md
     comparisons = pd.read_csv(out / "comparisons.csv")
     assert set(comparisons.kind) == {"policy", "temperature", "encoding"}
-    assert set(comparisons[comparisons.kind == "encoding"].b) == {"learned (no policy, temp none)",
-                                                                  "learned (no policy, temp log)"}
+    # each encoding against the baseline under their selected variants (learned has no policy)
+    assert all(b.startswith("learned (") for b in comparisons[comparisons.kind == "encoding"].b)
+    assert set(comparisons[comparisons.kind == "encoding"].a.str.split(" ").str[0]) == {"alibi2d", "rope_axial"}
 
 
 def test_runs_logged_before_variants_read_as_the_default_policy(tmp_path):
@@ -451,3 +475,54 @@ def test_report_past_a_file_size_limit_is_one_line_and_writes_nothing(logged, tm
     assert r.stderr.strip() == (f"error: file too large in {out} (writing the report); the previous report there, "
                                 "if any, is left as it was"), r.stderr[-2000:]
     assert not out.exists()
+
+
+def test_the_report_answers_the_declared_question(tmp_path):
+    """Issue #21: a study with an `analysis:` section. Per regime and side: each encoding's selected
+    variant and accuracy, its default variant, the labelled upper bound; the primary family's tests
+    with P(improvement), its interval and the seeds 80% power needs, in the headline and a table;
+    the ranking and its critical-difference diagram."""
+    import numpy as np
+
+    from harness.comparisons import holm
+
+    runs, _ = handmade_study(("alibi2d", "none", "learned", "rope_axial"), train_resolutions=(16,), seeds=(0, 1, 2),
+                             at_chance=("none",))
+    rng = np.random.default_rng(4)  # seeds that disagree a little, so that every test has a spread
+    res = runs.results.copy()
+    noise = rng.normal(0.0, 0.02, size=(len(res), 2)) * res["trained"].to_numpy()[:, None]
+    res["test_acc_a"] = (res["test_acc_a"] + noise[:, 0]).clip(0, 1)
+    res["test_acc_b"] = (res["test_acc_b"] + noise[:, 1]).clip(0, 1)
+    res["test_acc"] = (res["test_acc_a"] + res["test_acc_b"]) / 2
+    runs.results = res
+    runs.spec = {**runs.spec, "analysis": {"endpoint": {"sides": ["above"]}, "primary": ["rope_axial vs learned"]}}
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log_study(uri, runs)
+    build_report(uri, STUDY, tmp_path / "r")
+    out = tmp_path / "r"
+    md = (out / "report.md").read_text()
+    head = md.split("\n## ")[0]
+    assert "**Primary analysis** (declared in the spec): rope_axial vs learned" in head
+    for regime in ("Zoom", "Canvas"):
+        line = next(x for x in head.splitlines() if x.startswith(f"**{regime}** regime, above the training size"))
+        assert re.search(r"\*\*rope_axial \([a-z]+, temp (none|log)\)\*\* vs \*\*learned \(no policy, temp "
+                         r"(none|log)\)\*\*: difference [+-]0\.\d{3} \[[+-]0\.\d{3}, [+-]0\.\d{3}\] over 3 seeds; "
+                         r"P\(rope_axial > learned\) = \d\.\d\d \[\d\.\d\d, \d\.\d\d\]; paired t-test p = ", line), line
+        assert re.search(r"80% power at this effect and spread needs (\d+ seeds|more than 30) \(this study has 3\)\.$",
+                         line), line
+    assert "**Leaders** (exploratory" in head
+    primary = pd.read_csv(out / "primary.csv")
+    assert len(primary) == 2 and set(primary.regime) == {"zoom", "canvas"} and set(primary.side) == {"above"}
+    assert primary.p_holm.tolist() == pytest.approx(holm(primary.p_value))
+    assert "## Primary analysis: the declared comparisons" in md and "P(A > B) [interval]" in md
+    section = md.split("## Primary analysis: the declared comparisons")[1].split("\n## ")[0]
+    assert section.count("| rope_axial (") == 2
+    # per regime and side: the selected variant, the default variant, the upper bound, labelled
+    selection = pd.read_csv(out / "selection.csv")
+    assert {"selected", "default", "upper", "chosen_a", "chosen_b"} <= set(selection.columns)
+    main = md.split("## Encodings: zoom regime, above the training size (16 px)")[1].split("\n## ")[0]
+    assert "| selected variant |" in main and "| default variant |" in main
+    assert "| best on test (optimistic upper bound) |" in main
+    # the ranking, and its diagram among the figures
+    assert "## Ranking of the encodings (exploratory)" in md and "Friedman p" in md
+    assert (out / "critical_difference.png").stat().st_size > 0 and "(critical_difference.png)" in md

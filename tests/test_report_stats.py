@@ -8,30 +8,39 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness import analysis as an
 from harness import comparisons as cmp
 from harness import report_stats as rs
+from harness import selection as sel
 
-COLUMNS = ["study", "stage", "encoding", "options", "policy", "temperature", "regime", "train_resolution",
-           "test_resolution", "test_rows", "test_cols", "seed", "test_acc", "test_loss", "chance", "final_val_acc",
-           "params", "images_per_s", "device", "run_id", "status"]
+COLUMNS = ["study", "stage", "encoding", "options", "default_policy", "policy", "temperature", "regime",
+           "train_resolution", "test_resolution", "test_rows", "test_cols", "seed", "test_acc", "test_acc_a",
+           "test_acc_b", "test_loss", "chance", "final_val_acc", "params", "images_per_s", "device", "run_id", "status"]
 
 T975_DF3 = 3.182446305284263
 T975_DF10 = 2.228138851986274
 
 
 def row(encoding, train, test, seed, acc, status="FINISHED", run_id=None, params=1000, ips=100.0, *, regime="zoom",
-        policy="na", temperature="none", chance=0.1, val=0.9, device="cpu"):
+        policy="na", temperature="none", chance=0.1, val=0.9, device="cpu", halves=None, default=None):
     """One tidy row; ``test`` an int (square) or (rows, cols); the run id defaults to one run per
-    (encoding, train, seed, status)."""
+    (encoding, train, seed, status). ``halves``: the accuracy on test halves A and B (None: a run
+    logged before them); ``default``: the encoding's default policy (None: unknown)."""
     if run_id is None:
         run_id = f"{encoding}-{train}-{seed}-{status}"
     rows, cols = (test, test) if isinstance(test, int) else test
     label = str(rows) if rows == cols else f"{rows}x{cols}"
-    return {"study": "s", "stage": "evaluate", "encoding": encoding, "options": "{}", "policy": policy,
-            "temperature": temperature, "regime": regime, "train_resolution": train, "test_resolution": label,
-            "test_rows": rows, "test_cols": cols, "seed": seed, "test_acc": acc, "test_loss": 1.0 - acc,
-            "chance": chance, "final_val_acc": val, "params": params, "images_per_s": ips, "device": device,
-            "run_id": run_id, "status": status}
+    a, b = halves if halves is not None else (math.nan, math.nan)
+    return {"study": "s", "stage": "evaluate", "encoding": encoding, "options": "{}", "default_policy": default,
+            "policy": policy, "temperature": temperature, "regime": regime, "train_resolution": train,
+            "test_resolution": label, "test_rows": rows, "test_cols": cols, "seed": seed, "test_acc": acc,
+            "test_acc_a": a, "test_acc_b": b, "test_loss": 1.0 - acc, "chance": chance, "final_val_acc": val,
+            "params": params, "images_per_s": ips, "device": device, "run_id": run_id, "status": status}
+
+
+def even(acc, d=0.01):
+    """Halves A and B around ``acc`` (their mean): ``(acc + d, acc - d)``."""
+    return acc + d, acc - d
 
 
 def table(rows) -> pd.DataFrame:
@@ -359,44 +368,46 @@ def test_policy_and_temperature_are_paired_by_run():
     assert pol["p_holm"].tolist() == pytest.approx([min(1, 2 * P_A)] * 2)
 
 
-def test_encodings_are_paired_by_seed_against_the_baseline_variant():
+def test_encodings_are_paired_by_seed_against_the_baseline_each_under_its_selected_variant():
     df = table([
-        *(row("learned", 32, 48, s, 0.5) for s in range(3)),                           # policy na
-        *(row("rope", 32, 48, s, a, policy="interpolate") for s, a in enumerate([0.6, 0.7, 0.8])),
-        *(row("rope", 32, 48, s, a, policy="extrapolate") for s, a in enumerate([0.6, 0.6, 0.9])),
-        *(row("alibi", 32, 48, s, 0.6) for s in range(2)),                             # 2 pairs
+        *(row("learned", 32, 48, s, 0.5, halves=even(0.5)) for s in range(3)),                  # policy na
+        # rope: interpolate is better on both halves, so it is selected; extrapolate is not compared
+        *(row("rope", 32, 48, s, a, policy="interpolate", halves=even(a)) for s, a in enumerate([0.6, 0.7, 0.8])),
+        *(row("rope", 32, 48, s, a, policy="extrapolate", halves=even(a)) for s, a in enumerate([0.6, 0.6, 0.5])),
+        *(row("alibi", 32, 48, s, 0.6) for s in range(2)),                             # 2 pairs, one variant
         row("alibi", 32, 48, 2, 0.1, val=0.1),                                         # did not train
     ])
     out = cmp.paired_comparisons(df, "learned")
     enc = out.loc[out["kind"] == "encoding"]
     assert set(enc["b"]) == {label("learned")} and set(enc["paired_by"]) == {"seed"}
+    assert set(enc["a"]) == {label("rope", "interpolate"), label("alibi")}
     a = one(enc, a=label("rope", "interpolate"))
-    b = one(enc, a=label("rope", "extrapolate"))
-    assert a["p_value"] == pytest.approx(P_A, rel=1e-9) and b["p_value"] == pytest.approx(P_B, rel=1e-9)
+    # its selected accuracy: (acc on B of the variant chosen on A + acc on A of the one chosen on B) / 2 = acc
+    assert a["p_value"] == pytest.approx(P_A, rel=1e-9) and a["mean_diff"] == pytest.approx(0.2)
     n = one(enc, a=label("alibi"))
     assert n["n_pairs"] == 2 and n["note"] == cmp.TOO_FEW and math.isnan(n["p_holm"])
-    # one family over everything: the policy test of rope (diffs 0, -0.1, 0.1) joins it
+    # one family over everything: the policy test of rope (diffs 0, 0.1, 0.3) joins it
     pol = one(out, kind="policy")
-    assert pol["p_value"] == pytest.approx(1.0)
-    ps = [a["p_value"], b["p_value"], pol["p_value"]]
-    assert [a["p_holm"], b["p_holm"], pol["p_holm"]] == pytest.approx(cmp.holm(ps))
-    assert a["p_holm"] == pytest.approx(3 * P_A, rel=1e-9)
+    ps = [a["p_value"], pol["p_value"]]
+    assert [a["p_holm"], pol["p_holm"]] == pytest.approx(cmp.holm(ps))
 
 
-def test_the_baseline_variant_matches_policy_and_temperature():
+def test_the_baseline_is_compared_under_its_own_selected_variant():
     df = table([
-        *(row("sincos", 32, 48, s, 0.5 + 0.1 * (pol == "interpolate"), policy=pol) for s in range(3)
+        # the baseline: interpolate better by 0.1 on both halves, selected
+        *(row("sincos", 32, 48, s, 0.5 + 0.1 * (pol == "interpolate"), policy=pol, default="extrapolate",
+              halves=even(0.5 + 0.1 * (pol == "interpolate"))) for s in range(3) for pol in ("extrapolate", "interpolate")),
+        # rope: a tie on both halves goes to its default variant
+        *(row("rope", 32, 48, s, 0.7, policy=pol, default="extrapolate", halves=even(0.7)) for s in range(3)
           for pol in ("extrapolate", "interpolate")),
-        *(row("rope", 32, 48, s, 0.7, policy=pol) for s in range(3) for pol in ("extrapolate", "interpolate")),
-        *(row("learned", 32, 48, s, 0.7) for s in range(3)),
+        *(row("learned", 32, 48, s, 0.7 + 0.01 * s) for s in range(3)),
     ])
     enc = cmp.paired_comparisons(df, "sincos").query("kind == 'encoding'")
-    assert one(enc, a=label("rope", "interpolate"))["b"] == label("sincos", "interpolate")
-    assert one(enc, a=label("rope", "interpolate"))["mean_diff"] == pytest.approx(0.1)
-    assert one(enc, a=label("rope", "extrapolate"))["mean_diff"] == pytest.approx(0.2)
-    # learned has no policy, the baseline two: nothing to pair it with
+    assert set(enc["b"]) == {label("sincos", "interpolate")}
+    assert one(enc, a=label("rope", "extrapolate"))["mean_diff"] == pytest.approx(0.1)
+    # learned has no policy: it is paired with the baseline's selected variant all the same
     r = one(enc, a=label("learned"))
-    assert r["n_pairs"] == 0 and r["note"] == cmp.TOO_FEW
+    assert r["n_pairs"] == 3 and r["mean_diff"] == pytest.approx(0.11)
 
 
 def test_pairing_by_common_seeds_and_row_order():
@@ -442,25 +453,28 @@ def test_default_baseline():
 # ------------------------------------------------------------------ headline
 
 
-def test_headline_names_the_best_variant_its_margin_over_the_best_other_encoding_and_significance():
+HEADLINE_COLUMNS = ["regime", "train_resolution", "side", "best", "best_mean", "ci_low", "ci_high", "n_seeds",
+                    "runner_up", "runner_up_mean", "margin", "n_pairs", "p_value", "p_holm", "significant", "prob",
+                    "prob_low", "prob_high", "seeds_needed", "seeds_note", "note"]
+
+
+def test_headline_names_the_best_encoding_under_its_selected_variant_its_margin_and_significance():
     above = {("rope", "interpolate"): [0.9, 0.91, 0.92], ("rope", "extrapolate"): [0.7, 0.7, 0.7],
              ("learned", "na"): [0.3, 0.4, 0.5]}
     df = table([
-        *(row(e, 32, 48, s, a, policy=p) for (e, p), accs in above.items() for s, a in enumerate(accs)),
+        *(row(e, 32, 48, s, a, policy=p, halves=even(a)) for (e, p), accs in above.items() for s, a in enumerate(accs)),
         # below: the leader ahead of the other encoding by 0.1, 0.1, 0.4; its own other variant
         # (0.55) is second overall, but the headline's question is which encoding
-        *(row("rope", 32, 16, s, a, policy="extrapolate") for s, a in enumerate([0.6, 0.6, 0.9])),
-        *(row("rope", 32, 16, s, 0.55, policy="interpolate") for s in range(3)),
+        *(row("rope", 32, 16, s, a, policy="extrapolate", halves=even(a)) for s, a in enumerate([0.6, 0.6, 0.9])),
+        *(row("rope", 32, 16, s, 0.55, policy="interpolate", halves=even(0.55)) for s in range(3)),
         *(row("sincos", 32, 16, s, 0.5, policy="interpolate") for s in range(3)),
         *(row("none", 32, 16, s, 0.99, val=0.1) for s in range(3)),               # did not train
-        row("rope", 32, (16, 64), 0, 1.0, policy="interpolate"),                  # mixed: on neither side
+        row("rope", 32, (16, 64), 0, 1.0, policy="interpolate", halves=even(0.99)),  # mixed: on neither side
     ])
     out = cmp.headline(df)
-    assert list(out.columns) == ["regime", "train_resolution", "side", "best", "best_mean", "ci_low", "ci_high",
-                                 "n_seeds", "runner_up", "runner_up_mean", "margin", "n_pairs", "p_value", "p_holm",
-                                 "significant", "note"]
+    assert list(out.columns) == HEADLINE_COLUMNS
     a, b = one(out, side="above"), one(out, side="below")
-    # above: rope extrapolated (0.7) is second overall; the runner-up is the other encoding, learned
+    # above: rope extrapolated (0.7) is not rope's selected variant; the runner-up is the other encoding
     assert a["best"] == label("rope", "interpolate") and a["runner_up"] == label("learned")
     assert a["best_mean"] == pytest.approx(0.91) and a["margin"] == pytest.approx(0.51)
     assert a["runner_up_mean"] == pytest.approx(0.4)
@@ -476,6 +490,12 @@ def test_headline_names_the_best_variant_its_margin_over_the_best_other_encoding
     assert a["p_holm"] == pytest.approx(2 * p_above, rel=1e-6) and b["p_holm"] == pytest.approx(P_B, rel=1e-9)
     assert a["significant"] and not b["significant"]
     assert label("none") not in set(out["best"]) | set(out["runner_up"])    # it did not train
+    # P(lead): every seed of rope beats every seed of learned above; below 0.6, 0.6, 0.9 against 0.5 x 3
+    assert (a["prob"], a["prob_low"], a["prob_high"]) == (1.0, 1.0, 1.0)
+    assert b["prob"] == 1.0
+    # the seeds a paired t-test needs for 80% power at these differences
+    assert a["seeds_needed"] == an.seeds_needed([0.6, 0.51, 0.42])[0] and a["seeds_note"] == ""
+    assert b["seeds_needed"] == an.seeds_needed([0.1, 0.1, 0.4])[0]
 
 
 def test_headline_without_a_runner_up_or_enough_seeds():
@@ -487,13 +507,13 @@ def test_headline_without_a_runner_up_or_enough_seeds():
     assert a["note"] == cmp.TOO_FEW and a["n_pairs"] == 2 and not a["significant"]
     assert pd.isna(b["runner_up"]) and b["note"] == cmp.NO_OTHER and math.isnan(b["margin"])
     # variants of one encoding only: no headline comparison (that is a comparison of variants)
-    one_encoding = table([row("rope", 32, 48, s, a, policy=p) for s in range(3)
+    one_encoding = table([row("rope", 32, 48, s, a, policy=p, halves=even(a)) for s in range(3)
                           for p, a in (("interpolate", 0.9), ("extrapolate", 0.5 + 0.1 * s))])
     h = cmp.headline(one_encoding).iloc[0]
     assert h["best"] == label("rope", "interpolate") and pd.isna(h["runner_up"]) and h["note"] == cmp.NO_OTHER
 
 
-def test_headline_sentences_name_both_variants_the_margin_and_the_verdict():
+def test_headline_sentences_name_both_variants_the_margin_the_verdict_and_the_power():
     from harness.report_pages import headline_lines
 
     df = table([
@@ -501,7 +521,7 @@ def test_headline_sentences_name_both_variants_the_margin_and_the_verdict():
         # below: rope alone, its other variant second: nothing to compare with
         *(row("rope", 32, 48, s, a, policy="interpolate") for s, a in enumerate([0.9, 0.91, 0.92])),
         *(row("learned", 32, 48, s, a) for s, a in enumerate([0.3, 0.4, 0.5])),
-        *(row("rope", 32, 16, s, 0.6, policy=p) for s in range(3) for p in ("interpolate", "extrapolate")),
+        *(row("rope", 32, 16, s, 0.6, policy=p, halves=even(0.6)) for s in range(3) for p in ("interpolate", "extrapolate")),
         # canvas, above: two seeds only
         *(row(e, 32, 48, s, a, regime="canvas") for s in range(2) for e, a in (("learned", 0.5), ("sincos", 0.4))),
     ])
@@ -511,14 +531,17 @@ def test_headline_sentences_name_both_variants_the_margin_and_the_verdict():
         "**Zoom** regime, above", "**Zoom** regime, below", "**Canvas** regime, above"))
     t = 0.51 / (0.09 / math.sqrt(3))
     p_holm = 1 - t / math.sqrt(t * t + 2)  # the only tested headline: Holm leaves it as it is
+    n = an.seeds_needed([0.6, 0.51, 0.42])[0]
     assert above == (f"**Zoom** regime, above the training resolution (32 px): best **{label('rope', 'interpolate')}**, "
                      f"mean test accuracy 0.910 [{rs.bootstrap_interval([0.9, 0.91, 0.92])[0]:.3f}, "
                      f"{rs.bootstrap_interval([0.9, 0.91, 0.92])[1]:.3f}] (3 seeds); ahead of the best other "
                      f"encoding, {label('learned')} (0.400), by 0.510: significant after Holm (paired t-test "
-                     f"over 3 seeds, Holm-adjusted p = {p_holm:.3g}).")
-    assert below.endswith("; no other encoding to compare with.")
+                     f"over 3 seeds, Holm-adjusted p = {p_holm:.3g}). P(lead) = 1.00 [1.00, 1.00]; 80% power at "
+                     f"this effect and spread needs {n} seeds (this study has 3).")
+    # below: rope's two variants tie on both halves, and no default is known: the first by name
+    assert below.startswith("**Zoom** regime, below") and below.endswith("; no other encoding to compare with.")
     assert canvas.endswith(f"ahead of the best other encoding, {label('sincos')} (0.400), by 0.100: not tested "
-                           f"(only 2 paired seeds; a test needs {rs.MIN_PAIRS}).")
+                           f"(only 2 paired seeds; a test needs {rs.MIN_PAIRS}). P(lead) = 1.00 [1.00, 1.00].")
     assert lines[-2].startswith("1 run(s) did not train") and lines[-2].endswith("none seed 0.")
     assert not any("ceiling" in x for x in lines)
     # both at the ceiling: said, whatever the test says (0.995 and 0.99 in every seed: no variance)
@@ -526,7 +549,7 @@ def test_headline_sentences_name_both_variants_the_margin_and_the_verdict():
                  *(row("learned", 32, 48, s, 0.99) for s in range(3)),
                  *(row("sincos", 32, 16, s, 0.995) for s in range(3)),
                  *(row("learned", 32, 16, s, 0.98) for s in range(3))])  # below: the runner-up under it
-    above, below = headline_lines(cmp.headline(top), untrained.iloc[:0])[:2]
+    above, below = [x for x in headline_lines(cmp.headline(top), untrained.iloc[:0]) if x.startswith("**Zoom**")]
     assert above.startswith("**Zoom** regime, above") and below.startswith("**Zoom** regime, below")
     assert above.endswith(f"Both are at the ceiling (mean accuracy >= {rs.CEILING}): this task does not rank the "
                           "encodings here; a harder one would.")
@@ -633,16 +656,17 @@ def test_unfinished_rows_change_no_statistic():
     good = table([
         row(e, 32, t, s, 0.4 + 0.1 * s + (0.05 if e == "rope" else 0) - 0.01 * (t == 48) * s * s + 0.02 * (p == "b"),
             params=1000 + 64 * (e == "learned"), ips=100.0 - 10 * (e == "rope"), policy=p if e == "rope" else "na",
-            run_id=f"{e}{s}")
+            run_id=f"{e}{s}", halves=even(0.4 + 0.1 * s, 0.01 * (p == "b") - 0.005 * s), default="a")
         for e in ("none", "learned", "rope") for t in (32, 48) for s in range(3) for p in ("a", "b")
         if e == "rope" or p == "a"
     ])
     bad = table([
-        row(e, 32, t, s, 0.0, status=st, params=1, ips=1e9)
+        row(e, 32, t, s, 0.0, status=st, params=1, ips=1e9, halves=(1.0, 1.0))
         for e in ("none", "learned", "rope", "alibi") for t in (16, 32, 48) for s in (0, 7)
         for st in ("FAILED", "KILLED", "RUNNING")
     ])
     both = pd.concat([bad, good], ignore_index=True)
     for f in (rs.accuracy_summary, rs.retention, rs.extrapolation_scores, rs.ranking, rs.cost_table, cmp.headline,
-              rs.untrained_runs, lambda d: cmp.paired_comparisons(d, "learned")):
+              rs.untrained_runs, lambda d: cmp.paired_comparisons(d, "learned"), sel.selected_scores,
+              sel.selection_table):
         pd.testing.assert_frame_equal(f(both), f(good))

@@ -33,9 +33,11 @@ class ReportFigure:
     temperature; ``curves``, the validation accuracy per epoch; ``tuning``, one row per tuning
     trial; ``cells``, ``spec``, ``provenance``) and the report's summary tables (``tables``,
     :data:`harness.report.TABLES`: ``accuracy``, ``retention``, ``extrapolation``, ``ranking``,
-    ``headline``, ``comparisons``, ``untrained``, ``cost``, ``missing``; see
-    :mod:`harness.report_stats`). It must not change them, and it must close any figure it
-    opens but does not return.
+    ``selected``, ``selection``, ``headline``, ``primary``, ``friedman``, ``comparisons``,
+    ``untrained``, ``cost``, ``missing``, ``time``; see :mod:`harness.report_stats`,
+    :mod:`harness.selection` and :mod:`harness.analysis`). It must not change them, and it must
+    close any figure it opens but does not return. An encoding's colour and marker come from
+    :func:`harness.figures.plotting.encoding_styles`, so that no two share both.
     """
 
     #: set by the registry: the figure's name, and the stem of its files (``<name>.png``, ``<name>.pdf``)
