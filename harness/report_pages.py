@@ -157,8 +157,9 @@ def sections(tables: dict[str, Any], baseline: str | None) -> list[Section]:
                            "paired by seed. A − B with its bootstrap interval over seeds; P(A > B): the chance that a "
                            "run of A beats a run of B at the same test size (ties count one half), averaged over "
                            "the sizes, with a bootstrap interval over seeds stratified by size; two-sided paired "
-                           "t-test, Holm-corrected over this family alone; the seeds a two-sided paired t-test would "
-                           "need for 80% power at the observed effect and spread.", ans.primary_table(primary)))
+                           "t-test, Holm-corrected over this family alone; the seeds one two-sided paired t-test at "
+                           "alpha (before the Holm correction) would need for 80% power, taking the observed effect "
+                           "and spread as the truth.", ans.primary_table(primary)))
     friedman = tables.get("friedman")
     if friedman is not None and len(friedman):
         alpha = float(friedman["alpha"].iloc[0])
