@@ -185,3 +185,37 @@ def test_a_seed_that_did_not_train_is_counted_and_left_out():
     r = one(sel.selection_table(df), side="above")
     assert r["n_seeds"] == 2 and r["n_untrained"] == 1 and r["n_runs"] == 3 and r["mean"] == pytest.approx(0.8)
     assert isinstance(sel.selected_scores(df), pd.DataFrame)
+
+
+def test_harness_evaluate_adds_the_half_metrics_to_an_older_run_and_keeps_its_accuracy():
+    """A run measured before the half metrics: `harness evaluate` measures it again and logs what
+    it lacks, the halves, never a second accuracy (another machine's could differ in the third
+    decimal from the number the run was reported with)."""
+    from types import SimpleNamespace
+
+    from harness.evaluate import _log
+    from harness.schema import Size, Variant, acc_vs_res, eval_metric
+
+    class Tracker:
+        def __init__(self):
+            self.metrics, self.series = {}, {}
+            self.client = SimpleNamespace(get_metric_history=lambda run_id, key: [SimpleNamespace(step=3)])
+
+        def log_metrics(self, run_id, metrics, step=None):
+            self.metrics.update({k: (v, step) for k, v in metrics.items()})
+
+        def log_series(self, run_id, key, values):
+            self.series[key] = values
+
+        def set_tags(self, run_id, tags):
+            pass
+
+    v, old, new = Variant("zoom", "interpolate", "none"), Size(32, 32), Size(48, 48)
+    have = {eval_metric("acc", v, old): 0.91, eval_metric("loss", v, old): 0.3}  # an older run: no halves
+    tested = {(v, old): {"acc": 0.92, "loss": 0.29, "acc_a": 0.9, "acc_b": 0.94},   # remeasured: a hair off
+              (v, new): {"acc": 0.8, "loss": 0.5, "acc_a": 0.79, "acc_b": 0.81}}   # a new size
+    tracker = Tracker()
+    _log(tracker, SimpleNamespace(info=SimpleNamespace(run_id="r")), tested, have)
+    assert tracker.metrics == {eval_metric("acc_a", v, old): (0.9, 3), eval_metric("acc_b", v, old): (0.94, 3),
+                               **{eval_metric(k, v, new): (m, 3) for k, m in tested[v, new].items()}}
+    assert tracker.series == {acc_vs_res(v): {48: 0.8}}  # the old size's point stays as logged
