@@ -219,3 +219,17 @@ def test_harness_evaluate_adds_the_half_metrics_to_an_older_run_and_keeps_its_ac
     assert tracker.metrics == {eval_metric("acc_a", v, old): (0.9, 3), eval_metric("acc_b", v, old): (0.94, 3),
                                **{eval_metric(k, v, new): (m, 3) for k, m in tested[v, new].items()}}
     assert tracker.series == {acc_vs_res(v): {48: 0.8}}  # the old size's point stays as logged
+
+
+def test_the_default_policy_of_a_run_logged_before_the_parameter_comes_from_its_encoding():
+    from harness.report import _default_policy
+    from harness.schema import P_DEFAULT_POLICY, Size, Variant
+
+    tested = {(Variant("zoom", "extrapolate", "none"), Size(32, 32)): {}}
+    assert _default_policy({P_DEFAULT_POLICY: "extrapolate"}, tested) == "extrapolate"
+    # older runs: the registered encoding's own (rope_dinov3 interpolates, learned has no choice) ...
+    assert _default_policy({"config.encoding.name": "rope_dinov3"}, tested) == "interpolate"
+    assert _default_policy({"config.encoding.name": "learned"}, tested) == "na"
+    # ... the name runs logged before variants read with, or nothing known
+    assert _default_policy({}, {(Variant("zoom", "default", "none"), Size(32, 32)): {}}) == "default"
+    assert _default_policy({"config.encoding.name": "no_such_pe"}, tested) is None

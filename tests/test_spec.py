@@ -178,7 +178,8 @@ def test_include_of_itself(tmp_path):
         load_spec(tmp_path / "a.yaml")
 
 
-@pytest.mark.parametrize("case", ["unknown key", "seeds given twice", "malformed yaml", "set key that does not exist"])
+@pytest.mark.parametrize("case", ["unknown key", "seeds given twice", "malformed yaml", "set key that does not exist",
+                                  "analysis of an unknown encoding"])
 def test_cli_exits_2_and_writes_nothing(case, tmp_path, capsys, monkeypatch):
     """In this process (the command's code without its start-up); one case as a real process,
     `python -m harness`, for the exit status the shell sees."""
