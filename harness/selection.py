@@ -134,15 +134,13 @@ def _selections(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple, dict]]:
     vb = _first(variants.merge(cross), "test_acc_b")
     both = _rows_of(seeds, va, "test_acc_b").merge(_rows_of(seeds, vb, "test_acc_a"), on=[*_GROUP, *_SIZE, "seed"])
     both["test_acc"] = (both["test_acc_b"] + both["test_acc_a"]) / 2.0
-    fixed = pd.concat([variants.merge(only)[[*_GROUP, *_VARIANT]], _first(variants.merge(default), None)])
-    long = pd.concat([both[long_columns], _rows_of(seeds, fixed, "test_acc")], ignore_index=True)
+    single, own = variants.merge(only)[[*_GROUP, *_VARIANT]], _first(variants.merge(default), None)
+    long = pd.concat([both[long_columns], _rows_of(seeds, pd.concat([single, own]), "test_acc")], ignore_index=True)
     picks = {tuple(k): {"method": NO_DEFAULT, "chosen_a": None, "chosen_b": None}
              for k in groups[_GROUP].itertuples(index=False)}
-    for on_a, on_b, method in ((va, vb, CROSS_FITTED), (variants.merge(only), None, ONLY_VARIANT),
-                               (_first(variants.merge(default), None), None, DEFAULT_ONLY)):
-        n = len(_GROUP)
-        b_of = {tuple(r[:n]): tuple(r[n:]) for r in (on_b if on_b is not None else on_a)[[*_GROUP, *_VARIANT]]
-                .itertuples(index=False)}
+    n = len(_GROUP)
+    for on_a, on_b, method in ((va, vb, CROSS_FITTED), (single, single, ONLY_VARIANT), (own, own, DEFAULT_ONLY)):
+        b_of = {tuple(r[:n]): tuple(r[n:]) for r in on_b[[*_GROUP, *_VARIANT]].itertuples(index=False)}
         for r in on_a[[*_GROUP, *_VARIANT]].itertuples(index=False):
             picks[tuple(r[:n])] = {"method": method, "chosen_a": tuple(r[n:]), "chosen_b": b_of[tuple(r[:n])]}
     return long, picks
