@@ -324,3 +324,37 @@ def test_cells_queued_by_an_older_version_are_trained_with_their_real_parameters
         cell = Cell.parse(t.params[schema.O_CELL])
         assert (t.params["encoding"], t.params["train_resolution"], t.params["seed"]) == \
                (cell.encoding, cell.train_resolution, cell.seed)
+
+
+@pytest.mark.slow
+def test_every_run_logs_its_time_breakdown_and_the_report_adds_it_up(smoke):
+    """Issue #20: each finished run's phases (time/<phase>_s) add up to at most its total, the
+    evaluate parent holds the wall time and workers, the report's totals are the runs' sums, and
+    the progress lines carry how far the study is."""
+    import pandas as pd
+
+    from harness.stopwatch import OTHER, PHASES, TOTAL
+
+    t = tracker_of(smoke)
+    sums = dict.fromkeys((*PHASES, OTHER, TOTAL), 0.0)
+    for r in t.runs("smoke", EVALUATE):
+        m = r.data.metrics
+        b = {ph: m[schema.time_metric(ph)] for ph in sums}
+        assert all(v >= 0 for v in b.values()) and b["train_steps"] > 0 and b["test_eval_zoom"] > 0
+        assert sum(b[ph] for ph in PHASES) + b[OTHER] == pytest.approx(b[TOTAL])
+        for ph in sums:
+            sums[ph] += b[ph]
+    (parent,) = parents(t)
+    assert parent.data.metrics[schema.STAGE_WALL_S] > 0 and parent.data.metrics[schema.STAGE_WORKERS] == 1
+    md = (smoke.parent / "reports" / "smoke" / "report.md").read_text()
+    section = md.split("## Where the time went")[1].split("\n## ")[0]
+    table = pd.read_csv(__import__("io").StringIO("\n".join(
+        line.strip("|") for line in section.splitlines() if line.startswith("| ") and "---" not in line)), sep="|")
+    seconds = {p.strip(): float(s) for p, s in zip(table.iloc[:, 0], table.iloc[:, 1])}
+    for ph in PHASES:
+        assert seconds[ph] == pytest.approx(sums[ph], abs=0.051)
+    assert seconds[f"total of {CELLS} runs (worker-seconds)"] == pytest.approx(sums[TOTAL], abs=0.051)
+    err = (smoke.parent / "stderr.txt").read_text()
+    starts = [line for line in err.splitlines() if "training started" in line]
+    assert starts[0].endswith(f"study: 0 done, {CELLS} left, no estimate until a cell has finished")
+    assert starts[-1].endswith("to go") and f"study: {CELLS - 1} done, 1 left, about " in starts[-1]
