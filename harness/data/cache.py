@@ -227,10 +227,12 @@ def _read(path: Path, key: dict[str, Any]) -> Split | None:
 
 def _write(path: Path, key: dict[str, Any], split: Split) -> None:
     """Write ``split`` to ``path`` through a ``.tmp`` of its own and a rename; a failed write
-    (an ``OSError``, or an interruption) removes the ``.tmp`` and raises. Tensors of a dtype
-    outside ``_DTYPES`` (none of the datasets makes them) are not written."""
+    (an ``OSError``, or an interruption) removes the ``.tmp`` and raises. A split that does not
+    fit its key (images not N x C x rows x cols, labels not N; the conformance kit refuses such a
+    dataset), or of a dtype outside ``_DTYPES``, is not written: it could never be read back."""
     images, labels = _plain(split.images), _plain(split.labels)
-    if _meta(images)["dtype"] not in _DTYPES or _meta(labels)["dtype"] not in _DTYPES:
+    if _meta(images)["dtype"] not in _DTYPES or _meta(labels)["dtype"] not in _DTYPES or images.dim() != 4 \
+            or tuple(images.shape[2:]) != (key["rows"], key["cols"]) or tuple(labels.shape) != (images.shape[0],):
         return
     header = json.dumps({"key": key, "images": _meta(images), "labels": _meta(labels),
                          "crc32": _crc(images, labels)}, sort_keys=True).encode()
