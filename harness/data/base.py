@@ -113,9 +113,10 @@ class ImageDataset:
     caches each split it returns, so asking again is free; :meth:`clear_cache` drops the
     cached tensors. :meth:`keep_splits_in` keeps them on disk too, shared by every process that
     names the folder; ``cache_token`` says what besides the options and the code decides the
-    images (the files a dataset reads). ``example_options`` gives the conformance kit a small instance (writing any
-    files it needs into a folder). ``distinct_splits``: no image appears in two splits (the
-    kit checks it). ``regime_note``: why a regime is missing, added to the refusal.
+    images (the files a dataset reads). ``example_options`` gives the conformance kit a small
+    instance (writing any files it needs into a folder). ``distinct_splits``: no image appears
+    in two splits (the kit checks it). ``regime_note``: why a regime is missing, added to the
+    refusal.
     """
 
     name: str  # the registered name (set by the registry); an instance may refine it

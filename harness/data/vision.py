@@ -113,8 +113,8 @@ class CIFAR(ImageDataset):
     def cache_token(self) -> list:
         """The files read (each one's path, size and modification time): a changed copy is read again."""
         tv_cls = getattr(_torchvision_cifar(), self.torchvision_class)
-        folder = self.root / tv_cls.base_folder
-        return _file_stats(folder / f for f, _ in [*tv_cls.train_list, *tv_cls.test_list, (tv_cls.meta["filename"], "")])
+        names = [f for f, _ in (*tv_cls.train_list, *tv_cls.test_list)] + [tv_cls.meta["filename"]]
+        return _file_stats(self.root / tv_cls.base_folder / f for f in names)
 
     @classmethod
     def example_options(cls, folder: Path) -> dict[str, Any]:
