@@ -16,7 +16,9 @@ registered class that owns its options (``Options``, checked once) and is built 
   resized with an antialiased resize.
 - ``imagefolder`` (:class:`ImageFolderData`): a small ImageFolder tree (Imagenette-sized), likewise.
 
-``load_dataset(name, options)`` builds one for a study (once per process);
+``load_dataset(name, options, cache)`` builds one for a study (once per process; with a
+``cache`` folder its splits are kept on disk too, made once for all of a study's processes:
+``harness.data.cache``);
 ``build_dataset(name, **options)`` builds one from keyword options. A new dataset is one
 file: a subclass of :class:`ImageDataset` decorated with ``@register_dataset("name")``;
 ``harness.data.conformance`` holds the checks every dataset passes.

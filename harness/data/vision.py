@@ -110,6 +110,12 @@ class CIFAR(ImageDataset):
         images = _resize_normalize(self._images[which], size, self.mean, self.std, device)
         return Split(images, self._labels[which].to(device))
 
+    def cache_token(self) -> list:
+        """The files read (each one's path, size and modification time): a changed copy is read again."""
+        tv_cls = getattr(_torchvision_cifar(), self.torchvision_class)
+        names = [f for f, _ in (*tv_cls.train_list, *tv_cls.test_list)] + [tv_cls.meta["filename"]]
+        return _file_stats(self.root / tv_cls.base_folder / f for f in names)
+
     @classmethod
     def example_options(cls, folder: Path) -> dict[str, Any]:
         """A fake copy in the official layout: 40 random training and 20 test images."""
@@ -292,6 +298,10 @@ class ImageFolderData(ImageDataset):
         images = torch.stack([_square(_read_image(p), size) for p in self._files[which]])
         return Split(_normalize(images, self.mean, self.std).to(device), labels)
 
+    def cache_token(self) -> list:
+        """The images of every split (each file's path, size and modification time): a changed tree is read again."""
+        return _file_stats(p for which in SPLITS for p in self._files[which])
+
     @classmethod
     def example_options(cls, folder: Path) -> dict[str, Any]:
         """Three classes of five PNGs each (noise tinted red, green or blue; assorted sizes)."""
@@ -335,6 +345,18 @@ def _scan(directory: Path, classes: list[str] | None = None) -> tuple[list[str],
         if empty:
             raise DataError(f"class folders in {directory} hold no images: {', '.join(empty)}")
     return classes, [Path(p) for p, _ in samples], labels
+
+
+def _file_stats(paths) -> list[list]:
+    """``[path, size, modification time in ns]`` of each file (None, None for one that is gone)."""
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            out.append([str(path), st.st_size, st.st_mtime_ns])
+        except OSError:
+            out.append([str(path), None, None])
+    return out
 
 
 def _read_image(path: Path) -> torch.Tensor:
