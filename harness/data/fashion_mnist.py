@@ -189,28 +189,29 @@ def read_idx(path: Path | str, ndim: int) -> np.ndarray:
         with _open(path) as f:
             head = _read_up_to(f, 4)
             if len(head) < 4:
-                raise _bad(path, f"truncated: {len(head)} bytes, shorter than the 4-byte magic number")
+                raise _bad(path, f"truncated, {len(head)} bytes, shorter than the 4-byte magic number")
             magic = struct.unpack(">I", head)[0]
             if magic != want:
                 kind = "labels" if ndim == 1 else "images"
                 raise _bad(path, f"magic number 0x{magic:08x}, expected 0x{want:08x} (idx {kind} of unsigned bytes)")
             raw_dims = _read_up_to(f, 4 * ndim)
             if len(raw_dims) < 4 * ndim:
-                raise _bad(path, f"truncated: the header ends before its {ndim} dimension count(s)")
+                raise _bad(path, f"truncated, the header ends before its {ndim} dimension count(s)")
             dims = struct.unpack(f">{ndim}I", raw_dims)
             size = math.prod(dims)
             body = _read_up_to(f, size + 1)  # one byte more than the header counts: a body too long shows
     except OSError as exc:  # unreadable; or, reading, a .gz that is not gzip, a CRC mismatch
         if isinstance(exc, gzip.BadGzipFile):
-            raise _bad(path, f"not a gzip stream ({exc})") from None
+            what = "not gzip data, despite its .gz name" if "Not a gzipped file" in str(exc) else f"broken gzip data: {exc}"
+            raise _bad(path, what) from None
         raise DataError(f"fashion_mnist: cannot read {path}: {os_reason(exc)}") from None
     except EOFError:  # the gzip stream ends before its end-of-stream marker
-        raise _bad(path, "truncated: the gzip stream ends early") from None
+        raise _bad(path, "truncated, the gzip stream ends early") from None
     except zlib.error as exc:
-        raise _bad(path, f"a corrupt gzip stream ({exc})") from None
+        raise _bad(path, f"broken gzip data: {exc}") from None
     shape = " x ".join(map(str, dims))
     if len(body) < size:
-        raise _bad(path, f"truncated: its header counts {shape} bytes ({size:,}), it holds {len(body):,}")
+        raise _bad(path, f"truncated, its header counts {shape} bytes ({size:,}), it holds {len(body):,}")
     if len(body) > size:
         raise _bad(path, f"wrong count: it holds more than the {shape} bytes ({size:,}) its header counts")
     return np.frombuffer(body, dtype=np.uint8).reshape(dims)
@@ -264,8 +265,8 @@ def _read_up_to(f: BinaryIO, n: int) -> bytes:
 
 
 def _bad(path: Path, why: str) -> DataError:
-    return DataError(f"fashion_mnist: {path} is not a valid idx file ({why}); "
-                     f"reinstall it (apt-get install --reinstall dataset-fashion-mnist) or replace it")
+    return DataError(f"fashion_mnist: {path} is not a valid idx file: {why} (reinstall it: "
+                     f"apt-get install --reinstall dataset-fashion-mnist; or replace it)")
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
