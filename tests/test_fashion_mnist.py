@@ -24,6 +24,7 @@ from tests.helpers import cli, one_line_error
 
 NAMES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+ROOT = Path(__file__).resolve().parents[1]
 REAL = Path("/usr/share/datasets/fashion-mnist")
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST's training pixel statistics, as the dataset states them
 
@@ -308,9 +309,28 @@ seeds: [0]
 """
 
 
+def test_the_study_compares_the_main_studys_encodings_on_patch_aligned_canvases():
+    from harness.spec import load_spec
+
+    study = load_spec(ROOT / "studies" / "fashion_mnist.yaml")
+    main = load_spec(ROOT / "studies" / "resolution_extrapolation.yaml")
+    assert study.encodings == main.encodings and len(study.encodings) == 14 and len(study.seeds) == 3
+    assert study.dataset.name == "fashion_mnist" and study.train_resolutions == (28,)
+    assert study.regimes == ("zoom", "canvas") and study.policies == main.policies
+    assert study.temperatures == main.temperatures
+    train, stride = 28, study.model.patch_stride
+    assert study.model.tiles_exactly(train) and study.model.grid_size(train) == 7
+    sizes = [(s.rows, s.cols) for s in study.test_resolutions]
+    assert min(min(s) for s in sizes) < train < max(max(s) for s in sizes) and any(r != c for r, c in sizes)
+    assert study.canvas_resolutions and all(s.rows >= train and s.cols >= train for s in study.canvas_resolutions)
+    for s in study.canvas_resolutions:  # the patches cut the image where they did in training
+        assert (s.rows - train) // 2 % stride == 0 and (s.cols - train) // 2 % stride == 0, s.label
+
+
 def test_without_the_files_run_and_train_write_nothing(tmp_path, capsys, monkeypatch):
     (tmp_path / "spec.yaml").write_text(SPEC.format(root="/nonexistent"))
-    for args in (["run", "spec.yaml"], ["run", "spec.yaml", "--workers", "2"],
+    study = str(ROOT / "studies" / "fashion_mnist.yaml")
+    for args in (["run", study, "dataset.root=/nonexistent"], ["run", "spec.yaml", "--workers", "2"],
                  ["train", "--spec", "spec.yaml", "--encoding", "none"]):
         r = cli(tmp_path, capsys, monkeypatch, *args)
         one_line_error(r, "/nonexistent", "apt-get install dataset-fashion-mnist")
