@@ -345,7 +345,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from harness.schema import TRAIN, Cell
     from harness.spec import check_resolution, check_seed, load_spec
     from harness.tracking import Tracker
-    from harness.trial import TrialError, train_one
+    from harness.trial import TrialError, dataset_of, train_one
 
     overrides = list(args.set)
     if args.tracking_uri:
@@ -360,6 +360,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     res = spec.train_resolutions[0] if args.resolution is None else \
         check_resolution(spec, args.resolution, args.encoding, f"--resolution {args.resolution}")
     seed = spec.seeds[0] if args.seed is None else check_seed(args.seed, f"--seed {args.seed}")
+    dataset_of(spec)  # a missing, corrupt or empty dataset: fail before the tracking store is written
     tracker = Tracker(spec.tracking(), spec.name)
     parent = tracker.parent_run(spec.name, TRAIN, reopen=True)
     # the spec's entry (its options) when the spec lists the encoding by that label

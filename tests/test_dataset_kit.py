@@ -26,7 +26,7 @@ def test_conformance(name, check, tmp_path):
 
 
 def test_the_builtins_and_the_example_are_listed():
-    assert {"rendered", "cifar10", "cifar100", "imagefolder", "diagonal"} <= set(DATASETS.names())
+    assert {"rendered", "cifar10", "cifar100", "imagefolder", "fashion_mnist", "diagonal"} <= set(DATASETS.names())
     assert "dataset diagonal" in README_EXAMPLE
     assert DATASETS.source("diagonal") == str(EXAMPLE) and DATASETS.source("cifar100") == "built-in"
 

@@ -4,7 +4,7 @@ Every dataset gives three disjoint splits, "train", "val" (for tuning) and "test
 (never seen by tuning), as whole tensors at any size (``32`` or rows x cols), already
 normalised and on the asked device, so training never waits for a loader. A split comes in
 a regime of resolution change (``REGIMES``): ``zoom`` (every dataset: the training frame at
-more or fewer pixels) or ``canvas`` (the rendered scenes: the training pixel scale on a
+more or fewer pixels) or ``canvas`` (the rendered scenes and Fashion-MNIST: the training pixel scale on a
 larger image); ``check_regime`` refuses what a dataset cannot give. ``chance`` is
 1 / ``num_classes``. Each is a
 registered class that owns its options (``Options``, checked once) and is built from them
@@ -15,6 +15,8 @@ registered class that owns its options (``Options``, checked once) and is built 
 - ``cifar10``, ``cifar100`` (:class:`CIFAR10`, :class:`CIFAR100`): from a local root,
   resized with an antialiased resize.
 - ``imagefolder`` (:class:`ImageFolderData`): a small ImageFolder tree (Imagenette-sized), likewise.
+- ``fashion_mnist`` (:class:`FashionMNIST`): Fashion-MNIST's four idx files, read offline (by
+  default from Debian's ``dataset-fashion-mnist``), one channel, zoom or canvas.
 
 ``load_dataset(name, options, cache)`` builds one for a study (once per process; with a
 ``cache`` folder its splits are kept on disk too, made once for all of a study's processes:
@@ -42,6 +44,7 @@ from harness.data.base import (
 from harness.data import rendered
 from harness.data.rendered import RenderedDataset
 from harness.data.vision import CIFAR, CIFAR10, CIFAR100, ImageFolderData
+from harness.data.fashion_mnist import FashionMNIST
 
 __all__ = [
     "CIFAR",
@@ -51,6 +54,7 @@ __all__ = [
     "REGIMES",
     "DatasetOptions",
     "DatasetOptionsError",
+    "FashionMNIST",
     "ImageDataset",
     "ImageFolderData",
     "RenderedDataset",
