@@ -46,11 +46,23 @@ from harness.schema import (
     T_STUDY,
 )
 
-__all__ = ["Tracker", "TrackingError", "check_reachable", "check_tracking_uri", "flatten"]
+__all__ = ["KeptModelError", "Tracker", "TrackingError", "check_reachable", "check_tracking_uri", "flatten"]
 
 
 class TrackingError(HarnessError):
     """The tracking store cannot be reached or written."""
+
+
+class KeptModelError(HarnessError):
+    """A run's kept model cannot be read (damaged weights, unreadable ``model.json``), or does
+    not fit the model its ``model.json`` describes: that cell cannot be evaluated again."""
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc`` as one short line: its type and the first sentence of its message."""
+    text = str(exc).strip().splitlines()
+    first = text[0].split(". ")[0].rstrip(".")[:200] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, str]:
@@ -343,8 +355,16 @@ class Tracker:
         if not {MODEL_WEIGHTS, MODEL_META} <= names:
             return None
         folder = Path(self.client.download_artifacts(run_id, MODEL_ARTIFACTS, str(dst)))
-        meta = json.loads((folder / MODEL_META).read_text(encoding="utf-8"))
-        state = torch.load(folder / MODEL_WEIGHTS, map_location="cpu", weights_only=True)
+        try:
+            meta = json.loads((folder / MODEL_META).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise KeptModelError(f"{MODEL_ARTIFACTS}/{MODEL_META} cannot be read ({one_line(exc)})") from None
+        try:  # random bytes: UnpicklingError; a truncated zip: RuntimeError; weights_only refuses code
+            state = torch.load(folder / MODEL_WEIGHTS, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - whatever torch.load raises on a damaged file
+            raise KeptModelError(f"{MODEL_ARTIFACTS}/{MODEL_WEIGHTS} cannot be read ({one_line(exc)})") from None
+        if not isinstance(state, dict) or not isinstance(meta, dict):
+            raise KeptModelError(f"{MODEL_ARTIFACTS}/: not a state dict and its model.json")
         return state, meta
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
