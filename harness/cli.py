@@ -223,13 +223,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     failed = failed_cells(spec)  # cells that failed on every try: the study ended, not done
     if not failed:
         print(f"study {spec.name}: done. Results in MLflow: "
-              f"mlflow ui --backend-store-uri {redact_url(spec.tracking())}")
+              f"mlflow ui --backend-store-uri {redact_url(spec.tracking())}, then open {_runs_page(spec)}")
     if not args.no_report and len(failed) < len(spec.cells()):  # the report shows the failed cells too
         _write_report(spec)
     if failed:
         _print_failed(spec, failed)
         return 3
     return 3 if res.damaged else 0
+
+
+def _runs_page(spec) -> str:
+    """The MLflow UI's page of the study's runs table (:meth:`harness.tracking.Tracker.runs_page`)."""
+    from harness.tracking import Tracker
+
+    return Tracker(spec.tracking(), spec.name, create=False).runs_page()
 
 
 def _print_failed(spec, failed) -> None:

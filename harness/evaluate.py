@@ -70,6 +70,7 @@ def evaluate_spec(spec: StudySpec, *, progress: bool | None = None) -> EvaluateR
     # the study must exist (nothing is created), trained with this spec's training keys (the pinned hash)
     open_studies(spec, open_storage(spec.storage_url(), create=False), create=False)
     tracker = Tracker(spec.tracking(), spec.name, create=False)
+    tracker.mark_training()  # an experiment written before it was tagged opens on its runs too
     data = dataset_of(spec)
     train_cfg = spec.train_config()
     finished: dict[str, object] = {}

@@ -44,6 +44,8 @@ from harness.schema import (
     T_PARENT_RUN,
     T_STAGE,
     T_STUDY,
+    X_KIND,
+    X_KIND_TRAINING,
 )
 
 __all__ = ["KeptModelError", "Tracker", "TrackingError", "check_reachable", "check_tracking_uri", "flatten"]
@@ -236,17 +238,39 @@ class Tracker:
                 if tracking_uri.startswith("sqlite:///"):
                     artifacts = (sqlite_path(tracking_uri).parent / "artifacts").resolve().as_uri()
                 try:
-                    self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifacts)
+                    self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifacts,
+                                                                       tags={X_KIND: X_KIND_TRAINING})
                 except mlflow.exceptions.MlflowException:  # another worker created it first
-                    self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
+                    exp = self.client.get_experiment_by_name(experiment)
+                    self.experiment_id = exp.experiment_id
             else:
                 self.experiment_id = exp.experiment_id
+            if create and exp is not None:  # an experiment written before it was tagged (or by hand)
+                self.mark_training(exp)
         except HarnessError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure to reach the store is the user's to fix
             detail = redact_url(str(exc).splitlines()[0]) if str(exc) else ""
             raise TrackingError(f"MLflow tracking store {shown}: cannot be used ({type(exc).__name__}: {detail})"
                                 ) from None
+
+    def mark_training(self, exp=None) -> None:
+        """Tag the experiment as model training (:data:`harness.schema.X_KIND`), so that MLflow's
+        UI opens it on its runs table; nothing is written when the tag is there already.
+        ``run`` (through a creating tracker) and ``evaluate`` call it on existing experiments."""
+        exp = exp or self.client.get_experiment(self.experiment_id)
+        if exp.tags.get(X_KIND) != X_KIND_TRAINING:
+            self.client.set_experiment_tag(self.experiment_id, X_KIND, X_KIND_TRAINING)
+
+    def runs_page(self) -> str:
+        """The MLflow UI's page of the experiment's runs table: at the tracking server for an
+        http(s) URI, else at ``mlflow ui``'s default address. MLflow 3.17's UI opens an experiment
+        on the page of its global workflow type (the sidebar's "GenAI | Model training" switch,
+        GenAI unless picked), not on :data:`~harness.schema.X_KIND`: ``workflowType`` picks it."""
+        base = "http://127.0.0.1:5000"
+        if self.uri.lower().startswith(("http://", "https://")):
+            base = redact_url(http_credentials(self.uri)[0]).rstrip("/")
+        return f"{base}/#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
 
     # ------------------------------------------------------------------ runs
     def parent_run(self, study: str, stage: str, *, reopen: bool = False) -> str:

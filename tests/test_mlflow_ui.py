@@ -1,0 +1,101 @@
+"""Issue #24: what a user sees of a study in MLflow's UI (3.17).
+
+- The experiment's kind is model training (``mlflow.experimentKind`` =
+  ``custom_model_development``): set when the experiment is created, and again on an existing
+  one by ``run`` (a creating tracker) and ``evaluate``; read back through a real ``mlflow
+  server``'s REST API.
+- The page the harness prints opens on the runs table, in the real UI in headless Chromium.
+  MLflow 3.17.2's UI chooses an experiment's first page from its global workflow type (the
+  sidebar's "GenAI | Model training" switch, GenAI unless picked), not from the tag: the plain
+  experiment URL opens on the GenAI overview whatever the tag says, so the printed page names
+  ``workflowType=machine_learning``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from harness.schema import EVALUATE, X_KIND, X_KIND_TRAINING
+from tests.servers import mlflow_server
+from tests.test_report import chromium
+
+
+def rest_tags(url: str, name: str) -> dict[str, str]:
+    """The experiment's tags, as the tracking server's REST API answers them."""
+    with urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}",
+                                timeout=30) as r:
+        exp = json.load(r)["experiment"]
+    return {t["key"]: t["value"] for t in exp.get("tags", [])}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    base = tmp_path_factory.mktemp("ui")
+    with mlflow_server(f"sqlite:///{base / 'mlflow.db'}", base / "artifacts") as url:
+        yield url
+
+
+def test_a_new_experiment_is_model_training(server):
+    from harness.tracking import Tracker
+
+    Tracker(server, "fresh")
+    assert rest_tags(server, "fresh")[X_KIND] == X_KIND_TRAINING
+
+
+def test_run_and_evaluate_tag_an_experiment_written_before(server):
+    """An experiment created without the tag (as earlier versions did) gets it from a creating
+    tracker (``run``, ``worker``) and from ``mark_training`` (``evaluate``), not from a reader."""
+    from mlflow.tracking import MlflowClient
+
+    from harness.tracking import Tracker
+
+    client = MlflowClient(server)
+    for name in ("old_run", "old_evaluate"):
+        client.create_experiment(name)
+        assert X_KIND not in rest_tags(server, name)
+    Tracker(server, "old_evaluate", create=False)  # `report` reads: it writes nothing
+    assert X_KIND not in rest_tags(server, "old_evaluate")
+    Tracker(server, "old_run")
+    assert rest_tags(server, "old_run")[X_KIND] == X_KIND_TRAINING
+    Tracker(server, "old_evaluate", create=False).mark_training()
+    assert rest_tags(server, "old_evaluate")[X_KIND] == X_KIND_TRAINING
+
+
+def dump_dom(url: str, tmp: Path) -> str:
+    browser = chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed here (apt-get install chromium)")
+    r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                        f"--user-data-dir={tmp / 'chrome'}", "--virtual-time-budget=20000", "--dump-dom", url],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
+def visible_text(dom: str) -> str:
+    dom = re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
+
+
+@pytest.mark.slow
+def test_the_printed_page_opens_the_experiment_on_its_runs_table_in_the_real_ui(server, tmp_path):
+    from harness.tracking import Tracker
+
+    t = Tracker(server, "ui_study")
+    parent = t.parent_run("ui_study", EVALUATE)
+    child = t.child_run(parent, "none_r16_s0", study="ui_study", stage=EVALUATE, params={"encoding": "none"}, tags={})
+    t.log_metrics(child, {"val_acc": 0.5}, step=1)
+    t.end(child)
+    page = t.runs_page()
+    assert page.startswith(server) and "workflowType=machine_learning" in page
+    text = visible_text(dump_dom(page, tmp_path))
+    assert f"Runs - Experiment {t.experiment_id}" in text  # the page's title: the runs table
+    assert "Run Name" in text and "ui_study/evaluate" in text and "2 matching runs" in text, text[:1500]
+    assert "Token Usage" not in text and "Detect Issues" not in text  # not the GenAI overview
