@@ -354,6 +354,36 @@ class Tracker:
             path.write_text(text, encoding="utf-8")
             self.client.log_artifact(run_id, str(path))
 
+    def log_dataset(self, run_id: str, name: str, options: dict[str, Any], *, resolution: int,
+                    regimes: list[str]) -> str:
+        """The run's dataset as MLflow inputs (``mlflow.data``; the runs table's Dataset column):
+        one input per split (context ``train``, ``val``, ``test``), each a one-row frame naming
+        the dataset, its options' digest, the split's size (``num_<split>`` of the options, when
+        the dataset has one), the training resolution and the test regimes. The images are
+        rendered or read by the dataset itself, so the frame describes them, it does not hold
+        them; the options ride in the source. Each input's digest is ``<options digest>-<split>``.
+        Returns the options' digest."""
+        import hashlib
+
+        import pandas as pd
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.entities import DatasetInput, InputTag
+
+        canon = json.dumps(options, sort_keys=True, default=str)
+        digest = hashlib.sha256(canon.encode()).hexdigest()[:8]
+        source = CodeDatasetSource(tags={"harness.dataset": name, "harness.dataset_options": canon[:4000]})
+        inputs = []
+        for split in ("train", "val", "test"):
+            size = options.get(f"num_{split}")
+            frame = pd.DataFrame([{"dataset": name, "options_digest": digest, "split": split,
+                                   "examples": -1 if size is None else int(size), "train_resolution": int(resolution),
+                                   "regimes": ",".join(regimes)}])
+            # one digest per split: MLflow keeps one input per (name, digest), whatever its context
+            ds = mlflow.data.from_pandas(frame, source=source, name=name, digest=f"{digest}-{split}")
+            inputs.append(DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", split)]))
+        self.client.log_inputs(run_id, datasets=inputs)
+        return digest
+
     def log_model(self, run_id: str, state_dict: dict, meta: dict[str, Any]) -> None:
         """A trained model as artifacts of its run, under ``model/``: the weights (``weights.pt``,
         a ``state_dict`` saved with ``torch.save``) and ``model.json`` (``meta``: what rebuilds it)."""

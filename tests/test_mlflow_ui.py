@@ -99,3 +99,41 @@ def test_the_printed_page_opens_the_experiment_on_its_runs_table_in_the_real_ui(
     assert f"Runs - Experiment {t.experiment_id}" in text  # the page's title: the runs table
     assert "Run Name" in text and "ui_study/evaluate" in text and "2 matching runs" in text, text[:1500]
     assert "Token Usage" not in text and "Detect Issues" not in text  # not the GenAI overview
+
+
+@pytest.mark.slow
+def test_a_training_run_logs_its_dataset_as_mlflow_inputs(tmp_path):
+    """A one-cell smoke study on a real store: its run's inputs are the dataset of each split,
+    named, with the options' digest and the split's size as the spec gives them."""
+    import hashlib
+
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    from tests.test_kept_models import SMOKE, harness
+
+    out = tmp_path / "runs"
+    r = harness("run", str(SMOKE), "--set", f"output={out}", "encodings=[none]", "seeds=[0]", "--no-report",
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{out / 'smoke' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("smoke")
+    assert exp.tags[X_KIND] == X_KIND_TRAINING
+    (run,) = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("harness.parent") == "0"]
+    spec = yaml.safe_load(SMOKE.read_text())["dataset"]
+    got = {}
+    for d in run.inputs.dataset_inputs:
+        context = {t.key: t.value for t in d.tags}["mlflow.data.context"]
+        assert d.dataset.name == spec["name"]
+        got[context] = d.dataset
+    assert set(got) == {"train", "val", "test"}
+    digests = {ds.digest.rsplit("-", 1)[0] for ds in got.values()}  # <options digest>-<split>
+    assert len(digests) == 1 and len(digests.pop()) == 8
+    for split, ds in got.items():
+        assert json.loads(ds.profile)["num_rows"] == 1
+        cols = [c["name"] for c in json.loads(ds.schema)["mlflow_colspec"]]
+        assert {"dataset", "options_digest", "split", "examples", "train_resolution", "regimes"} == set(cols)
+        source = json.loads(ds.source)["tags"]
+        options = json.loads(source["harness.dataset_options"])
+        assert options[f"num_{split}"] == spec[f"num_{split}"]  # the split's size, as the spec gives it
+        assert ds.digest == f"{hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]}-{split}"
