@@ -43,6 +43,7 @@ from harness.schema import (
     T_PARENT,
     T_PARENT_RUN,
     T_STAGE,
+    T_NOTE,
     T_STUDY,
     X_KIND,
     X_KIND_TRAINING,
@@ -202,6 +203,20 @@ def _tag_is(key: str, value: str) -> tuple[str, bool]:
     return f"tags.`{key}` LIKE '{pattern}'", True
 
 
+def report_note(folder: Path, experiment_id: str, run_id: str) -> str:
+    """The evaluate parent run's description (MLflow's ``mlflow.note.content``, Markdown shown on
+    the run's page): the report's headline (``report.md`` up to its first section) and a link to
+    ``report/report.html`` in the run's artifacts, which MLflow's artifact viewer shows, figures
+    (PNG artifacts) inline."""
+    md = Path(folder) / "report.md"
+    text = md.read_text(encoding="utf-8") if md.is_file() else ""
+    headline = text.split("\n## ")[0].strip()[:4000]  # a tag holds 5000 characters: the link stays
+    page = f"{REPORT_ARTIFACTS}/report.html"
+    link = f"#/experiments/{experiment_id}/runs/{run_id}/artifacts/{page}"
+    note = f"{headline}\n\nThe full report: [{page}]({link}) (this run's artifacts; figures beside it)."
+    return note
+
+
 class Tracker:
     def __init__(self, tracking_uri: str, experiment: str, *, create: bool = True) -> None:
         """The MLflow experiment ``experiment`` at ``tracking_uri``, created when missing; with
@@ -343,6 +358,7 @@ class Tracker:
         except OSError as exc:  # a full disk under the artifact store: one line; the report folder stands
             raise TrackingError(f"the report could not be logged to MLflow run {run_id} ({os_reason(exc)}); the report "
                                 f"itself is complete in {folder}") from None
+        self.set_tags(run_id, {T_NOTE: report_note(folder, self.experiment_id, run_id)})
         return run_id
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:

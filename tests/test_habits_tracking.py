@@ -358,3 +358,19 @@ def test_every_run_logs_its_time_breakdown_and_the_report_adds_it_up(smoke):
     starts = [line for line in err.splitlines() if "training started" in line]
     assert starts[0].endswith(f"study: 0 done, {CELLS} left, no estimate until a cell has finished")
     assert starts[-1].endswith("to go") and f"study: {CELLS - 1} done, 1 left, about " in starts[-1]
+
+
+@pytest.mark.slow
+def test_parent_run_description_is_the_report_headline_with_a_link_to_the_report(smoke):
+    """Issue #24: the evaluate parent's description (``mlflow.note.content``) starts with the
+    report's headline, word for word, and links report.html among the run's artifacts."""
+    t = tracker_of(smoke)
+    (parent,) = parents(t)
+    note = parent.data.tags[schema.T_NOTE]
+    md = (smoke.parent / "reports" / "smoke" / "report.md").read_text()
+    headline = md.split("\n## ")[0].strip()
+    assert headline.startswith("# Report: smoke") and note.startswith(headline)
+    link = f"#/experiments/{t.experiment_id}/runs/{parent.info.run_id}/artifacts/report/report.html"
+    assert f"]({link})" in note
+    logged = {Path(a.path).name for a in t.client.list_artifacts(parent.info.run_id, schema.REPORT_ARTIFACTS)}
+    assert "report.html" in logged and any(name.endswith(".png") for name in logged)  # PNGs: inline in the viewer

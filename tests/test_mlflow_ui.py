@@ -137,3 +137,24 @@ def test_a_training_run_logs_its_dataset_as_mlflow_inputs(tmp_path):
         options = json.loads(source["harness.dataset_options"])
         assert options[f"num_{split}"] == spec[f"num_{split}"]  # the split's size, as the spec gives it
         assert ds.digest == f"{hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]}-{split}"
+
+
+def test_the_report_is_the_evaluate_parents_description_and_artifacts(tmp_path):
+    """``log_report``: the parent's description is the report's text up to its first section,
+    then a link to report.html in the run's artifacts; the figures are logged beside it."""
+    from harness.schema import T_NOTE
+    from harness.tracking import Tracker
+
+    folder = tmp_path / "report"
+    folder.mkdir()
+    (folder / "report.md").write_text("# Report: s\n\nThe headline: rope wins.\n\n## Table\n\n| a |\n")
+    (folder / "report.html").write_text("<html><body>report</body></html>")
+    (folder / "acc.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    t = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "s")
+    run_id = t.log_report("s", folder)
+    note = t.client.get_run(run_id).data.tags[T_NOTE]
+    link = f"#/experiments/{t.experiment_id}/runs/{run_id}/artifacts/report/report.html"
+    assert note.startswith("# Report: s\n\nThe headline: rope wins.\n\nThe full report: [report/report.html]("
+                           + link + ")")
+    assert "## Table" not in note
+    assert {a.path for a in t.client.list_artifacts(run_id, "report")} >= {"report/report.html", "report/acc.png"}
