@@ -380,6 +380,7 @@ class Tracker:
         them; the options ride in the source. Each input's digest is ``<options digest>-<split>``.
         Returns the options' digest."""
         import hashlib
+        import warnings
 
         import pandas as pd
         from mlflow.data.code_dataset_source import CodeDatasetSource
@@ -395,7 +396,9 @@ class Tracker:
                                    "examples": -1 if size is None else int(size), "train_resolution": int(resolution),
                                    "regimes": ",".join(regimes)}])
             # one digest per split: MLflow keeps one input per (name, digest), whatever its context
-            ds = mlflow.data.from_pandas(frame, source=source, name=name, digest=f"{digest}-{split}")
+            with warnings.catch_warnings():  # "integer columns cannot hold missing values": none are missing
+                warnings.simplefilter("ignore", UserWarning)
+                ds = mlflow.data.from_pandas(frame, source=source, name=name, digest=f"{digest}-{split}")
             inputs.append(DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", split)]))
         self.client.log_inputs(run_id, datasets=inputs)
         return digest
