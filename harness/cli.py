@@ -216,18 +216,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     if res.evaluated:
         print(f"study {spec.name}: {sum(res.evaluated.values())} evaluations added to {len(res.evaluated)} "
               "cells trained before (their kept weights; nothing retrained)")
+    for tag, why in res.damaged.items():
+        print(f"error: cell {tag} could not be evaluated: its kept model is damaged ({why})", file=sys.stderr)
     from harness.study import failed_cells
 
     failed = failed_cells(spec)  # cells that failed on every try: the study ended, not done
     if not failed:
         print(f"study {spec.name}: done. Results in MLflow: "
-              f"mlflow ui --backend-store-uri {redact_url(spec.tracking())}")
+              f"mlflow ui --backend-store-uri {redact_url(spec.tracking())}, then open {_runs_page(spec)}")
     if not args.no_report and len(failed) < len(spec.cells()):  # the report shows the failed cells too
         _write_report(spec)
     if failed:
         _print_failed(spec, failed)
         return 3
-    return 0
+    return 3 if res.damaged else 0
+
+
+def _runs_page(spec) -> str:
+    """The MLflow UI's page of the study's runs table (:meth:`harness.tracking.Tracker.runs_page`)."""
+    from harness.tracking import Tracker
+
+    return Tracker(spec.tracking(), spec.name, create=False).runs_page()
 
 
 def _print_failed(spec, failed) -> None:
@@ -264,9 +273,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                        ("kept no model (trained before models were kept; retrain to evaluate)", res.no_weights)):
         if tags:
             print(f"{len(tags)} cells {what}: {', '.join(tags)}")
+    for tag, why in res.damaged.items():
+        print(f"error: cell {tag} could not be evaluated: its kept model is damaged ({why})", file=sys.stderr)
     if not args.no_report:
         _write_report(spec)
-    return 3 if res.no_weights or res.untrained else 0  # as `run` when cells failed: some were not evaluated
+    return 3 if res.no_weights or res.untrained or res.damaged else 0  # as `run` when cells failed: some were not evaluated
 
 
 def _results_summary(markdown: Path) -> str:

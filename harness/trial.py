@@ -118,6 +118,8 @@ def train_one(spec: StudySpec, cell: Cell, *, stage: str, tracker: Tracker, pare
     run_id = tracker.child_run(parent, tag, study=spec.name, stage=stage, tags=tags,
                                params={**cell.params(), P_CONFIG: resolved})
     tracker.log_text(run_id, json.dumps(resolved, indent=2, default=str), SPEC_ARTIFACT)
+    tracker.log_dataset(run_id, spec.dataset.name, dataclasses.asdict(spec.dataset.options), resolution=res,
+                        regimes=list(spec.regimes))  # the runs table's Dataset column
     if trial is not None:
         trial.set_user_attr(U_MLFLOW_RUN, run_id)
 
