@@ -6,11 +6,14 @@ A spec is resolved in four steps, and validated as a whole before anything runs:
    origin of every key (:mod:`harness.spec_sources`);
 4. every section is converted into its config (``harness.config``): the model, the recipe,
    the tune stage, the dataset's own ``Options`` (the dataset registry names the class) and
-   every encoding's options (checked by building it at each training resolution); then the
-   study-level rules: resolutions the patch stem cannot tile, duplicated seeds, empty lists,
-   names that are safe as paths, sizes this machine's memory can take (:mod:`harness.spec_memory`).
+   every encoding's options (at each training resolution, refused as building it would
+   refuse them: ``harness.encodings.check_encoding``); then the study-level rules:
+   resolutions the patch stem cannot tile, duplicated seeds, empty lists, names that are safe
+   as paths, sizes this machine's memory can take (:mod:`harness.spec_memory`).
 
-Every error names the file, the key and what was expected.
+Every error names the file, the key and what was expected. Torch, MLflow and Optuna are never
+imported here (nor by the built-in datasets and encodings a spec names): a mistake is answered
+at once. A plugin the spec names may import what it needs.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from harness.config import (
     type_ok,
 )
 from harness.data import DATASETS, check_regime
-from harness.encodings import build_encoding
+from harness.encodings import ENCODINGS, check_encoding, describe_encoding
 from harness.errors import HarnessError, did_you_mean, redact_url
 from harness.files import sqlite_path
 from harness.presets import SpecLoader, parse_value
@@ -90,7 +93,7 @@ def check_resolution(spec: StudySpec, resolution: Any, label: str, origin: str) 
     validator.memory(model, spec.train, spec.dataset, (resolution,), (), ())
     enc = spec.encoding(label)
     try:
-        build_encoding(enc.name, dataclasses.replace(model, image_size=resolution).dims, enc.options)
+        check_encoding(enc.name, dataclasses.replace(model, image_size=resolution).dims, enc.options)
     except HarnessError as exc:
         raise SpecError(f"{origin}: {exc}") from None
     return resolution
@@ -310,13 +313,11 @@ class _Validator:
 
     def _has_attn_bias(self) -> bool:
         """Whether an encoding of the spec adds an attention bias (a tokens x tokens table)."""
-        from harness.encodings import ENCODINGS
-
         entries = self.raw.get("encodings")
         for item in entries if isinstance(entries, list) else []:
             name = item if isinstance(item, str) else item.get("name") if isinstance(item, dict) else None
             try:
-                if isinstance(name, str) and name in ENCODINGS and "attn_bias" in ENCODINGS.get(name).describe().hooks:
+                if isinstance(name, str) and name in ENCODINGS and "attn_bias" in describe_encoding(name).hooks:
                     return True
             except Exception:  # noqa: BLE001 - a broken plugin class: encodings() names it
                 continue
@@ -450,7 +451,7 @@ class _Validator:
                 self.fail(f"{key}.label", f"expected a string, got {label!r}")
             for r in train_res:  # the name, the options and the head dimension, against the real model
                 try:
-                    build_encoding(item["name"], dataclasses.replace(model, image_size=r).dims, options)
+                    check_encoding(item["name"], dataclasses.replace(model, image_size=r).dims, options)
                 except HarnessError as exc:
                     self.fail(f"{key}.name" if "unknown encoding" in str(exc) else key, str(exc))
             if not _SAFE_LABEL.fullmatch(label):  # it names files (checkpoints) and MLflow runs and tags

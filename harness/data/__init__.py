@@ -10,8 +10,9 @@ larger image); ``check_regime`` refuses what a dataset cannot give. ``chance`` i
 registered class that owns its options (``Options``, checked once) and is built from them
 (see ``harness.data.base``):
 
-- ``rendered`` (:class:`RenderedDataset`): the embedded, procedurally rendered scenes of
-  ``harness.data.rendered``, rendered natively at each size (no resampling), zoom or canvas.
+- ``rendered`` (:class:`RenderedDataset`, ``harness.data.embedded``): the embedded, procedurally
+  rendered scenes of ``harness.data.rendered``, rendered natively at each size (no
+  resampling), zoom or canvas.
 - ``cifar10``, ``cifar100`` (:class:`CIFAR10`, :class:`CIFAR100`): from a local root,
   resized with an antialiased resize.
 - ``imagefolder`` (:class:`ImageFolderData`): a small ImageFolder tree (Imagenette-sized), likewise.
@@ -24,6 +25,9 @@ registered class that owns its options (``Options``, checked once) and is built 
 ``build_dataset(name, **options)`` builds one from keyword options. A new dataset is one
 file: a subclass of :class:`ImageDataset` decorated with ``@register_dataset("name")``;
 ``harness.data.conformance`` holds the checks every dataset passes.
+
+Importing the package imports no torch: the built-in classes and their options are checked
+without it (a study spec); torch comes with the first dataset built.
 """
 
 from __future__ import annotations
@@ -41,8 +45,7 @@ from harness.data.base import (
     load_dataset,
     register_dataset,
 )
-from harness.data import rendered
-from harness.data.rendered import RenderedDataset
+from harness.data.embedded import RenderedDataset
 from harness.data.vision import CIFAR, CIFAR10, CIFAR100, ImageFolderData
 from harness.data.fashion_mnist import FashionMNIST
 
@@ -64,5 +67,4 @@ __all__ = [
     "image_size",
     "load_dataset",
     "register_dataset",
-    "rendered",
 ]

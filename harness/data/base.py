@@ -31,9 +31,11 @@ dataset is built from its options, one way only: ``cls(options)``.
   tests and scripts; its splits are kept in memory only, unless :meth:`ImageDataset.keep_splits_in`
   names a folder.
 
-The built-ins are the modules of ``harness.data`` (``rendered``, ``vision``); a plugin is one
-file (:func:`harness.registry.load_plugin`) or a package declaring an entry point in the
-group ``harness.datasets``.
+The built-ins are the modules of ``harness.data`` that register datasets (``embedded``,
+``vision``). Their classes and options import no torch, so a spec is checked without it; the
+pixels (``rendered``, ``shapes``, torchvision) are imported when a dataset is built. A plugin
+is one file (:func:`harness.registry.load_plugin`) or a package declaring an entry point in
+the group ``harness.datasets``.
 """
 
 from __future__ import annotations
@@ -43,14 +45,15 @@ import operator
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from harness.config import Config, ConfigError, convert
 from harness.errors import DataError, did_you_mean
 from harness.registry import Registry
 from harness.schema import Size
+
+if TYPE_CHECKING:  # torch is imported when a split is made, never to check a dataset's options
+    import torch
 
 __all__ = [
     "DATASETS",
@@ -146,6 +149,8 @@ class ImageDataset:
         resolution, is required by ``canvas`` (and ignored by ``zoom``)."""
         if which not in SPLITS:
             raise DataError(f"unknown split {which!r} of dataset {self.name!r}: expected one of {', '.join(SPLITS)}")
+        import torch
+
         size = check_regime(self, regime, size, train_size)
         dev = torch.device(device)
         train = None if regime == "zoom" else integer(train_size, "train_size")
@@ -198,7 +203,7 @@ class ImageDataset:
 
 DATASETS: Registry[type[ImageDataset]] = Registry(
     "dataset", base=ImageDataset, builtins="harness.data", group="harness.datasets",
-    exclude={"base", "cache", "conformance"},
+    exclude={"base", "cache", "conformance", "rendered", "shapes"},  # rendered, shapes: the scenes (torch), no dataset
 )
 register_dataset = DATASETS.register
 

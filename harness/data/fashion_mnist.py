@@ -62,16 +62,18 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
 import numpy as np
-import torch
 
 from harness.config import option
 from harness.data.base import DatasetOptions, ImageDataset, Split, SplitName, register_dataset
 from harness.data.vision import _carve, _check_nonempty, _normalize, _resize_normalize
 from harness.errors import DataError, os_reason
 from harness.schema import Size
+
+if TYPE_CHECKING:  # torch is imported when pixels are made, never to check the options
+    import torch
 
 __all__ = ["BACKGROUND", "CLASSES", "DEBIAN_ROOT", "FILES", "INSTALL", "MEAN", "STD", "FashionMNIST", "read_idx"]
 
@@ -86,7 +88,8 @@ CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shi
 SIDE = 28  # pixels per side of every image
 MEAN, STD = 0.2860, 0.3530
 #: the normalised value of a pixel of 0, computed as every pixel is (float32): a canvas's background
-BACKGROUND = float(_normalize(torch.zeros(1, 1, 1, 1), (MEAN,), (STD,)))
+#: the normalised background, (0 - MEAN) / STD in float32 (what _normalize gives a pixel of 0)
+BACKGROUND = float((np.float32(0.0) - np.float32(MEAN)) / np.float32(STD))
 
 _MAGIC = {1: 0x00000801, 3: 0x00000803}  # idx of unsigned bytes: labels (1 dimension), images (3)
 _UNSIGNED_BYTE = 0x08
@@ -143,6 +146,8 @@ class FashionMNIST(ImageDataset):
         fractions = (options.num_val / n,) + (() if options.num_train is None else (options.num_train / n,))
         rest, val_idx, *subset = _carve(train_y, fractions, options.seed)
         train_idx = subset[0] if subset else rest
+        import torch
+
         test_idx = (torch.arange(n_test) if options.num_test is None
                     else _carve(test_y, (options.num_test / n_test,), options.seed)[1])
         self._images = {"train": train_x[train_idx], "val": train_x[val_idx], "test": test_x[test_idx]}
@@ -154,6 +159,8 @@ class FashionMNIST(ImageDataset):
         return Split(images, self._labels[which].to(device))
 
     def _load_canvas(self, which: SplitName, size: Size, train_size: int, device: torch.device) -> Split:
+        import torch
+
         inner = self.split(which, train_size, device=device)  # the training images (cached)
         n = len(inner)
         top, left = (size.rows - train_size) // 2, (size.cols - train_size) // 2
@@ -219,6 +226,8 @@ def read_idx(path: Path | str, ndim: int) -> np.ndarray:
 
 def _read_pair(root: Path, which: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The images (N, 1, 28, 28) uint8 and labels (N,) int64 of the ``which`` files in ``root``."""
+    import torch
+
     if not root.is_dir():
         raise DataError(f"fashion_mnist: no folder {root} (dataset.root): install Debian's package "
                         f"({INSTALL}), or put the four idx files ({', '.join(n for p in FILES.values() for n in p)}, "

@@ -15,7 +15,9 @@ Images are normalised with per-channel statistics:
 
 The validation split is a seeded, class-stratified random part of the training
 images, kept apart from the training split; the test split is never used for it.
-torchvision (about a second to import) is imported only when a dataset is built.
+torch, numpy, PIL and torchvision (a second or two to import) are imported only when a dataset
+is built: the classes and their options are checked without them (a study spec, ``harness run
+--dry-run``).
 """
 
 from __future__ import annotations
@@ -24,17 +26,15 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
-
-import numpy as np
-import torch
-import torch.nn.functional as F
-from PIL import Image
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.config import Invalid, option
 from harness.data.base import SPLITS, DatasetOptions, ImageDataset, Split, SplitName, register_dataset
 from harness.errors import DataError
 from harness.schema import Size
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["CIFAR", "CIFAR10", "CIFAR100", "ImageFolderData"]
 
@@ -119,6 +119,8 @@ class CIFAR(ImageDataset):
     @classmethod
     def example_options(cls, folder: Path) -> dict[str, Any]:
         """A fake copy in the official layout: 40 random training and 20 test images."""
+        import numpy as np
+
         tv_cls = getattr(_torchvision_cifar(), cls.torchvision_class)
         meta = tv_cls.meta
         label_key = "labels" if meta["key"] == "label_names" else "fine_labels"
@@ -161,6 +163,9 @@ def _torchvision_cifar():
 
 def _read_cifar(ds: CIFAR, download: bool, verify: bool):
     """((train images, labels), (test images, labels), class names): uint8 (N, 3, 32, 32), int64 (N,)."""
+    import numpy as np
+    import torch
+
     tv_cifar = _torchvision_cifar()
     name, root, tv_cls = ds.name, ds.root, getattr(tv_cifar, ds.torchvision_class)
     folder = root / tv_cls.base_folder
@@ -285,6 +290,8 @@ class ImageFolderData(ImageDataset):
         self._originals: dict[str, torch.Tensor] = {}  # split -> (N, 3, S, S) uint8 at image_size_cache
 
     def _load(self, which: SplitName, size: Size, device: torch.device) -> Split:
+        import torch
+
         labels = self._labels[which].to(device)
         if self.image_size_cache is not None:
             if which not in self._originals:
@@ -305,6 +312,9 @@ class ImageFolderData(ImageDataset):
     @classmethod
     def example_options(cls, folder: Path) -> dict[str, Any]:
         """Three classes of five PNGs each (noise tinted red, green or blue; assorted sizes)."""
+        import numpy as np
+        from PIL import Image
+
         rng = np.random.default_rng(0)
         for c, tint in enumerate(((120, 0, 0), (0, 120, 0), (0, 0, 120))):
             (folder / f"class{c}").mkdir(parents=True)
@@ -320,6 +330,7 @@ def _scan(directory: Path, classes: list[str] | None = None) -> tuple[list[str],
     Without `classes`, the class folders found define the classes and each must hold
     images; with them (a test folder), the folders found must be among them.
     """
+    import torch
     from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset  # about a second: only when built
 
     found = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir())
@@ -361,6 +372,10 @@ def _file_stats(paths) -> list[list]:
 
 def _read_image(path: Path) -> torch.Tensor:
     """(3, H, W) uint8 RGB, decoded with PIL."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
     try:
         with Image.open(path) as img:
             array = np.asarray(img.convert("RGB"))
@@ -371,6 +386,8 @@ def _read_image(path: Path) -> torch.Tensor:
 
 def _square(image: torch.Tensor, size: Size) -> torch.Tensor:
     """Centre-crop a (3, H, W) uint8 image to a square, resize it to rows x cols: float in [0, 1]."""
+    import torch.nn.functional as F
+
     _, h, w = image.shape
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
@@ -383,6 +400,9 @@ def _square(image: torch.Tensor, size: Size) -> torch.Tensor:
 def _resize_normalize(images: torch.Tensor, size: Size, mean, std, device: torch.device) -> torch.Tensor:
     """(N, C, H, W) uint8 -> (N, C, rows, cols) float32 on device, resized (antialiased) and normalised,
     in chunks."""
+    import torch
+    import torch.nn.functional as F
+
     n, c, h, w = images.shape
     rows, cols = size.rows, size.cols
     out = torch.empty((n, c, rows, cols), dtype=torch.float32, device=device)
@@ -396,6 +416,8 @@ def _resize_normalize(images: torch.Tensor, size: Size, mean, std, device: torch
 
 
 def _normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
+    import torch
+
     mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x - mean_t) / std_t
@@ -407,6 +429,8 @@ def _carve(labels: torch.Tensor, fractions: tuple[float, ...], seed: int) -> lis
     Stratified: each class gives each part its share, rounded by largest remainder so
     that the parts' totals come out right. Indices come back sorted.
     """
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     n = labels.numel()
     perm = torch.randperm(n, generator=g)
