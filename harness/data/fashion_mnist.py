@@ -108,6 +108,7 @@ class FashionMNIST(ImageDataset):
     """
 
     regimes: ClassVar[tuple[str, ...]] = ("zoom", "canvas")
+    in_chans = 1  # grey: the class says it, so a spec is checked (and a model sized) without building it
 
     @dataclass(frozen=True)
     class Options(DatasetOptions):
@@ -129,7 +130,6 @@ class FashionMNIST(ImageDataset):
     def __init__(self, options: Options) -> None:
         self.options = options
         self.root = options.path
-        self.in_chans = 1
         self.classes = list(CLASSES)
         self.num_classes = len(CLASSES)
         (train_x, train_y), (test_x, test_y) = (_read_pair(self.root, which) for which in ("train", "test"))
