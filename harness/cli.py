@@ -387,7 +387,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     res = run_bench(args.preset, device=args.device, encodings=args.encodings, resolutions=args.resolutions,
                     batch_size=args.batch_size, repeats=args.repeats, threads=args.threads, json_path=args.json,
-                    spec=args.spec, sweep_repeats=args.sweep_repeats)
+                    spec=args.spec, sweep_repeats=args.sweep_repeats, overrides=args.set)
     if args.json:
         print(f"json: {args.json}", file=sys.stderr)
     print(format_report(res))
@@ -512,6 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", help="a study spec: measure its model, recipe, batch, training resolution, "
                                   "encoding entries and one cell's evaluation sweep "
                                   "(e.g. studies/resolution_extrapolation.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value of the --spec, e.g. --set train.eval_batch_size=64 (repeatable)")
     p.add_argument("--device", default="auto", metavar="{auto,cpu,cuda}", help="device (default: auto)")
     p.add_argument("--encodings", nargs="+", metavar="NAME",
                    help="encodings to measure (default: all registered; none is always added as the reference)")

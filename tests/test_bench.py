@@ -176,6 +176,13 @@ def test_a_spec_gives_the_model_batch_and_encoding_entries(cell_spec):
     req = bench.request.check_request("tiny", device="cpu", encodings=None, resolutions=None, batch_size=8,
                                       repeats=1, threads=0, json_path=None, spec=cell_spec)
     assert req.encodings == ["none", "rope_axial", "cpe2"] and req.batch_size == 8
+    # --set changes the spec as for `harness run`: its batch, its evaluation batch, an entry's options
+    req = bench.request.check_request(None, device="cpu", encodings=None, resolutions=None, batch_size=None,
+                                      repeats=1, threads=0, json_path=None, spec=cell_spec,
+                                      overrides=["train.batch_size=16", "train.eval_batch_size=8",
+                                                 "encodings.cpe2.options.blocks=[0]"])
+    assert req.batch_size == 16 and req.spec.train.eval_batch_size == 8
+    assert req.builds["cpe2"] == ("cpe", {"blocks": [0]})
 
 
 def test_a_labels_target_is_its_encodings():
@@ -289,6 +296,9 @@ def test_cuda_without_cuda_exits_2(capsys):
     (["--spec", "{spec}", "--sweep-repeats", "0"], "--sweep-repeats must be an integer >= 1"),
     (["--preset", "tiny", "--threads", "0", "2"], "0 (torch's current count) cannot be combined"),
     (["--preset", "tiny", "--threads", "-1"], "--threads must be integers >= 0"),
+    (["--preset", "tiny", "--set", "train.lr=1"], "--set train.lr=...: overrides change a study spec"),
+    (["--spec", "{spec}", "--set", "train.eval_batch_size=0"],
+     "--set train.eval_batch_size=...: key 'train.eval_batch_size': expected an integer >= 1"),
 ])
 def test_bad_spec_or_threads_exit_2_with_one_message(args, message, capsys, tmp_path, cell_spec):
     out = tmp_path / "never.json"

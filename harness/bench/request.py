@@ -52,30 +52,36 @@ class Request:
     threads: tuple[int, ...] = (0,)  # 0: torch's current count
     builds: dict[str, tuple[str, dict]] = dataclasses.field(default_factory=dict)  # key -> (name, options)
     spec: StudySpec | None = None
+    overrides: tuple[str, ...] = ()  # the spec's ``--set`` overrides
 
 
 def check_request(preset: str | None, *, device: str, encodings: Sequence[str] | None,
                   resolutions: Sequence[int] | None, batch_size: int | None, repeats: int,
                   threads: int | Sequence[int], json_path: str | os.PathLike | None,
-                  spec: str | os.PathLike | None = None, sweep_repeats: int = 1) -> Request:
+                  spec: str | os.PathLike | None = None, sweep_repeats: int = 1,
+                  overrides: Sequence[str] = ()) -> Request:
     """Every input checked, in this order; a bad one raises :class:`BenchError` (or the
     preset's, the spec's or the registry's ``HarnessError``).
 
     ``preset`` None: the spec's model, else ``DEFAULT_PRESET``; with a spec, a preset must be
     the spec's model. ``batch_size`` None: the spec's ``train.batch_size``, else ``DEFAULT_BATCH``.
-    ``threads``: one count or several (0: torch's current count, alone only)."""
+    ``threads``: one count or several (0: torch's current count, alone only). ``overrides``:
+    ``KEY=VALUE`` changes to the spec, as ``--set`` (only with a spec)."""
     for name, v, lo in (("--batch-size", DEFAULT_BATCH if batch_size is None else batch_size, 1),
                         ("--repeats", repeats, 1), ("--sweep-repeats", sweep_repeats, 1)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise BenchError(f"{name} must be an integer >= {lo}, got {v!r}")
     counts = _check_threads(threads)
+    if overrides and spec is None:
+        raise BenchError(f"--set {str(overrides[0]).partition('=')[0]}=...: overrides change a study spec; "
+                         "give one with --spec")
     if spec is None:
         preset = DEFAULT_PRESET if preset is None else preset
         cfg = model_config(preset)  # unknown preset -> PresetError
         chosen, builds, notes = _select_encodings(encodings)  # unknown encoding -> RegistryError
         study = None
     else:
-        study, cfg, preset = _from_spec(spec, preset)
+        study, cfg, preset = _from_spec(spec, preset, overrides)
         chosen, builds, notes = _select_encodings(encodings, study)
         batch_size = study.train.batch_size if batch_size is None else batch_size
     return Request(
@@ -90,6 +96,7 @@ def check_request(preset: str | None, *, device: str, encodings: Sequence[str] |
         threads=counts,
         builds=builds,
         spec=study,
+        overrides=tuple(overrides),
     )
 
 
@@ -117,13 +124,14 @@ def _check_threads(threads: int | Sequence[int]) -> tuple[int, ...]:
     return tuple(counts)
 
 
-def _from_spec(path: str | os.PathLike, preset: str | None) -> tuple[StudySpec, ViTConfig, str | None]:
-    """The study at ``path``, its model at its first training resolution on its data, and the
+def _from_spec(path: str | os.PathLike, preset: str | None, overrides: Sequence[str]
+               ) -> tuple[StudySpec, ViTConfig, str | None]:
+    """The study at ``path`` (with ``overrides``), its model at its first training resolution on its data, and the
     name of the model preset that is this model (``preset`` when given: checked to be it)."""
     from harness.data import load_dataset
     from harness.spec import load_spec
 
-    study = load_spec(path)  # a bad spec -> SpecError (one line, exit 2)
+    study = load_spec(path, list(overrides))  # a bad spec or override -> SpecError (one line, exit 2)
     data = load_dataset(study.dataset.name, study.dataset.options)  # one instance per process: shared later
     cfg = study.model_config(study.train_resolutions[0], data.in_chans, data.num_classes)
     if preset is not None:

@@ -52,12 +52,14 @@ def run_bench(
     progress: Callable[[str], None] | None = None,
     spec: str | os.PathLike | None = None,
     sweep_repeats: int = 1,
+    overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run the benchmark; return every number as a JSON-able dict (written to ``json_path`` too).
 
     ``preset``: the model (default ``small``; with ``spec``, the spec's model, which a preset
     given must be); ``spec``: a study spec whose model, recipe, batch size, training resolution,
-    encoding entries and evaluation sweep are measured (see :mod:`harness.bench.cell_eval`);
+    encoding entries and evaluation sweep are measured (see :mod:`harness.bench.cell_eval`),
+    with ``overrides`` (``KEY=VALUE``, as ``--set``);
     ``batch_size`` None: the spec's, else 64. ``threads``: a count > 0 sets
     ``torch.set_num_threads`` (0: torch's current count); several counts measure every figure
     at each, interleaved. ``sweep_repeats``: timings of a spec's whole sweep (it lasts seconds
@@ -68,7 +70,8 @@ def run_bench(
     """
     say = progress or _stderr_progress(time.perf_counter())
     req = check_request(preset, device=device, encodings=encodings, resolutions=resolutions, batch_size=batch_size,
-                        repeats=repeats, threads=threads, json_path=json_path, spec=spec, sweep_repeats=sweep_repeats)
+                        repeats=repeats, threads=threads, json_path=json_path, spec=spec, sweep_repeats=sweep_repeats,
+                        overrides=overrides)
     bench = _Bench(req, prepare_device(req.device, req.threads[0]), repeats, sweep_repeats, min_time_s, say)
     timm_note = timm_unavailable(req.cfg) if timm else "timm rows skipped (timm=False)"
     notes = req.notes + ([timm_note] if timm_note else [])
@@ -179,6 +182,7 @@ def _settings(bench: _Bench, notes: list[str], *, with_timm: bool) -> dict[str, 
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "preset": req.preset,
         "spec": None if req.spec is None else req.spec.source,
+        "overrides": list(req.overrides),
         "model": {k: getattr(cfg, k) for k in ("image_size", "in_chans", "num_classes", "dim", "depth", "heads",
                                                "mlp_ratio", "patch_kernel", "patch_stride", "pool", "qkv_bias")},
         "train_resolution": bench.train_res,
