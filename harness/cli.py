@@ -408,7 +408,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from harness.bench import format_report, run_bench
 
     res = run_bench(args.preset, device=args.device, encodings=args.encodings, resolutions=args.resolutions,
-                    batch_size=args.batch_size, repeats=args.repeats, threads=args.threads, json_path=args.json)
+                    batch_size=args.batch_size, repeats=args.repeats, threads=args.threads, json_path=args.json,
+                    spec=args.spec, sweep_repeats=args.sweep_repeats, overrides=args.set)
     if args.json:
         print(f"json: {args.json}", file=sys.stderr)
     print(format_report(res))
@@ -529,15 +530,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("bench", help="measure each encoding's training and evaluation cost (and timm's ViT)")
-    p.add_argument("--preset", default="small", help="model preset (default: small)")
+    p.add_argument("--preset", help="model preset (default: small, or the spec's model; with --spec it must be it)")
+    p.add_argument("--spec", help="a study spec: measure its model, recipe, batch, training resolution, "
+                                  "encoding entries and one cell's evaluation sweep "
+                                  "(e.g. studies/resolution_extrapolation.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value of the --spec, e.g. --set train.eval_batch_size=64 (repeatable)")
     p.add_argument("--device", default="auto", metavar="{auto,cpu,cuda}", help="device (default: auto)")
     p.add_argument("--encodings", nargs="+", metavar="NAME",
                    help="encodings to measure (default: all registered; none is always added as the reference)")
     p.add_argument("--resolutions", nargs="+", type=int, metavar="R",
                    help="evaluation resolutions in px (default: the training resolution and twice it)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
+    p.add_argument("--batch-size", type=int, help="images per step (default: the spec's train.batch_size, else 64)")
     p.add_argument("--repeats", type=int, default=5, help="timings per figure; the median is reported (default 5)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's default)")
+    p.add_argument("--sweep-repeats", type=int, default=1,
+                   help="timings of the spec's whole evaluation sweep of one cell (default 1)")
+    p.add_argument("--threads", type=int, nargs="+", default=[0], metavar="N",
+                   help="torch threads; several counts (e.g. 1 2) measure every figure at each, interleaved "
+                        "(default: torch's default)")
     p.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
     p.set_defaults(func=cmd_bench)
     return parser
