@@ -397,9 +397,10 @@ class Tracker:
                                    "regimes": ",".join(regimes)}])
             # one digest per split: MLflow keeps one input per (name, digest), whatever its context
             with warnings.catch_warnings():  # "integer columns cannot hold missing values": none are missing
-                warnings.simplefilter("ignore", UserWarning)
+                warnings.simplefilter("ignore", UserWarning)  # (said when the schema is inferred: both calls)
                 ds = mlflow.data.from_pandas(frame, source=source, name=name, digest=f"{digest}-{split}")
-            inputs.append(DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", split)]))
+                entity = ds._to_mlflow_entity()
+            inputs.append(DatasetInput(entity, tags=[InputTag("mlflow.data.context", split)]))
         self.client.log_inputs(run_id, datasets=inputs)
         return digest
 
