@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import gzip
 import math
-import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -68,7 +67,7 @@ import numpy as np
 
 from harness.config import option
 from harness.data.base import DatasetOptions, ImageDataset, Split, SplitName, register_dataset
-from harness.data.vision import _carve, _check_nonempty, _normalize, _resize_normalize
+from harness.data.vision import RootPath, _carve, _check_nonempty, _normalize, _resize_normalize
 from harness.errors import DataError, os_reason
 from harness.schema import Size
 
@@ -111,21 +110,12 @@ class FashionMNIST(ImageDataset):
     in_chans = 1  # grey: the class says it, so a spec is checked (and a model sized) without building it
 
     @dataclass(frozen=True)
-    class Options(DatasetOptions):
+    class Options(RootPath, DatasetOptions):
         root: str = DEBIAN_ROOT  # the folder of the four idx files (``~`` expanded)
         num_val: int = option(6000, gt=0)  # carved out of the training images, stratified
         num_train: int | None = option(None, gt=0)  # a stratified subset of the rest (null: all of it)
         num_test: int | None = option(None, gt=0)  # a stratified subset of the test set (null: all of it)
         seed: int = 0  # of the carve-out and the subsets
-
-        def __post_init__(self) -> None:
-            if isinstance(self.root, os.PathLike):
-                object.__setattr__(self, "root", os.fspath(self.root))
-            super().__post_init__()
-
-        @property
-        def path(self) -> Path:
-            return Path(self.root).expanduser()
 
     def __init__(self, options: Options) -> None:
         self.options = options

@@ -44,13 +44,11 @@ _NO_CANVAS = ("a photo shows nothing beyond its frame: a larger field of view at
               "would have to invent pixels")
 
 
-@dataclass(frozen=True)
-class _FolderOptions(DatasetOptions):
-    """Options of a dataset read from a folder: its root, the validation share, the seed."""
+class RootPath:
+    """What options with a ``root`` folder share (a dataclass mixin): a path object given as
+    ``root`` is kept as its string, and ``path`` is the folder with ``~`` expanded."""
 
-    root: str  # a path (``~`` expanded); a path object is kept as its string
-    val_fraction: float = 0.1  # carved out of the training images, stratified
-    seed: int = 0  # of that carving
+    root: str
 
     def __post_init__(self) -> None:
         if isinstance(self.root, os.PathLike):
@@ -60,6 +58,15 @@ class _FolderOptions(DatasetOptions):
     @property
     def path(self) -> Path:
         return Path(self.root).expanduser()
+
+
+@dataclass(frozen=True)
+class _FolderOptions(RootPath, DatasetOptions):
+    """Options of a dataset read from a folder: its root, the validation share, the seed."""
+
+    root: str  # a path (``~`` expanded); a path object is kept as its string
+    val_fraction: float = 0.1  # carved out of the training images, stratified
+    seed: int = 0  # of that carving
 
     def validate(self) -> None:
         if not 0 < self.val_fraction < 1:
