@@ -1,5 +1,6 @@
-"""The encoding interface: one value object for the patch grid, one base class with four hooks,
-and the registry of encodings.
+"""The encoding interface: one value object for the patch grid, one base class with four hooks;
+the registry of encodings and the option checks it shares with the spec are
+:mod:`harness.encodings._catalog` (torch-free), re-exported here.
 
 A ViT calls, once per forward pass::
 
@@ -21,18 +22,31 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import typing
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from harness.config import ConfigError, ModelDims, convert
+from harness.config import ModelDims
 from harness.encodings._precision import in_float32
-from harness.registry import Registry
+from harness.encodings._catalog import (
+    ENCODINGS,
+    HOOKS,
+    EncodingConfigError,
+    EncodingSummary,
+    NoOptions,
+    Policy,
+    build_encoding,
+    build_options,
+    check_dims,
+    get_encoding,
+    known_names,
+    register_encoding,
+    summarize,
+)
 from harness.variants import rescale
 
 __all__ = [
@@ -50,16 +64,6 @@ __all__ = [
     "register_encoding",
     "rescale",
 ]
-
-#: the new-grid policies: ``extrapolate`` (one unit per patch) and ``interpolate`` (span the training range)
-#: the new-grid policies (``harness.variants.POLICIES``; a test keeps the two lists equal)
-Policy = Literal["extrapolate", "interpolate", "interpolate_eva"]
-#: The four hook points of the encoding interface, in the order a forward pass meets them.
-HOOKS = ("tokens", "qk", "attn_bias", "after_block")
-
-
-class EncodingConfigError(ConfigError):
-    """An encoding cannot be built with these options or model dimensions."""
 
 
 @dataclass(frozen=True)
@@ -100,24 +104,6 @@ class PatchGrid:
         return y + self.offset[0], x + self.offset[1]
 
 
-@dataclass(frozen=True)
-class NoOptions:
-    """An encoding without options."""
-
-
-@dataclass(frozen=True)
-class EncodingSummary:
-    """What the listing shows about an encoding, read from the live class."""
-
-    name: str
-    description: str  # the first line of the class docstring
-    hooks: tuple[str, ...]  # the hooks the class overrides, in HOOKS order
-    policies: tuple[str, ...]  # the choices of its ``policy`` option (empty: no such option)
-    default_policy: str | None
-    options: dict[str, Any]  # every option's default
-    relative: bool
-
-
 class PositionalEncoding(nn.Module):
     """Base class: every hook is a no-op. Subclasses register with ``@register_encoding(name)``.
 
@@ -139,6 +125,10 @@ class PositionalEncoding(nn.Module):
       ``cpb`` gives it learned bias entries): what it gets is then the same on every grid and
       at every offset (the conformance kit tests either).
     - ``head_dim_multiple``: the head dimension must be a multiple of it.
+
+    A built-in's ``Options``, hooks, ``relative`` and ``head_dim_multiple`` are declared again
+    in :mod:`harness.encodings._catalog`, which checks a spec without torch; a test keeps the two
+    equal. A plugin (or a new file here) needs no declaration: it is built to be checked.
     """
 
     name: ClassVar[str] = ""
@@ -152,16 +142,8 @@ class PositionalEncoding(nn.Module):
     def __init__(self, dims: ModelDims, **options: Any) -> None:
         super().__init__()
         self.dims = dims
-        self.opts = _build_options(type(self), dims, options)
-        if dims.dim % dims.heads:
-            raise EncodingConfigError(
-                f"encoding {self.name!r}: model dim {dims.dim} is not divisible by heads {dims.heads}"
-            )
-        if dims.head_dim % self.head_dim_multiple:
-            raise EncodingConfigError(
-                f"encoding {self.name!r} needs a head dimension divisible by {self.head_dim_multiple}; "
-                f"got {dims.head_dim} (dim {dims.dim} / heads {dims.heads})"
-            )
+        self.opts = build_options(self.name, self.Options, dims, options)
+        check_dims(self.name, self.head_dim_multiple, dims)
         self._tables: OrderedDict[tuple, Any] = OrderedDict()
         #: the source of random draws in training (the trainer's seeded generator); None: torch's global one
         self.generator: torch.Generator | None = None
@@ -169,21 +151,9 @@ class PositionalEncoding(nn.Module):
     @classmethod
     def describe(cls) -> EncodingSummary:
         """Hooks, policies, option defaults and description, read from the class itself."""
-        hints = typing.get_type_hints(cls.Options)
-        options = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                   for f in dataclasses.fields(cls.Options)}
-        policy = hints.get("policy")
-        policies = typing.get_args(policy) if typing.get_origin(policy) is Literal else ()
         doc = (cls.__doc__ or "").strip().splitlines()
-        return EncodingSummary(
-            name=cls.name,
-            description=doc[0].strip() if doc else "",
-            hooks=tuple(h for h in HOOKS if getattr(cls, h) is not getattr(PositionalEncoding, h)),
-            policies=policies,
-            default_policy=options.get("policy") if policies else None,
-            options=options,
-            relative=cls.relative,
-        )
+        hooks = tuple(h for h in HOOKS if getattr(cls, h) is not getattr(PositionalEncoding, h))
+        return summarize(cls.name, cls.Options, hooks, cls.relative, doc[0].strip() if doc else "")
 
     def num_trainable(self) -> int:
         """Trainable parameters of this encoding."""
@@ -268,31 +238,3 @@ class PositionalEncoding(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in dataclasses.asdict(self.opts).items())
-
-
-#: every registered encoding: the files of this folder, plugins, installed entry points
-ENCODINGS: Registry[type[PositionalEncoding]] = Registry(
-    "encoding", base=PositionalEncoding, builtins="harness.encodings", group="harness.encodings",
-    exclude={"base"},
-)
-register_encoding = ENCODINGS.register
-get_encoding = ENCODINGS.get
-known_names = ENCODINGS.names
-
-
-def build_encoding(name: str, dims: ModelDims, options: dict[str, Any] | None = None) -> PositionalEncoding:
-    """Build the encoding registered as ``name`` for a model of dimensions ``dims``."""
-    return get_encoding(name)(dims, **(options or {}))
-
-
-# ---------------------------------------------------------------------------- options
-def _build_options(cls: type[PositionalEncoding], dims: ModelDims, options: dict[str, Any]) -> Any:
-    """``cls.Options`` from ``options``: names, types and bounds checked by ``harness.config``,
-    then the options' own ``validate(dims)``; any error names the encoding."""
-    try:
-        return convert(cls.Options, options, "", context=(dims,))
-    except ConfigError as exc:  # the detail names an unknown option itself
-        where = "" if not exc.key or f"'{exc.key}'" in exc.detail else f"option {exc.key!r}: "
-        raise EncodingConfigError(f"encoding {cls.name!r}: {where}{exc.detail}") from None
-    except ValueError as exc:
-        raise EncodingConfigError(f"encoding {cls.name!r}: {exc}") from None

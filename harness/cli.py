@@ -1,9 +1,12 @@
 """The command line: ``python -m harness COMMAND`` (or ``harness COMMAND``).
 
-Heavy imports (torch, mlflow, seaborn) happen inside the commands that need them, so
+Heavy imports (torch, mlflow, optuna, seaborn) happen inside the commands that need them, so
 ``--help`` answers at once; the listings (``encodings``, ``datasets``, ``figures``) import
-what they list (about a second, for torch). A user error (bad spec, missing file, unknown
-encoding) prints one message and exits with status 2.
+what they list (about a second, for torch). The commands that take a study spec (``run``,
+``worker``, ``status``, ``evaluate``, ``report``) read and check it, with its overrides, before
+importing any of them (the spec and the built-ins it names are torch-free), and ``run
+--dry-run`` never imports them: a mistake is answered at once. A user error (bad spec, missing
+file, unknown encoding) prints one message and exits with status 2.
 """
 
 from __future__ import annotations
@@ -57,17 +60,25 @@ def _is_override(text: str) -> bool:
     return bool(sep) and bool(key) and not key.startswith("-") and not any(c.isspace() for c in key)
 
 
+def _load_spec(args: argparse.Namespace):
+    """The command's study spec with its overrides (``--set``, positional ``KEY=VALUE``, and
+    ``--storage`` and ``--tracking-uri`` where the command has them), checked: no torch,
+    MLflow or Optuna is imported."""
+    from harness.spec import load_spec
+
+    extra = [f"storage={args.storage}"] if getattr(args, "storage", None) else []
+    extra += [f"tracking_uri={args.tracking_uri}"] if getattr(args, "tracking_uri", None) else []
+    return load_spec(args.spec, [*args.set, *extra])
+
+
 def _dry_run(args: argparse.Namespace) -> int:
-    """``run --dry-run``: the resolved spec and the cells it would train; nothing is written."""
+    """``run --dry-run``: the resolved spec and the cells it would train; nothing is written
+    (and nothing heavy imported: torch, MLflow, Optuna)."""
     import json
 
     import yaml
 
-    from harness.spec import load_spec
-
-    extra = [f"storage={args.storage}"] if args.storage else []
-    extra += [f"tracking_uri={args.tracking_uri}"] if args.tracking_uri else []
-    spec = load_spec(args.spec, [*args.set, *extra])
+    spec = _load_spec(args)
     plain = json.loads(json.dumps(spec.resolved, default=str))  # tuples and sizes as YAML can write them
     print(f"# {args.spec}: resolved spec (dry run: nothing is trained or written)")
     print(yaml.safe_dump(plain, sort_keys=False, default_flow_style=None).rstrip())
@@ -81,7 +92,7 @@ def _dry_run(args: argparse.Namespace) -> int:
         pairs = len(spec.encodings) * len(spec.train_resolutions)
         print(f"# and first the tune stage: {spec.tune.trials} trials for each of {pairs} "
               f"(encoding, train resolution): {spec.tune.trials * pairs} trainings")
-    from harness.study import design_warnings
+    from harness.design import design_warnings
 
     for line in design_warnings(spec):
         print(f"# warning: {line}")
@@ -197,12 +208,13 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.study import run_study
-
     if isinstance(args.workers, int) and args.workers < 0:
         raise HarnessError(f"--workers must be 0 or more, got {args.workers}")
     if args.dry_run:
         return _dry_run(args)
+    _load_spec(args)  # a spec error before torch, MLflow and Optuna are imported (run_study reads it again)
+    from harness.study import run_study
+
     spec = run_study(args.spec, args.set, workers=args.workers, storage=args.storage,
                      tracking_uri=args.tracking_uri)
     if args.workers == 0:
@@ -216,18 +228,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     if res.evaluated:
         print(f"study {spec.name}: {sum(res.evaluated.values())} evaluations added to {len(res.evaluated)} "
               "cells trained before (their kept weights; nothing retrained)")
+    for tag, why in res.damaged.items():
+        print(f"error: cell {tag} could not be evaluated: its kept model is damaged ({why})", file=sys.stderr)
     from harness.study import failed_cells
 
     failed = failed_cells(spec)  # cells that failed on every try: the study ended, not done
     if not failed:
         print(f"study {spec.name}: done. Results in MLflow: "
-              f"mlflow ui --backend-store-uri {redact_url(spec.tracking())}")
+              f"mlflow ui --backend-store-uri {redact_url(spec.tracking())}, then open {_runs_page(spec)}")
     if not args.no_report and len(failed) < len(spec.cells()):  # the report shows the failed cells too
         _write_report(spec)
     if failed:
         _print_failed(spec, failed)
         return 3
-    return 0
+    return 3 if res.damaged else 0
+
+
+def _runs_page(spec) -> str:
+    """The MLflow UI's page of the study's runs table (:meth:`harness.tracking.Tracker.runs_page`)."""
+    from harness.tracking import Tracker
+
+    return Tracker(spec.tracking(), spec.name, create=False).runs_page()
 
 
 def _print_failed(spec, failed) -> None:
@@ -253,10 +274,10 @@ def _write_report(spec) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from harness.evaluate import evaluate_study
+    spec = _load_spec(args)  # checked before torch, MLflow and Optuna are imported
+    from harness.evaluate import evaluate_spec
 
-    res = evaluate_study(args.spec, args.set, storage=args.storage, tracking_uri=args.tracking_uri)
-    spec = res.spec
+    res = evaluate_spec(spec)
     added = sum(res.evaluated.values())
     print(f"study {spec.name}: {added} evaluations added to {len(res.evaluated)} cells, "
           f"{len(res.complete)} cells had them all already; nothing was trained")
@@ -264,9 +285,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                        ("kept no model (trained before models were kept; retrain to evaluate)", res.no_weights)):
         if tags:
             print(f"{len(tags)} cells {what}: {', '.join(tags)}")
+    for tag, why in res.damaged.items():
+        print(f"error: cell {tag} could not be evaluated: its kept model is damaged ({why})", file=sys.stderr)
     if not args.no_report:
         _write_report(spec)
-    return 3 if res.no_weights or res.untrained else 0  # as `run` when cells failed: some were not evaluated
+    return 3 if res.no_weights or res.untrained or res.damaged else 0  # as `run` when cells failed: some were not evaluated
 
 
 def _results_summary(markdown: Path) -> str:
@@ -282,13 +305,12 @@ def _results_summary(markdown: Path) -> str:
 
 def cmd_report(args: argparse.Namespace) -> int:
     _load_plugins(args.plugin)  # figure plugins for a report from --experiment (a spec loads its own)
+    spec = _load_spec(args) if args.spec else None  # checked before pandas, MLflow and seaborn are imported
     from harness.report import ReportError, build_report
 
-    if args.spec:
+    if spec is not None:
         from harness.files import sqlite_path
-        from harness.spec import load_spec
 
-        spec = load_spec(args.spec, args.set + ([f"tracking_uri={args.tracking_uri}"] if args.tracking_uri else []))
         name, uri, resolved = spec.name, spec.tracking(), spec.resolved
         if uri.startswith("sqlite:///") and not sqlite_path(uri).is_file():
             raise ReportError(f"{args.spec}: no tracking store at {redact_url(uri)}: run the study first")
@@ -303,6 +325,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    spec = _load_spec(args)  # checked before torch, MLflow and Optuna are imported (run_worker reads it again)
     from harness.worker import run_worker
 
     if args.gpu is not None:  # before CUDA starts in this process: the worker sees that GPU alone, as cuda:0
@@ -315,10 +338,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             raise HarnessError(f"--gpu {args.gpu}: no CUDA GPU {device!r} is visible here")
     extra = [f"storage={args.storage}"] + ([f"tracking_uri={args.tracking_uri}"] if args.tracking_uri else [])
     run_worker(args.spec, args.set + extra)
-    from harness.spec import load_spec
     from harness.study import failed_cells
 
-    spec = load_spec(args.spec, args.set + extra)
     failed = failed_cells(spec)  # as `run`: cells that failed on every try end the study, not done
     if failed:
         _print_failed(spec, failed)
@@ -328,11 +349,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from harness.spec import load_spec
+    spec = _load_spec(args)  # checked before Optuna is imported
     from harness.study import study_status
 
-    extra = [f"storage={args.storage}"] if args.storage else []
-    rows = study_status(load_spec(args.spec, args.set + extra))
+    rows = study_status(spec)
     header = {"encoding": "encoding", "train_resolution": "train res", "seed": "seed", "state": "state",
               "detail": "detail"}
     widths = {k: max(len(r[k]) for r in [header, *rows]) for k in header}
@@ -346,8 +366,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from harness.schema import TRAIN, Cell
     from harness.spec import check_resolution, check_seed, load_spec
-    from harness.tracking import Tracker
-    from harness.trial import TrialError, train_one
 
     overrides = list(args.set)
     if args.tracking_uri:
@@ -362,6 +380,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     res = spec.train_resolutions[0] if args.resolution is None else \
         check_resolution(spec, args.resolution, args.encoding, f"--resolution {args.resolution}")
     seed = spec.seeds[0] if args.seed is None else check_seed(args.seed, f"--seed {args.seed}")
+    from harness.tracking import Tracker  # MLflow and torch: once the spec and the options checked out
+    from harness.trial import TrialError, dataset_of, train_one
+
+    dataset_of(spec)  # a missing, corrupt or empty dataset: fail before the tracking store is written
     tracker = Tracker(spec.tracking(), spec.name)
     parent = tracker.parent_run(spec.name, TRAIN, reopen=True)
     # the spec's entry (its options) when the spec lists the encoding by that label
@@ -388,7 +410,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from harness.bench import format_report, run_bench
 
     res = run_bench(args.preset, device=args.device, encodings=args.encodings, resolutions=args.resolutions,
-                    batch_size=args.batch_size, repeats=args.repeats, threads=args.threads, json_path=args.json)
+                    batch_size=args.batch_size, repeats=args.repeats, threads=args.threads, json_path=args.json,
+                    spec=args.spec, sweep_repeats=args.sweep_repeats, overrides=args.set)
     if args.json:
         print(f"json: {args.json}", file=sys.stderr)
     print(format_report(res))
@@ -509,15 +532,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("bench", help="measure each encoding's training and evaluation cost (and timm's ViT)")
-    p.add_argument("--preset", default="small", help="model preset (default: small)")
+    p.add_argument("--preset", help="model preset (default: small, or the spec's model; with --spec it must be it)")
+    p.add_argument("--spec", help="a study spec: measure its model, recipe, batch, training resolution, "
+                                  "encoding entries and one cell's evaluation sweep "
+                                  "(e.g. studies/resolution_extrapolation.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value of the --spec, e.g. --set train.eval_batch_size=64 (repeatable)")
     p.add_argument("--device", default="auto", metavar="{auto,cpu,cuda}", help="device (default: auto)")
     p.add_argument("--encodings", nargs="+", metavar="NAME",
                    help="encodings to measure (default: all registered; none is always added as the reference)")
     p.add_argument("--resolutions", nargs="+", type=int, metavar="R",
                    help="evaluation resolutions in px (default: the training resolution and twice it)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
+    p.add_argument("--batch-size", type=int, help="images per step (default: the spec's train.batch_size, else 64)")
     p.add_argument("--repeats", type=int, default=5, help="timings per figure; the median is reported (default 5)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's default)")
+    p.add_argument("--sweep-repeats", type=int, default=1,
+                   help="timings of the spec's whole evaluation sweep of one cell (default 1)")
+    p.add_argument("--threads", type=int, nargs="+", default=[0], metavar="N",
+                   help="torch threads; several counts (e.g. 1 2) measure every figure at each, interleaved "
+                        "(default: torch's default)")
     p.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
     p.set_defaults(func=cmd_bench)
     return parser

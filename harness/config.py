@@ -488,6 +488,7 @@ class StudySpec:
     plugins: tuple[str, ...] = ()
     baseline: str | None = None  # the encoding reports compare against (default: learned if present)
     analysis: AnalysisConfig | None = None  # the declared primary analysis (the report's family of tests)
+    analysis_dropped: tuple[str, ...] = ()  # its comparisons of encodings an override left out (warned)
     heartbeat: int = 30  # seconds between a running trial's heartbeats; silent for 3 intervals = dead worker
     max_retries: int = 2  # times a failed cell is tried again
     workers: int | str = 1  # worker processes `harness run` starts (--workers overrides), each with cores/workers threads; "auto": harness.devices

@@ -33,7 +33,7 @@ from harness.schema import (
 )
 from harness.spec import load_spec
 from harness.storage import open_storage, open_studies
-from harness.tracking import Tracker
+from harness.tracking import KeptModelError, Tracker, one_line
 
 __all__ = ["EvaluateResult", "evaluate_spec", "evaluate_study"]
 
@@ -47,6 +47,7 @@ class EvaluateResult:
     complete: list[str] = field(default_factory=list)  # cells that had every metric already
     untrained: list[str] = field(default_factory=list)  # cells with no finished run
     no_weights: list[str] = field(default_factory=list)  # finished runs that kept no model
+    damaged: dict[str, str] = field(default_factory=dict)  # cell tag -> why its kept model is unusable
 
 
 def evaluate_study(spec_path: str, overrides: list[str], *, storage: str | None = None,
@@ -71,6 +72,7 @@ def evaluate_spec(spec: StudySpec, *, progress: bool | None = None) -> EvaluateR
     # the study must exist (nothing is created), trained with this spec's training keys (the pinned hash)
     open_studies(spec, open_storage(spec.storage_url(), create=False), create=False)
     tracker = Tracker(spec.tracking(), spec.name, create=False)
+    tracker.mark_training()  # an experiment written before it was tagged opens on its runs too
     data = dataset_of(spec)
     train_cfg = spec.train_config()
     finished: dict[str, object] = {}
@@ -93,16 +95,16 @@ def evaluate_spec(spec: StudySpec, *, progress: bool | None = None) -> EvaluateR
             if not missing:
                 result.complete.append(cell.tag)
                 continue
-            kept = tracker.load_model(run.info.run_id, Path(tmp) / cell.tag)
-            if kept is None:
+            try:
+                model = _rebuild(tracker, run.info.run_id, Path(tmp) / cell.tag, build_model)
+            except KeptModelError as exc:
+                result.damaged[cell.tag] = f"run {run.info.run_id}: {exc}"
+                continue
+            if model is None:
                 result.no_weights.append(cell.tag)
                 print(f"warning: {cell.tag}: run {run.info.run_id} kept no model (trained before models were "
                       "kept): not evaluated; retrain the cell to evaluate it", file=sys.stderr)
                 continue
-            state, meta = kept
-            model = build_model(ViTConfig.from_dict(meta["model"]), meta["encoding"]["name"],
-                                meta["encoding"]["options"])
-            model.load_state_dict(state)
             model.to(resolve_device(train_cfg.device))
             t0 = time.monotonic()
             tested = {}
@@ -117,10 +119,31 @@ def evaluate_spec(spec: StudySpec, *, progress: bool | None = None) -> EvaluateR
             if progress is not False:
                 print(f"cell {i}/{len(cells)} {cell.tag}: {len(tested)} evaluations added "
                       f"({time.monotonic() - t0:.1f}s)", file=sys.stderr, flush=True)
-            del model, state
+            del model
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     return result
+
+
+def _rebuild(tracker: Tracker, run_id: str, dst: Path, build_model):
+    """The model a run kept, rebuilt from its ``model.json`` with its weights loaded; None when
+    the run kept no model. A model that cannot be read, or whose weights do not fit the model its
+    ``model.json`` describes, raises :class:`KeptModelError` (one line: what is wrong)."""
+    kept = tracker.load_model(run_id, dst)
+    if kept is None:
+        return None
+    state, meta = kept
+    try:
+        model = build_model(ViTConfig.from_dict(meta["model"]), meta["encoding"]["name"], meta["encoding"]["options"])
+    except Exception as exc:  # noqa: BLE001 - a model.json that builds no model is the kept model's fault
+        raise KeptModelError(f"model/model.json does not describe a model ({one_line(exc)})") from None
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(exc).__name__)
+        raise KeptModelError(f"model/weights.pt does not fit the model of its model.json ({detail[:200]})") from None
+    return model
 
 
 def _log(tracker: Tracker, run, tested: dict[tuple[Variant, Size], dict[str, float]],

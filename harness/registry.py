@@ -10,18 +10,19 @@ Plugins are one file or one module: :func:`load_plugin` imports a ``.py`` path o
 ``module[:attr]`` reference and reports what it added to any registry, so one plugin file
 may add an encoding, a dataset and a figure at once.
 
-Torch-free: the registries of torch modules import those modules only when first asked.
+Torch-free: the registries of torch modules import those modules only when first asked, and a
+registry told what its built-in modules register (``declared``: the encodings' catalog) answers
+``in`` and ``names`` without importing them at all.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.metadata
 import importlib.util
 import pkgutil
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -53,20 +54,27 @@ class Registry(Generic[T]):
     """Names to registered objects of one kind.
 
     ``kind``: what the objects are, in messages ("encoding"). ``base``: a class every
-    registered class must subclass (None: any callable). ``builtins``: the package whose
-    public modules hold the built-in entries. ``group``: the entry-point group of plugins.
-    ``exclude``: modules of ``builtins`` that register nothing.
+    registered class must subclass, or its ``"module:Name"`` (imported at the first
+    registration: a torch class stays unimported until then); None: any callable.
+    ``builtins``: the package whose public modules hold the built-in entries. ``group``: the
+    entry-point group of plugins. ``exclude``: modules of ``builtins`` that register nothing.
+    ``declared``: the names the built-in modules register, each with its module
+    (``{"rope_axial": "rope_axial"}``); while every built-in module is declared, ``in`` and
+    :meth:`names` answer from it without importing the modules (:meth:`get` imports them).
     """
 
-    def __init__(self, kind: str, *, base: type | None = None, builtins: str | None = None,
-                 group: str | None = None, exclude: Iterable[str] = ()) -> None:
+    def __init__(self, kind: str, *, base: type | str | None = None, builtins: str | None = None,
+                 group: str | None = None, exclude: Iterable[str] = (),
+                 declared: Mapping[str, str] | None = None) -> None:
         if kind in _ALL:
             raise RegistryError(f"a registry of {kind}s exists already")
         self.kind = kind
-        self.base = base
+        self._base = base
         self.builtins = builtins
         self.group = group
         self.exclude = set(exclude)
+        self.declared = dict(declared or {})
+        self._covered: bool | None = None  # whether every built-in module is declared (asked once)
         self._entries: dict[str, T] = {}
         self._sources: dict[str, str] = {}
         self._builtins_loaded = False
@@ -74,6 +82,14 @@ class Registry(Generic[T]):
         #: entry points that failed to load: reference -> reason (listings show them, never raise)
         self.broken: dict[str, str] = {}
         _ALL[kind] = self
+
+    @property
+    def base(self) -> type | None:
+        """The class every entry subclasses (imported on first use when given as ``"module:Name"``)."""
+        if isinstance(self._base, str):
+            module, _, name = self._base.partition(":")
+            self._base = getattr(importlib.import_module(module), name)
+        return self._base
 
     # ------------------------------------------------------------------ registration
     def register(self, name: str) -> Callable[[T], T]:
@@ -88,6 +104,9 @@ class Registry(Generic[T]):
         return deco
 
     def add(self, name: str, obj: T) -> None:
+        if name in self.declared and not self._builtins_loaded \
+                and getattr(obj, "__module__", None) != f"{self.builtins}.{self.declared[name]}":
+            self.load_builtins()  # a declared name taken by another module: refused as a duplicate, as ever
         if self.base is not None and not (isinstance(obj, type) and issubclass(obj, self.base)):
             raise RegistryError(f"{self.kind} {name!r}: {_qualname(obj)} must be a subclass of "
                                 f"{self.base.__module__}.{self.base.__qualname__}")
@@ -107,7 +126,8 @@ class Registry(Generic[T]):
     # ------------------------------------------------------------------ look-up
     def get(self, name: str) -> T:
         """The object registered as ``name``; an unknown name lists the known ones."""
-        self.load_builtins()
+        if name in self.declared or not self.all_declared():  # else an undeclared name is no built-in's
+            self.load_builtins()
         if name not in self._entries:
             self.load_entry_points(strict=False)
         if name not in self._entries:
@@ -117,17 +137,20 @@ class Registry(Generic[T]):
         return self._entries[name]
 
     def __contains__(self, name: object) -> bool:
-        self.load_builtins()
-        return name in self._entries
+        if not self.all_declared():
+            self.load_builtins()
+        return name in self._entries or name in self.declared
 
     def names(self, *, entry_points: bool = True) -> list[str]:
         """Every registered name (built-ins, loaded plugins, installed entry points), sorted."""
-        self.load_builtins()
+        if not self.all_declared():
+            self.load_builtins()
         if entry_points:
             self.load_entry_points(strict=False)
-        return sorted(self._entries)
+        return sorted(set(self._entries) | set(self.declared))
 
     def items(self, *, entry_points: bool = True) -> list[tuple[str, T]]:
+        self.load_builtins()  # the objects themselves
         return [(n, self._entries[n]) for n in self.names(entry_points=entry_points)]
 
     def source(self, name: str) -> str:
@@ -136,14 +159,27 @@ class Registry(Generic[T]):
         return self._sources[name]
 
     # ------------------------------------------------------------------ discovery
+    def builtin_modules(self) -> list[str]:
+        """The modules of ``builtins`` that may register entries (listed, not imported)."""
+        if self.builtins is None:
+            return []
+        package = importlib.import_module(self.builtins)
+        return [m.name for m in pkgutil.iter_modules(package.__path__)
+                if not m.name.startswith("_") and m.name not in self.exclude]
+
+    def all_declared(self) -> bool:
+        """Whether ``declared`` names every built-in module (a file dropped into the package
+        without a declaration is not: its names are known only once it is imported)."""
+        if self._covered is None:
+            self._covered = bool(self.declared) and set(self.builtin_modules()) <= set(self.declared.values())
+        return self._covered
+
     def load_builtins(self) -> None:
         if self._builtins_loaded or self.builtins is None:
             return
         self._builtins_loaded = True
-        package = importlib.import_module(self.builtins)
-        for mod in pkgutil.iter_modules(package.__path__):
-            if not mod.name.startswith("_") and mod.name not in self.exclude:
-                importlib.import_module(f"{self.builtins}.{mod.name}")
+        for name in self.builtin_modules():
+            importlib.import_module(f"{self.builtins}.{name}")
 
     def load_entry_points(self, *, strict: bool = True) -> None:
         """Load the installed packages' entries (entry-point group ``self.group``). With
@@ -151,7 +187,10 @@ class Registry(Generic[T]):
         if self._entry_points_loaded or self.group is None:
             return
         self._entry_points_loaded = True
-        self.load_builtins()
+        if not self.all_declared():  # else a declared name an entry point takes loads them (add)
+            self.load_builtins()
+        import importlib.metadata  # a tenth of a second: only when plugins are looked for
+
         for ep in importlib.metadata.entry_points(group=self.group):
             try:
                 ep.load()

@@ -41,6 +41,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from harness.design import CONTROL, MIN_PAIRS
 from harness.schema import NO_POLICY, Cell, Size
 
 __all__ = [
@@ -83,8 +84,7 @@ CONFIDENCE = 0.95
 #: how every interval of the report is computed, in words (the report prints it next to them)
 INTERVAL_METHOD = (f"95% percentile bootstrap over seeds ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}; "
                    "runs that did not train left out)")
-#: the fewest pairs a paired test is run on
-MIN_PAIRS = 3
+# MIN_PAIRS (the fewest pairs a paired test is run on) and CONTROL: harness.design
 #: mean accuracy at or above which two variants are both at the ceiling: a task that leaves
 #: them there cannot rank them (the headline says so rather than name a winner by noise)
 CEILING = 0.99
@@ -224,10 +224,6 @@ def untrained_runs(df: pd.DataFrame) -> pd.DataFrame:
     for col in ("final_val_acc", "chance", "mean_test_acc"):
         out[col] = out[col].astype(float)
     return out.sort_values(["encoding", "train_resolution", "seed", "run_id"], ignore_index=True)[columns]
-
-
-#: the label of the position-free control: on a task whose labels depend on positions it must stay at chance
-CONTROL = "none"
 
 
 def control_runs(df: pd.DataFrame) -> pd.DataFrame:

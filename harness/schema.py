@@ -231,6 +231,13 @@ T_STORAGE_ID = "harness.storage_id"
 T_STORAGE = "harness.storage"
 T_TRIAL_NUMBER = "optuna.trial_number"
 T_PARENT_RUN = "mlflow.parentRunId"
+#: a run's description in MLflow's UI (Markdown): the evaluate parent's holds the report's headline
+T_NOTE = "mlflow.note.content"
+#: the experiment tag from which MLflow 3's UI chooses an experiment's first page, and the value
+#: its UI writes when a user picks "custom model development" by hand: the runs table, where the
+#: GenAI kind (the UI's guess for an untagged experiment) opens on traces the harness never logs
+X_KIND = "mlflow.experimentKind"
+X_KIND_TRAINING = "custom_model_development"
 
 # ------------------------------------------------------------------------------ Optuna user attributes
 U_MLFLOW_RUN = "mlflow_run_id"  # a trial's MLflow run

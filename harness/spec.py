@@ -6,11 +6,14 @@ A spec is resolved in four steps, and validated as a whole before anything runs:
    origin of every key (:mod:`harness.spec_sources`);
 4. every section is converted into its config (``harness.config``): the model, the recipe,
    the tune stage, the dataset's own ``Options`` (the dataset registry names the class) and
-   every encoding's options (checked by building it at each training resolution); then the
-   study-level rules: resolutions the patch stem cannot tile, duplicated seeds, empty lists,
-   names that are safe as paths, sizes this machine's memory can take (:mod:`harness.spec_memory`).
+   every encoding's options (at each training resolution, refused as building it would
+   refuse them: ``harness.encodings.check_encoding``); then the study-level rules:
+   resolutions the patch stem cannot tile, duplicated seeds, empty lists, names that are safe
+   as paths, sizes this machine's memory can take (:mod:`harness.spec_memory`).
 
-Every error names the file, the key and what was expected.
+Every error names the file, the key and what was expected. Torch, MLflow and Optuna are never
+imported here (nor by the built-in datasets and encodings a spec names): a mistake is answered
+at once. A plugin the spec names may import what it needs.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from harness.config import (
     type_ok,
 )
 from harness.data import DATASETS, check_regime
-from harness.encodings import build_encoding
+from harness.encodings import ENCODINGS, check_encoding, describe_encoding
 from harness.errors import HarnessError, did_you_mean, redact_url
 from harness.files import sqlite_path
 from harness.presets import SpecLoader, parse_value
@@ -92,7 +95,7 @@ def check_resolution(spec: StudySpec, resolution: Any, label: str, origin: str) 
     validator.memory(model, spec.train, spec.dataset, (resolution,), (), ())
     enc = spec.encoding(label)
     try:
-        build_encoding(enc.name, dataclasses.replace(model, image_size=resolution).dims, enc.options)
+        check_encoding(enc.name, dataclasses.replace(model, image_size=resolution).dims, enc.options)
     except HarnessError as exc:
         raise SpecError(f"{origin}: {exc}") from None
     return resolution
@@ -135,6 +138,7 @@ class _Validator:
 
     def __init__(self, raw: dict, origins: dict[str, str], path: Path) -> None:
         self.raw, self.origins, self.path = raw, origins, path
+        self.dropped: list[str] = []  # primary comparisons of encodings a --set left out (analysis)
 
     def where(self, key: str) -> str:
         """The origin of ``key`` (``seeds[1]``, ``encodings[0].options.base``): the file, or the
@@ -245,7 +249,8 @@ class _Validator:
             train_resolutions=train_res, test_resolutions=test_res, seeds=seeds, tune=tune,
             policies=policies, temperatures=temperatures, regimes=regimes, canvas_resolutions=canvas,
             storage=raw.get("storage"), tracking_uri=raw.get("tracking_uri"), output=output,
-            plugins=plugins, baseline=baseline, analysis=analysis, heartbeat=resolved["heartbeat"],
+            plugins=plugins, baseline=baseline, analysis=analysis, analysis_dropped=tuple(self.dropped),
+            heartbeat=resolved["heartbeat"],
             max_retries=resolved["max_retries"], workers=resolved["workers"], source=str(self.path),
             resolved=resolved,
         )
@@ -265,21 +270,34 @@ class _Validator:
             return None
         cfg = self.section(AnalysisConfig, "analysis")
         seen: dict[frozenset, int] = {}
+        kept = []
         for i, text in enumerate(cfg.primary):
             key = f"analysis.primary[{i}]"
             try:
                 a, b = parse_comparison(text)
             except ValueError as exc:
                 self.fail(key, str(exc))
-            for label in (a, b):
-                if label not in labels:
-                    self.fail(key, f"{label!r} is not an encoding of the study{did_you_mean(label, labels)} "
-                                   f"(its labels: {', '.join(labels)})")
+            absent = [label for label in (a, b) if label not in labels]
+            # the encodings narrowed on the command line (``--set encodings=[...]``) under a
+            # comparison the spec file declares: it cannot be answered and is dropped with a
+            # warning (harness.design); a comparison given with its encodings is an error
+            if absent and self.where("encodings").startswith("--") and not self.where(key).startswith("--"):
+                self.dropped.append(f"{key} '{text}': {' and '.join(absent)} not in the study's encodings "
+                                    f"(set by {self.where('encodings')})")
+                continue
+            for label in absent:
+                self.fail(key, f"{label!r} is not an encoding of the study{did_you_mean(label, labels)} "
+                               f"(its labels: {', '.join(labels)})")
             if a == b:
                 self.fail(key, f"compares {a!r} with itself")
             if frozenset((a, b)) in seen:
                 self.fail(key, f"{a} and {b} are compared already (analysis.primary[{seen[frozenset((a, b))]}])")
             seen[frozenset((a, b))] = i
+            kept.append(text)
+        if not kept:
+            return None
+        if len(kept) < len(cfg.primary):
+            cfg = dataclasses.replace(cfg, primary=tuple(kept))
         for i, regime in enumerate(cfg.endpoint.regimes):
             if regime not in regimes:
                 self.fail(f"analysis.endpoint.regimes[{i}]", f"{regime!r} is not a regime of the study "
@@ -355,13 +373,11 @@ class _Validator:
 
     def _has_attn_bias(self) -> bool:
         """Whether an encoding of the spec adds an attention bias (a tokens x tokens table)."""
-        from harness.encodings import ENCODINGS
-
         entries = self.raw.get("encodings")
         for item in entries if isinstance(entries, list) else []:
             name = item if isinstance(item, str) else item.get("name") if isinstance(item, dict) else None
             try:
-                if isinstance(name, str) and name in ENCODINGS and "attn_bias" in ENCODINGS.get(name).describe().hooks:
+                if isinstance(name, str) and name in ENCODINGS and "attn_bias" in describe_encoding(name).hooks:
                     return True
             except Exception:  # noqa: BLE001 - a broken plugin class: encodings() names it
                 continue
@@ -495,7 +511,7 @@ class _Validator:
                 self.fail(f"{key}.label", f"expected a string, got {label!r}")
             for r in train_res:  # the name, the options and the head dimension, against the real model
                 try:
-                    build_encoding(item["name"], dataclasses.replace(model, image_size=r).dims, options)
+                    check_encoding(item["name"], dataclasses.replace(model, image_size=r).dims, options)
                 except HarnessError as exc:
                     self.fail(f"{key}.name" if "unknown encoding" in str(exc) else key, str(exc))
             if not _SAFE_LABEL.fullmatch(label):  # it names files (checkpoints) and MLflow runs and tags

@@ -35,6 +35,7 @@ import optuna
 from optuna.trial import TrialState
 
 from harness.config import StudySpec
+from harness.design import design_warnings
 from harness.errors import HarnessError, redact_url
 from harness.files import exclusive_lock
 from harness.schema import (
@@ -172,21 +173,6 @@ def run_study(spec_path: str, overrides: list[str], *, workers: int | None = Non
     _close_parents(spec, studies, tracker, parents, "FINISHED",
                    wall={STAGE_WALL_S: time.monotonic() - started, STAGE_WORKERS: workers})
     return spec
-
-
-def design_warnings(spec: StudySpec) -> list[str]:
-    """What in the spec will keep its report from answering (DESIGN 9), said before anything
-    is trained: fewer seeds than a paired test needs, no position-free control."""
-    from harness.report_stats import CONTROL, MIN_PAIRS
-
-    out = []
-    if len(spec.seeds) < MIN_PAIRS:
-        out.append(f"{len(spec.seeds)} seed(s): the report cannot test any difference between encodings "
-                   f"(a paired test needs {MIN_PAIRS} seeds; more find smaller differences)")
-    if CONTROL not in [e.label for e in spec.encodings]:
-        out.append(f"no position-free control (an encoding labelled `{CONTROL}`): nothing in the report will tell "
-                   "whether the task can be solved without positions")
-    return out
 
 
 def _stop_workers(procs: list, signum: int) -> None:

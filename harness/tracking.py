@@ -43,14 +43,29 @@ from harness.schema import (
     T_PARENT,
     T_PARENT_RUN,
     T_STAGE,
+    T_NOTE,
     T_STUDY,
+    X_KIND,
+    X_KIND_TRAINING,
 )
 
-__all__ = ["Tracker", "TrackingError", "check_reachable", "check_tracking_uri", "flatten"]
+__all__ = ["KeptModelError", "Tracker", "TrackingError", "check_reachable", "check_tracking_uri", "flatten"]
 
 
 class TrackingError(HarnessError):
     """The tracking store cannot be reached or written."""
+
+
+class KeptModelError(HarnessError):
+    """A run's kept model cannot be read (damaged weights, unreadable ``model.json``), or does
+    not fit the model its ``model.json`` describes: that cell cannot be evaluated again."""
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc`` as one short line: its type and the first sentence of its message."""
+    text = str(exc).strip().splitlines()
+    first = text[0].split(". ")[0].rstrip(".")[:200] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, str]:
@@ -188,6 +203,20 @@ def _tag_is(key: str, value: str) -> tuple[str, bool]:
     return f"tags.`{key}` LIKE '{pattern}'", True
 
 
+def report_note(folder: Path, experiment_id: str, run_id: str) -> str:
+    """The evaluate parent run's description (MLflow's ``mlflow.note.content``, Markdown shown on
+    the run's page): the report's headline (``report.md`` up to its first section) and a link to
+    ``report/report.html`` in the run's artifacts, which MLflow's artifact viewer shows, figures
+    (PNG artifacts) inline."""
+    md = Path(folder) / "report.md"
+    text = md.read_text(encoding="utf-8") if md.is_file() else ""
+    headline = text.split("\n## ")[0].strip()[:4000]  # a tag holds 5000 characters: the link stays
+    page = f"{REPORT_ARTIFACTS}/report.html"
+    link = f"#/experiments/{experiment_id}/runs/{run_id}/artifacts/{page}"
+    note = f"{headline}\n\nThe full report: [{page}]({link}) (this run's artifacts; figures beside it)."
+    return note
+
+
 class Tracker:
     def __init__(self, tracking_uri: str, experiment: str, *, create: bool = True) -> None:
         """The MLflow experiment ``experiment`` at ``tracking_uri``, created when missing; with
@@ -224,17 +253,39 @@ class Tracker:
                 if tracking_uri.startswith("sqlite:///"):
                     artifacts = (sqlite_path(tracking_uri).parent / "artifacts").resolve().as_uri()
                 try:
-                    self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifacts)
+                    self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifacts,
+                                                                       tags={X_KIND: X_KIND_TRAINING})
                 except mlflow.exceptions.MlflowException:  # another worker created it first
-                    self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
+                    exp = self.client.get_experiment_by_name(experiment)
+                    self.experiment_id = exp.experiment_id
             else:
                 self.experiment_id = exp.experiment_id
+            if create and exp is not None:  # an experiment written before it was tagged (or by hand)
+                self.mark_training(exp)
         except HarnessError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure to reach the store is the user's to fix
             detail = redact_url(str(exc).splitlines()[0]) if str(exc) else ""
             raise TrackingError(f"MLflow tracking store {shown}: cannot be used ({type(exc).__name__}: {detail})"
                                 ) from None
+
+    def mark_training(self, exp=None) -> None:
+        """Tag the experiment as model training (:data:`harness.schema.X_KIND`), so that MLflow's
+        UI opens it on its runs table; nothing is written when the tag is there already.
+        ``run`` (through a creating tracker) and ``evaluate`` call it on existing experiments."""
+        exp = exp or self.client.get_experiment(self.experiment_id)
+        if exp.tags.get(X_KIND) != X_KIND_TRAINING:
+            self.client.set_experiment_tag(self.experiment_id, X_KIND, X_KIND_TRAINING)
+
+    def runs_page(self) -> str:
+        """The MLflow UI's page of the experiment's runs table: at the tracking server for an
+        http(s) URI, else at ``mlflow ui``'s default address. MLflow 3.17's UI opens an experiment
+        on the page of its global workflow type (the sidebar's "GenAI | Model training" switch,
+        GenAI unless picked), not on :data:`~harness.schema.X_KIND`: ``workflowType`` picks it."""
+        base = "http://127.0.0.1:5000"
+        if self.uri.lower().startswith(("http://", "https://")):
+            base = redact_url(http_credentials(self.uri)[0]).rstrip("/")
+        return f"{base}/#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
 
     # ------------------------------------------------------------------ runs
     def parent_run(self, study: str, stage: str, *, reopen: bool = False) -> str:
@@ -307,6 +358,7 @@ class Tracker:
         except OSError as exc:  # a full disk under the artifact store: one line; the report folder stands
             raise TrackingError(f"the report could not be logged to MLflow run {run_id} ({os_reason(exc)}); the report "
                                 f"itself is complete in {folder}") from None
+        self.set_tags(run_id, {T_NOTE: report_note(folder, self.experiment_id, run_id)})
         return run_id
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
@@ -317,6 +369,40 @@ class Tracker:
             path = Path(tmp) / name
             path.write_text(text, encoding="utf-8")
             self.client.log_artifact(run_id, str(path))
+
+    def log_dataset(self, run_id: str, name: str, options: dict[str, Any], *, resolution: int,
+                    regimes: list[str]) -> str:
+        """The run's dataset as MLflow inputs (``mlflow.data``; the runs table's Dataset column):
+        one input per split (context ``train``, ``val``, ``test``), each a one-row frame naming
+        the dataset, its options' digest, the split's size (``num_<split>`` of the options, when
+        the dataset has one), the training resolution and the test regimes. The images are
+        rendered or read by the dataset itself, so the frame describes them, it does not hold
+        them; the options ride in the source. Each input's digest is ``<options digest>-<split>``.
+        Returns the options' digest."""
+        import hashlib
+        import warnings
+
+        import pandas as pd
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.entities import DatasetInput, InputTag
+
+        canon = json.dumps(options, sort_keys=True, default=str)
+        digest = hashlib.sha256(canon.encode()).hexdigest()[:8]
+        source = CodeDatasetSource(tags={"harness.dataset": name, "harness.dataset_options": canon[:4000]})
+        inputs = []
+        for split in ("train", "val", "test"):
+            size = options.get(f"num_{split}")
+            frame = pd.DataFrame([{"dataset": name, "options_digest": digest, "split": split,
+                                   "examples": -1 if size is None else int(size), "train_resolution": int(resolution),
+                                   "regimes": ",".join(regimes)}])
+            # one digest per split: MLflow keeps one input per (name, digest), whatever its context
+            with warnings.catch_warnings():  # "integer columns cannot hold missing values": none are missing
+                warnings.simplefilter("ignore", UserWarning)  # (said when the schema is inferred: both calls)
+                ds = mlflow.data.from_pandas(frame, source=source, name=name, digest=f"{digest}-{split}")
+                entity = ds._to_mlflow_entity()
+            inputs.append(DatasetInput(entity, tags=[InputTag("mlflow.data.context", split)]))
+        self.client.log_inputs(run_id, datasets=inputs)
+        return digest
 
     def log_model(self, run_id: str, state_dict: dict, meta: dict[str, Any]) -> None:
         """A trained model as artifacts of its run, under ``model/``: the weights (``weights.pt``,
@@ -343,8 +429,16 @@ class Tracker:
         if not {MODEL_WEIGHTS, MODEL_META} <= names:
             return None
         folder = Path(self.client.download_artifacts(run_id, MODEL_ARTIFACTS, str(dst)))
-        meta = json.loads((folder / MODEL_META).read_text(encoding="utf-8"))
-        state = torch.load(folder / MODEL_WEIGHTS, map_location="cpu", weights_only=True)
+        try:
+            meta = json.loads((folder / MODEL_META).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise KeptModelError(f"{MODEL_ARTIFACTS}/{MODEL_META} cannot be read ({one_line(exc)})") from None
+        try:  # random bytes: UnpicklingError; a truncated zip: RuntimeError; weights_only refuses code
+            state = torch.load(folder / MODEL_WEIGHTS, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - whatever torch.load raises on a damaged file
+            raise KeptModelError(f"{MODEL_ARTIFACTS}/{MODEL_WEIGHTS} cannot be read ({one_line(exc)})") from None
+        if not isinstance(state, dict) or not isinstance(meta, dict):
+            raise KeptModelError(f"{MODEL_ARTIFACTS}/: not a state dict and its model.json")
         return state, meta
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:

@@ -82,9 +82,12 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def dataset_of(spec: StudySpec):
-    """The study's dataset (built once per process)."""
-    return load_dataset(spec.dataset.name, spec.dataset.options)
+def dataset_of(spec: StudySpec, *, cache: bool = True):
+    """The study's dataset (built once per process). ``cache``: its splits are kept on disk under
+    ``output/<name>/cache`` too (:mod:`harness.data.cache`), made once for every worker process
+    of the study and every later command (``evaluate``, a re-run); deleting the study's folder
+    deletes them. Building it writes nothing: a split is written when it is first made."""
+    return load_dataset(spec.dataset.name, spec.dataset.options, spec.path_under("cache") if cache else None)
 
 
 def train_one(spec: StudySpec, cell: Cell, *, stage: str, tracker: Tracker, parent: str,
@@ -119,6 +122,8 @@ def train_one(spec: StudySpec, cell: Cell, *, stage: str, tracker: Tracker, pare
                                params={**cell.params(), P_CONFIG: resolved,
                                        P_DEFAULT_POLICY: default_policy(type(model.pe).describe())})
     tracker.log_text(run_id, json.dumps(resolved, indent=2, default=str), SPEC_ARTIFACT)
+    tracker.log_dataset(run_id, spec.dataset.name, dataclasses.asdict(spec.dataset.options), resolution=res,
+                        regimes=list(spec.regimes))  # the runs table's Dataset column
     if trial is not None:
         trial.set_user_attr(U_MLFLOW_RUN, run_id)
 

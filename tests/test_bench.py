@@ -138,6 +138,130 @@ def test_timm_vit_has_our_parameters_plus_the_cls_position_row(preset):
     assert theirs(x).shape == (2, cfg.num_classes)
 
 
+# ------------------------------------------------------------------------------ a study's own recipe (--spec)
+#: a small study: the tiny model at 16 px, batch 32 (not the bench's 64), two regimes, both
+#: temperatures, a non-square size, and an encoding entry with a label and options of its own
+CELL_SPEC = """\
+name: bench_cell
+dataset: {name: rendered, task: relational8, num_train: 64, num_val: 16, num_test: 24}
+model: tiny
+train: {epochs: 1, batch_size: 32, lr: 0.002, device: cpu}
+encodings: [none, rope_axial, {name: cpe, label: cpe2, options: {blocks: [-1, 0]}}]
+train_resolutions: [16]
+test_resolutions: [16, 24, 16x24]
+policies: [extrapolate, interpolate]
+temperatures: [none, log]
+regimes: [zoom, canvas]
+seeds: [0]
+"""
+
+
+@pytest.fixture
+def cell_spec(tmp_path):
+    path = tmp_path / "cell.yaml"
+    path.write_text(CELL_SPEC)
+    return path
+
+
+def test_a_spec_gives_the_model_batch_and_encoding_entries(cell_spec):
+    req = bench.request.check_request(None, device="cpu", encodings=["cpe2", "learned"], resolutions=None,
+                                      batch_size=None, repeats=1, threads=[2, 1, 2], json_path=None, spec=cell_spec)
+    assert req.preset == "tiny" and req.batch_size == 32 and req.cfg.image_size == 16
+    assert req.cfg.num_classes == 8 and req.cfg.dim == bench.model_config("tiny").dim  # relational8, tiny
+    assert req.threads == (2, 1)
+    # a label of the spec is its entry with its options; another registered name, the encoding as it is
+    assert req.encodings == ["none", "cpe2", "learned"]
+    assert req.builds == {"none": ("none", {}), "cpe2": ("cpe", {"blocks": [-1, 0]}), "learned": ("learned", {})}
+    # every entry of the spec by default; --batch-size still wins over the spec's
+    req = bench.request.check_request("tiny", device="cpu", encodings=None, resolutions=None, batch_size=8,
+                                      repeats=1, threads=0, json_path=None, spec=cell_spec)
+    assert req.encodings == ["none", "rope_axial", "cpe2"] and req.batch_size == 8
+    # --set changes the spec as for `harness run`: its batch, its evaluation batch, an entry's options
+    req = bench.request.check_request(None, device="cpu", encodings=None, resolutions=None, batch_size=None,
+                                      repeats=1, threads=0, json_path=None, spec=cell_spec,
+                                      overrides=["train.batch_size=16", "train.eval_batch_size=8",
+                                                 "encodings.cpe2.options.blocks=[0]"])
+    assert req.batch_size == 16 and req.spec.train.eval_batch_size == 8
+    assert req.builds["cpe2"] == ("cpe", {"blocks": [0]})
+
+
+def test_a_labels_target_is_its_encodings():
+    fig = {"train": {"step_s": 1.0, "images_per_s": 1.0, "peak_mem_bytes": 1, "counted_flops": 1,
+                     "flops_per_s": 1.0}, "eval": {}}
+    figures = {"none": dict(fig), "cpe2": {**fig, "name": "cpe", "train": {**fig["train"], "step_s": 2.0}}}
+    bench.results.add_ratios(figures, "none")
+    assert figures["cpe2"]["target"] == bench.TARGETS["cpe"] and figures["cpe2"]["verdict"] == "FAIL"  # 2.0 > 1.15
+
+
+def test_bench_with_a_spec_measures_its_recipe_and_one_cells_evaluation(cell_spec, quick, no_timm):
+    from harness.data import build_dataset
+    from harness.spec import load_spec
+    from harness.train import evaluate_variants
+    from harness.trial import variants_of
+
+    res = bench.run_bench(spec=cell_spec, device="cpu", encodings=["rope_axial"], repeats=1, threads=[1, 2],
+                          progress=lambda msg: None)
+
+    # the study's model, batch and training resolution; the preset named is the one that is its model
+    assert res["spec"] == str(cell_spec) and res["preset"] == "tiny"
+    assert res["batch_size"] == 32 and res["train_resolution"] == 16 and res["model"]["num_classes"] == 8
+    assert list(res["encodings"]) == ["none", "rope_axial"]
+
+    # a matmul peak per thread count; the first count's is the headline one
+    assert res["thread_counts"] == [1, 2] and res["threads"] == 1
+    peaks = res["matmul_peaks"]
+    assert set(peaks) == {"1", "2"} and res["matmul_peak"] == peaks["1"]
+    assert all(p["flops_per_s"] == max(p["start_flops_per_s"], p["end_flops_per_s"]) > 0 for p in peaks.values())
+
+    c = res["cell_eval"]
+    assert c["sizes"] == {"zoom": ["16", "24", "16x24"], "canvas": ["16", "24", "16x24"]}
+    assert c["test_images"] == 24 and c["single_sizes"] == ["16", "24"]  # training size, largest by pixels
+    # by hand: regimes x policies (only for an encoding with a choice of policy) x temperatures,
+    # each at the 3 sizes of its regime, each over the 24 test images
+    hand = {"none": 2 * 1 * 2, "rope_axial": 2 * 2 * 2}
+    spec = load_spec(cell_spec)
+    data = build_dataset("rendered", task="relational8", num_train=64, num_val=16, num_test=24)
+    cfg = spec.model_config(16, 3, 8)
+    for name, d in res["encodings"].items():
+        assert set(d["by_threads"]) == {"1", "2"}
+        assert d["by_threads"]["1"]["train"] == d["train"] and d["by_threads"]["1"]["sweep"] == d["sweep"]
+        sweep = d["sweep"]
+        assert len(sweep["variants"]) == hand[name]
+        assert sweep["evaluations"] == hand[name] * 3 and sweep["images"] == hand[name] * 3 * 24
+        # ... as many as the study's own sweep evaluates, under the same variants
+        model = build_model(cfg, name)
+        variants = variants_of(spec, type(model.pe))
+        got = evaluate_variants(model, data, spec.train, train_resolution=16,
+                                sizes={r: spec.sizes(r) for r in spec.regimes}, variants=variants)
+        assert sweep["variants"] == [v.label for v in variants] and len(got) == sweep["evaluations"]
+
+        for t in ("1", "2"):
+            at, peak = d["by_threads"][t], peaks[t]["flops_per_s"]
+            tr = at["train"]
+            assert tr["counted_flops"] == d["train"]["counted_flops"] > 0
+            assert tr["flops_per_s"] == pytest.approx(tr["counted_flops"] / tr["step_s"])
+            assert tr["mfu"] == pytest.approx(tr["flops_per_s"] / peak)
+            assert tr["images_per_s"] == pytest.approx(32 / tr["step_s"]) and len(tr["timings_s"]) == 1
+            assert set(at["eval"]) == {"16", "32"}
+            for one in at["eval_one_variant"].values():
+                assert one["variant"] == sweep["variants"][0] and one["images"] == 24
+                assert one["images_per_s"] == pytest.approx(24 / one["step_s"])
+                assert one["mfu"] == pytest.approx(one["counted_flops"] / one["step_s"] / peak)
+            sw = at["sweep"]
+            assert sw["seconds"] == sw["step_s"] and sw["images_per_s"] == pytest.approx(sw["images"] / sw["seconds"])
+            assert len(sw["timings_s"]) == 1  # sweep_repeats
+            # the sweep holds that one evaluation (the first variant at the training size) and more
+            assert sw["seconds"] >= at["eval_one_variant"]["16"]["step_s"]
+        # a bigger image costs more FLOPs
+        one = d["eval_one_variant"]
+        assert one["24"]["counted_flops"] > one["16"]["counted_flops"] > 0
+
+    text = bench.format_report(res)
+    assert "matmul peak, 2 threads" in text and "by thread count" in text
+    rows = [line.split() for line in text.splitlines() if line.startswith("rope_axial ")]
+    assert ["rope_axial", "2", "8"] in [r[:3] for r in rows]  # the cell table: 2 threads, 8 variants
+
+
 # ------------------------------------------------------------------------------ bad input
 @pytest.mark.parametrize("args, message", [
     (["--preset", "tinny"], "unknown model preset 'tinny'; did you mean 'tiny'?"),
@@ -163,6 +287,27 @@ def test_cuda_without_cuda_exits_2(capsys):
     assert main(["bench", "--preset", "tiny", "--device", "cuda"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "CUDA is not available" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--spec", "{missing}"], "spec file not found"),
+    (["--spec", "{spec}", "--preset", "small"], "trains another model (dim 32, depth 2"),
+    (["--spec", "{spec}", "--encodings", "cpe3"], "unknown encoding 'cpe3'"),
+    (["--spec", "{spec}", "--sweep-repeats", "0"], "--sweep-repeats must be an integer >= 1"),
+    (["--preset", "tiny", "--threads", "0", "2"], "0 (torch's current count) cannot be combined"),
+    (["--preset", "tiny", "--threads", "-1"], "--threads must be integers >= 0"),
+    (["--preset", "tiny", "--set", "train.lr=1"], "--set train.lr=...: overrides change a study spec"),
+    (["--spec", "{spec}", "--set", "train.eval_batch_size=0"],
+     "--set train.eval_batch_size=...: key 'train.eval_batch_size': expected an integer >= 1"),
+])
+def test_bad_spec_or_threads_exit_2_with_one_message(args, message, capsys, tmp_path, cell_spec):
+    out = tmp_path / "never.json"
+    args = [a.format(missing=tmp_path / "missing.yaml", spec=cell_spec) for a in args]
+    assert main(["bench", *args, "--json", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and captured.err.startswith("error: ") and message in captured.err
+    assert not out.exists()
 
 
 def test_json_path_that_is_a_folder_exits_2(capsys, tmp_path):

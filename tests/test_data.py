@@ -560,7 +560,7 @@ def test_rendered_dataset_splits():
 def test_build_dataset():
     ds = build_dataset("rendered", task="shape", num_train=8, num_val=8, num_test=8)
     assert isinstance(ds, RenderedDataset) and ds.task == "shape"
-    known = "cifar10, cifar100, imagefolder, rendered"  # the built-ins, then any plugins
+    known = "cifar10, cifar100, fashion_mnist, imagefolder, rendered"  # the built-ins, then any plugins
     with pytest.raises(DataError, match=rf"unknown dataset 'cifar-10': known datasets are {known}.*'cifar10'"):
         build_dataset("cifar-10", root="x")
     with pytest.raises(DataError, match=r"unknown option 'tsak' for dataset 'rendered': it takes task, num_train"):

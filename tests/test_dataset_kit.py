@@ -26,7 +26,7 @@ def test_conformance(name, check, tmp_path):
 
 
 def test_the_builtins_and_the_example_are_listed():
-    assert {"rendered", "cifar10", "cifar100", "imagefolder", "diagonal"} <= set(DATASETS.names())
+    assert {"rendered", "cifar10", "cifar100", "imagefolder", "fashion_mnist", "diagonal"} <= set(DATASETS.names())
     assert "dataset diagonal" in README_EXAMPLE
     assert DATASETS.source("diagonal") == str(EXAMPLE) and DATASETS.source("cifar100") == "built-in"
 
@@ -100,6 +100,9 @@ class Checker(ImageDataset):
     def _load_canvas(self, which, size, train_size, device):  # a zoom, mirrored: not the training image
         split = self._load(which, size, device)
         return Split(split.images.flip(-1), split.labels)
+
+    def cache_token(self):  # token: differs between two builds, so the disk cache is never read back
+        return id(self) if "{flaw}" == "token" else None
 '''
 
 
@@ -125,6 +128,7 @@ def test_a_plugin_file_is_listed_and_passes_the_kit(tmp_path):
     ("labels", ["check_splits"]),
     ("square", ["check_resolutions"]),
     ("canvas", ["check_regimes"]),
+    ("token", ["check_disk_cache"]),
 ])
 def test_the_kit_catches_a_broken_dataset(tmp_path, flaw, failing):
     name = f"zz_broken_{flaw}"

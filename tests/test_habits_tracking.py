@@ -324,3 +324,96 @@ def test_cells_queued_by_an_older_version_are_trained_with_their_real_parameters
         cell = Cell.parse(t.params[schema.O_CELL])
         assert (t.params["encoding"], t.params["train_resolution"], t.params["seed"]) == \
                (cell.encoding, cell.train_resolution, cell.seed)
+
+
+@pytest.mark.slow
+def test_every_run_logs_its_time_breakdown_and_the_report_adds_it_up(smoke):
+    """Issue #20: each finished run's phases (time/<phase>_s) add up to at most its total, the
+    evaluate parent holds the wall time and workers, the report's totals are the runs' sums, and
+    the progress lines carry how far the study is."""
+    import pandas as pd
+
+    from harness.stopwatch import OTHER, PHASES, TOTAL
+
+    t = tracker_of(smoke)
+    sums = dict.fromkeys((*PHASES, OTHER, TOTAL), 0.0)
+    for r in t.runs("smoke", EVALUATE):
+        m = r.data.metrics
+        b = {ph: m[schema.time_metric(ph)] for ph in sums}
+        assert all(v >= 0 for v in b.values()) and b["train_steps"] > 0 and b["test_eval_zoom"] > 0
+        assert sum(b[ph] for ph in PHASES) + b[OTHER] == pytest.approx(b[TOTAL])
+        for ph in sums:
+            sums[ph] += b[ph]
+    (parent,) = parents(t)
+    assert parent.data.metrics[schema.STAGE_WALL_S] > 0 and parent.data.metrics[schema.STAGE_WORKERS] == 1
+    md = (smoke.parent / "reports" / "smoke" / "report.md").read_text()
+    section = md.split("## Where the time went")[1].split("\n## ")[0]
+    table = pd.read_csv(__import__("io").StringIO("\n".join(
+        line.strip("|") for line in section.splitlines() if line.startswith("| ") and "---" not in line)), sep="|")
+    seconds = {p.strip(): float(s) for p, s in zip(table.iloc[:, 0], table.iloc[:, 1])}
+    for ph in PHASES:
+        assert seconds[ph] == pytest.approx(sums[ph], abs=0.051)
+    assert seconds[f"total of {CELLS} runs (worker-seconds)"] == pytest.approx(sums[TOTAL], abs=0.051)
+    err = (smoke.parent / "stderr.txt").read_text()
+    starts = [line for line in err.splitlines() if "training started" in line]
+    assert starts[0].endswith(f"study: 0 done, {CELLS} left, no estimate until a cell has finished")
+    assert starts[-1].endswith("to go") and f"study: {CELLS - 1} done, 1 left, about " in starts[-1]
+
+
+@pytest.mark.slow
+def test_parent_run_description_is_the_report_headline_with_a_link_to_the_report(smoke):
+    """Issue #24: the evaluate parent's description (``mlflow.note.content``) starts with the
+    report's headline, word for word, and links report.html among the run's artifacts."""
+    t = tracker_of(smoke)
+    (parent,) = parents(t)
+    note = parent.data.tags[schema.T_NOTE]
+    md = (smoke.parent / "reports" / "smoke" / "report.md").read_text()
+    headline = md.split("\n## ")[0].strip()
+    assert headline.startswith("# Report: smoke") and note.startswith(headline)
+    link = f"#/experiments/{t.experiment_id}/runs/{parent.info.run_id}/artifacts/report/report.html"
+    assert f"]({link})" in note
+    logged = {Path(a.path).name for a in t.client.list_artifacts(parent.info.run_id, schema.REPORT_ARTIFACTS)}
+    assert "report.html" in logged and any(name.endswith(".png") for name in logged)  # PNGs: inline in the viewer
+
+
+@pytest.mark.slow
+def test_optuna_dashboard_shows_the_evaluate_trials_parameters_objective_and_epochs(smoke):
+    """Issue #24: what optuna-dashboard serves (its HTTP API, the app on loopback): the evaluate
+    study's objective by name, each trial's encoding, train resolution and seed as parameters,
+    and one intermediate value per epoch; the same as the trial's own record in the storage."""
+    import threading
+    import urllib.request
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    import optuna
+
+    dashboard = pytest.importorskip("optuna_dashboard")  # pip install '.[dashboard]'
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{smoke / 'smoke' / 'optuna.db'}")
+    server = make_server("127.0.0.1", 0, dashboard.wsgi(storage), handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        with urllib.request.urlopen(f"{base}/api/studies", timeout=30) as r:
+            (summary,) = [s for s in json.load(r)["study_summaries"] if s["study_name"] == "smoke/evaluate"]
+        with urllib.request.urlopen(f"{base}/api/studies/{summary['study_id']}?after=0", timeout=30) as r:
+            shown = json.load(r)
+    finally:
+        server.shutdown()
+    assert shown["objective_names"] == [schema.OBJECTIVE_EVALUATE] and shown["has_intermediate_values"]
+    study = optuna.load_study(study_name="smoke/evaluate", storage=storage)
+    mine = {t.number: t for t in study.trials}
+    complete = [t for t in shown["trials"] if t["state"] == "Complete"]
+    assert len(complete) == CELLS
+    for t in complete:
+        params = {p["name"]: p["param_external_value"] for p in t["params"]}
+        own = mine[t["number"]]
+        assert {k: params[k] for k in ("encoding", "train_resolution", "seed")} == \
+               {k: str(own.params[k]) for k in ("encoding", "train_resolution", "seed")}
+        epochs = {iv["step"]: iv["value"] for iv in t["intermediate_values"]}
+        assert epochs == own.intermediate_values and sorted(epochs) == [1, 2]  # the smoke study's 2 epochs
+        assert t["values"] == [own.value]

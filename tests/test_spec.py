@@ -83,6 +83,34 @@ def test_a_declared_analysis_is_typed_and_outside_the_pinned_digest(tmp_path):
     assert alpha.analysis.alpha == 0.01 and alpha.analysis.endpoint.sides == ("above", "below")
 
 
+def test_encodings_narrowed_on_the_command_line_drop_the_comparisons_they_leave_out(tmp_path):
+    """A spec file that declares 'A vs B' run with ``--set encodings=[...]`` leaving out B (a quick
+    try of a few encodings): the comparison cannot be answered, so it is dropped and said; the
+    rest of the declared question stands. Declared with the encodings it names, it is an error."""
+    from harness.design import design_warnings
+
+    text = GOOD.replace("[none, {name: rope_axial, options: {base: 50.0}}]", "[none, rope_axial, alibi2d]")
+    p = write(tmp_path, text + "analysis: {primary: [rope_axial vs alibi2d, rope_axial vs none]}\n")
+    assert load_spec(p).analysis.comparisons() == [("rope_axial", "alibi2d"), ("rope_axial", "none")]
+    narrowed = load_spec(p, ["encodings=[none, rope_axial]"])
+    assert narrowed.analysis.comparisons() == [("rope_axial", "none")]
+    assert narrowed.resolved["analysis"]["primary"] == ("rope_axial vs none",)
+    (warning,) = [w for w in design_warnings(narrowed) if "analysis" in w]
+    assert "analysis.primary[0] 'rope_axial vs alibi2d': alibi2d not in the study's encodings" in warning
+    assert "--set encodings=" in warning and "dropped" in warning and "exploratory" not in warning
+    # nothing left: no declared question, and the warning says every test is exploratory
+    alone = load_spec(p, ["encodings=[none]"])
+    assert alone.analysis is None and alone.resolved["analysis"] is None
+    assert sum("exploratory" in w for w in design_warnings(alone)) == 2
+    # a comparison given on the command line with encodings that lack it: refused, as in a file
+    with pytest.raises(SpecError, match=r"--set analysis.primary=\.\.\.: key 'analysis.primary\[0\]': 'alibi2d'"):
+        load_spec(p, ["encodings=[none, rope_axial]", "analysis.primary=[rope_axial vs alibi2d]"])
+    # and a comparison in the file of an encoding the file lacks: refused
+    bad = write(tmp_path, text + "analysis: {primary: [rope_axial vs learned]}\n", "bad.yaml")
+    with pytest.raises(SpecError, match="'learned' is not an encoding of the study"):
+        load_spec(bad)
+
+
 def test_a_study_pinned_with_the_old_digest_is_pinned_again_not_refused(tmp_path):
     import optuna
 

@@ -17,6 +17,14 @@ on one device, with the same batch and threads for all:
   ``flop_model`` holds both; the tests check that they agree);
 - the **ratio** of each figure to the ``none`` encoding's (always measured: it is the
   reference), with PASS/FAIL for the training-step time ratio against ``TARGETS``;
+- with a study spec (``--spec``): the study's own model, recipe, batch size, training
+  resolution and encoding entries (labels with their options), and one cell's **evaluation
+  path** as the study runs it (:mod:`harness.bench.cell_eval`): the first variant on the test
+  split at the training size and at the largest test size (seconds, images/s, MFU), and the
+  whole variant x size sweep of ``evaluate_variants`` (seconds, images/s);
+- at **several thread counts** (``--threads 1 2``): every timed figure at each count, the
+  counts interleaved within each repeat, each MFU against the matmul peak measured at the same
+  count;
 - the same training-step figures for timm's ``VisionTransformer`` built with identical
   dimensions (when timm is installed: ``pip install "vit-pe-harness[bench]"``), and ``learned``'s
   throughput as a ratio to timm's (target >= 1.0 on the CPU with the ``small`` preset).
@@ -36,8 +44,9 @@ tables), :func:`analytic_flops`, :func:`count_flops`, :func:`build_timm_vit`, :f
 Modules, one job each: ``request`` (the inputs, checked before anything runs), ``flops``
 (analytic and counted FLOPs), ``memory`` (the peak-memory probe), ``timing`` (timed steps, the
 matmul peak, the machine; its settings ``MIN_TIME_S``, ``WARMUP_STEPS``, ``MATMUL_SIZES``,
-``MIN_STEPS``), ``timm_vit`` (the optional timm twin), ``run`` (the orchestration), ``results``
-(ratios, verdicts, the FLOP model) and ``report`` (the tables).
+``MIN_STEPS``; the interleaving), ``timm_vit`` (the optional timm twin), ``cell_eval`` (a study
+cell's evaluation path), ``run`` (the orchestration), ``results`` (ratios, verdicts, the FLOP
+model) and ``report`` (the tables).
 """
 
 

@@ -259,7 +259,7 @@ def _train_cell(spec, label: str, compile_: bool, device_name: str) -> dict[str,
     from harness.train import train_model
     from harness.trial import dataset_of
 
-    data = dataset_of(spec)
+    data = dataset_of(spec, cache=False)  # a benchmark leaves nothing in the study's folder
     res = spec.train_resolutions[0]
     enc = spec.encoding(label)
     cfg = spec.model_config(res, data.in_chans, data.num_classes)
@@ -320,7 +320,7 @@ def measure(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, list(args.set))
     from harness.trial import dataset_of
 
-    num_classes = dataset_of(spec).num_classes  # the rendered data: scenes sampled, nothing rendered
+    num_classes = dataset_of(spec, cache=False).num_classes  # the rendered data: scenes sampled, nothing rendered
     labels = args.encodings or [e.label for e in spec.encodings]
     result: dict[str, Any] = {
         "schema": "harness-gpu-check/1", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

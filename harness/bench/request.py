@@ -1,7 +1,14 @@
-"""A benchmark request, checked as a whole before anything is measured."""
+"""A benchmark request, checked as a whole before anything is measured.
+
+Two sources of the model and its recipe: a model preset (``--preset``: 10 classes, the default
+recipe, batch 64), or a study spec (``--spec``): the study's own model, dataset, recipe, batch
+size, training resolution and encoding entries (labels with their options), and its evaluation
+sweep (regimes, sizes, variants, test split), so that the figures are those of one of its cells.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Sequence
@@ -10,15 +17,17 @@ from pathlib import Path
 
 import torch
 
-from harness.config import ViTConfig
+from harness.config import StudySpec, ViTConfig
 from harness.encodings import get_encoding, known_names
 from harness.errors import HarnessError
-from harness.presets import load_preset
+from harness.presets import list_presets, load_preset
 from harness.train import resolve_device
 
-__all__ = ["REFERENCE", "BenchError", "Request", "check_request", "model_config"]
+__all__ = ["DEFAULT_BATCH", "DEFAULT_PRESET", "REFERENCE", "BenchError", "Request", "check_request", "model_config"]
 
 REFERENCE = "none"  # the encoding every ratio is taken against, always measured, first
+DEFAULT_PRESET = "small"  # the model without --preset or --spec
+DEFAULT_BATCH = 64  # images per training step without --batch-size or --spec
 
 
 class BenchError(HarnessError):
@@ -27,27 +36,54 @@ class BenchError(HarnessError):
 
 @dataclass(frozen=True)
 class Request:
-    """What to measure: the model of ``preset``, the encodings (the reference first), the
-    evaluation resolutions, the device, and where the JSON goes."""
+    """What to measure: the model of ``preset`` (or of ``spec``), the encodings (the reference
+    first; ``builds`` gives each one's registered name and options), the evaluation
+    resolutions, the batch, the thread counts (each figure is measured at every one), the
+    device, and where the JSON goes."""
 
-    preset: str
+    preset: str | None  # None: a spec's model that no preset matches
     cfg: ViTConfig
     encodings: list[str]
     resolutions: list[int]
     device: torch.device
     json_path: Path | None
     notes: list[str]  # what was added or changed, for the report
+    batch_size: int = DEFAULT_BATCH
+    threads: tuple[int, ...] = (0,)  # 0: torch's current count
+    builds: dict[str, tuple[str, dict]] = dataclasses.field(default_factory=dict)  # key -> (name, options)
+    spec: StudySpec | None = None
+    overrides: tuple[str, ...] = ()  # the spec's ``--set`` overrides
 
 
-def check_request(preset: str, *, device: str, encodings: Sequence[str] | None, resolutions: Sequence[int] | None,
-                  batch_size: int, repeats: int, threads: int, json_path: str | os.PathLike | None) -> Request:
+def check_request(preset: str | None, *, device: str, encodings: Sequence[str] | None,
+                  resolutions: Sequence[int] | None, batch_size: int | None, repeats: int,
+                  threads: int | Sequence[int], json_path: str | os.PathLike | None,
+                  spec: str | os.PathLike | None = None, sweep_repeats: int = 1,
+                  overrides: Sequence[str] = ()) -> Request:
     """Every input checked, in this order; a bad one raises :class:`BenchError` (or the
-    preset's or the registry's ``HarnessError``)."""
-    for name, v, lo in (("--batch-size", batch_size, 1), ("--repeats", repeats, 1), ("--threads", threads, 0)):
+    preset's, the spec's or the registry's ``HarnessError``).
+
+    ``preset`` None: the spec's model, else ``DEFAULT_PRESET``; with a spec, a preset must be
+    the spec's model. ``batch_size`` None: the spec's ``train.batch_size``, else ``DEFAULT_BATCH``.
+    ``threads``: one count or several (0: torch's current count, alone only). ``overrides``:
+    ``KEY=VALUE`` changes to the spec, as ``--set`` (only with a spec)."""
+    for name, v, lo in (("--batch-size", DEFAULT_BATCH if batch_size is None else batch_size, 1),
+                        ("--repeats", repeats, 1), ("--sweep-repeats", sweep_repeats, 1)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise BenchError(f"{name} must be an integer >= {lo}, got {v!r}")
-    cfg = model_config(preset)  # unknown preset -> PresetError
-    chosen, notes = _select_encodings(encodings)  # unknown encoding -> RegistryError
+    counts = _check_threads(threads)
+    if overrides and spec is None:
+        raise BenchError(f"--set {str(overrides[0]).partition('=')[0]}=...: overrides change a study spec; "
+                         "give one with --spec")
+    if spec is None:
+        preset = DEFAULT_PRESET if preset is None else preset
+        cfg = model_config(preset)  # unknown preset -> PresetError
+        chosen, builds, notes = _select_encodings(encodings)  # unknown encoding -> RegistryError
+        study = None
+    else:
+        study, cfg, preset = _from_spec(spec, preset, overrides)
+        chosen, builds, notes = _select_encodings(encodings, study)
+        batch_size = study.train.batch_size if batch_size is None else batch_size
     return Request(
         preset=preset,
         cfg=cfg,
@@ -56,6 +92,11 @@ def check_request(preset: str, *, device: str, encodings: Sequence[str] | None, 
         device=resolve_device(device, option="--device", error=BenchError),
         json_path=_check_json_path(json_path),
         notes=notes,
+        batch_size=DEFAULT_BATCH if batch_size is None else batch_size,
+        threads=counts,
+        builds=builds,
+        spec=study,
+        overrides=tuple(overrides),
     )
 
 
@@ -68,18 +109,71 @@ def model_config(preset: str, image_size: int | None = None) -> ViTConfig:
     return ViTConfig.from_dict(d)
 
 
-def _select_encodings(names: Sequence[str] | None) -> tuple[list[str], list[str]]:
-    """The encodings to measure (default: every registered one), the reference first."""
+def _check_threads(threads: int | Sequence[int]) -> tuple[int, ...]:
+    """The thread counts, in order, without repeats; 0 (torch's current count) only alone."""
+    counts = [threads] if isinstance(threads, int) else list(threads)
+    if not counts:
+        raise BenchError("--threads: expected at least one thread count")
+    for v in counts:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise BenchError(f"--threads must be integers >= 0, got {v!r}")
+    counts = list(dict.fromkeys(counts))
+    if len(counts) > 1 and 0 in counts:
+        raise BenchError("--threads: 0 (torch's current count) cannot be combined with other counts; "
+                         "give the counts, e.g. --threads 1 2")
+    return tuple(counts)
+
+
+def _from_spec(path: str | os.PathLike, preset: str | None, overrides: Sequence[str]
+               ) -> tuple[StudySpec, ViTConfig, str | None]:
+    """The study at ``path`` (with ``overrides``), its model at its first training resolution on its data, and the
+    name of the model preset that is this model (``preset`` when given: checked to be it)."""
+    from harness.data import load_dataset
+    from harness.spec import load_spec
+
+    study = load_spec(path, list(overrides))  # a bad spec or override -> SpecError (one line, exit 2)
+    data = load_dataset(study.dataset.name, study.dataset.options)  # one instance per process: shared later
+    cfg = study.model_config(study.train_resolutions[0], data.in_chans, data.num_classes)
+    if preset is not None:
+        theirs = model_config(preset)  # unknown preset -> PresetError
+        if not _same_model(theirs, cfg):
+            raise BenchError(f"--preset {preset}: {path} trains another model ({_dims(cfg)}; {preset}: "
+                             f"{_dims(theirs)}); leave out --preset to measure the spec's model")
+        return study, cfg, preset
+    return study, cfg, next((p for p in list_presets("model") if _same_model(model_config(p), cfg)), None)
+
+
+def _same_model(a: ViTConfig, b: ViTConfig) -> bool:
+    """The same network, whatever the training resolution and the data's channels and classes."""
+    skip = ViTConfig.PER_TRIAL
+    return all(getattr(a, f.name) == getattr(b, f.name) for f in dataclasses.fields(ViTConfig) if f.name not in skip)
+
+
+def _dims(cfg: ViTConfig) -> str:
+    return (f"dim {cfg.dim}, depth {cfg.depth}, heads {cfg.heads}, mlp {cfg.mlp_ratio:g}, "
+            f"patch {cfg.patch_kernel}/{cfg.patch_stride}")
+
+
+def _select_encodings(names: Sequence[str] | None, study: StudySpec | None = None
+                      ) -> tuple[list[str], dict[str, tuple[str, dict]], list[str]]:
+    """The encodings to measure, the reference first, and what builds each: (registered name,
+    options). Default: every registered one, or with a study, every entry of the study (its
+    labels, with their options). A name that is not a label of the study is the registered
+    encoding with its default options (as ``harness train --encoding``)."""
     notes = []
+    entries = {e.label: (e.name, dict(e.options)) for e in study.encodings} if study is not None else {}
     if not names:
-        chosen = known_names()
+        chosen = list(entries) if study is not None else known_names()
     else:
         chosen = list(dict.fromkeys(names))
-        for n in chosen:
+    builds = {}
+    for n in chosen + [REFERENCE]:
+        if n not in entries:
             get_encoding(n)  # unknown -> RegistryError (one message, exit 2)
+        builds[n] = entries.get(n, (n, {}))
     if REFERENCE not in chosen:
         notes.append(f"{REFERENCE} added: it is the reference of every ratio")
-    return [REFERENCE] + [n for n in chosen if n != REFERENCE], notes
+    return [REFERENCE] + [n for n in chosen if n != REFERENCE], builds, notes
 
 
 def _check_resolutions(cfg: ViTConfig, resolutions: Sequence[int] | None) -> list[int]:

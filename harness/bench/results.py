@@ -38,7 +38,7 @@ def add_ratios(figures: dict[str, dict[str, Any]], reference: str) -> None:
             "eval_peak_mem": {r: _ratio(v["peak_mem_bytes"], ref["eval"][r]["peak_mem_bytes"])
                               for r, v in d["eval"].items()},
         }
-        target = TARGETS.get(key)
+        target = TARGETS.get(d.get("name", key))  # a spec's label: its registered encoding's target
         d["target"] = target
         d["verdict"] = None if target is None else ("PASS" if d["ratios"]["train_step_time"] <= target else "FAIL")
 

@@ -13,18 +13,22 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 __all__ = [
+    "Job",
     "MATMUL_SIZES",
     "MIN_STEPS",
     "MIN_TIME_S",
     "WARMUP_STEPS",
     "device_description",
+    "interleave",
     "loadavg",
     "matmul_peak",
+    "set_threads",
     "steps_for",
     "summary",
     "time_steps",
@@ -46,9 +50,44 @@ def time_steps(fn: Callable[[], Any], steps: int, device: torch.device) -> float
     return time.perf_counter() - t0
 
 
-def steps_for(seconds_per_step: float, min_time_s: float) -> int:
-    """Steps in one timing: enough to last ``min_time_s``, at least ``MIN_STEPS``, at most 10,000."""
-    return max(MIN_STEPS, min(10_000, math.ceil(min_time_s / max(seconds_per_step, 1e-9))))
+@dataclass
+class Job:
+    """One timed call of :func:`interleave`: ``run`` at ``threads`` torch threads, ``steps`` calls
+    per timing of ``images`` images each; the :func:`summary` of its timings goes into ``out``."""
+
+    run: Callable[[], Any]
+    threads: int
+    steps: int
+    images: int
+    out: dict[str, Any]
+
+
+def interleave(device: torch.device, say: Callable[[str], None], what: str, jobs: list[Job], repeats: int) -> None:
+    """Time every job in turn, ``repeats`` times, starting one job further each repeat (a slow
+    drift of the machine lands on every job alike), each at its thread count; put each job's
+    :func:`summary` into its ``out``."""
+    times: list[list[float]] = [[] for _ in jobs]
+    for i in range(repeats):
+        say(f"{what}: repeat {i + 1}/{repeats}")
+        k = i % len(jobs)
+        for j in [*range(k, len(jobs)), *range(k)]:
+            set_threads(jobs[j].threads)
+            times[j].append(time_steps(jobs[j].run, jobs[j].steps, device))
+    for job, ts in zip(jobs, times):
+        job.out.update(summary(ts, job.steps, job.images))
+
+
+def set_threads(n: int) -> None:
+    """``torch.set_num_threads(n)`` when it is not the count already."""
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def steps_for(seconds_per_step: float, min_time_s: float, least: int | None = None) -> int:
+    """Steps in one timing: enough to last ``min_time_s``, at least ``least`` (default
+    ``MIN_STEPS``; 1 for a step that is itself long, a whole test split), at most 10,000."""
+    least = MIN_STEPS if least is None else least
+    return max(least, min(10_000, math.ceil(min_time_s / max(seconds_per_step, 1e-9))))
 
 
 def summary(timings: list[float], steps: int, batch: int) -> dict[str, Any]:

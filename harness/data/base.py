@@ -22,30 +22,38 @@ subclassing :class:`DatasetOptions` (typed fields with defaults and bounds, and 
 ``validate`` method for rules that tie fields together), checked once, on construction. The
 dataset is built from its options, one way only: ``cls(options)``.
 
-- :func:`load_dataset` ``(name, options)``: what a study calls; one instance per process and
-  (name, options), so the trials of a worker share the tensors.
+- :func:`load_dataset` ``(name, options, cache)``: what a study calls; one instance per process
+  and (name, options, cache folder), so the trials of a worker share the tensors. With a
+  ``cache`` folder (a study's ``output/<name>/cache``) the splits are also kept on disk
+  (:mod:`harness.data.cache`), so the processes of a study, and later commands, render or
+  resize each split once.
 - :func:`build_dataset` ``(name, **options)``: a fresh instance from keyword options, for
-  tests and scripts.
+  tests and scripts; its splits are kept in memory only, unless :meth:`ImageDataset.keep_splits_in`
+  names a folder.
 
-The built-ins are the modules of ``harness.data`` (``rendered``, ``vision``); a plugin is one
-file (:func:`harness.registry.load_plugin`) or a package declaring an entry point in the
-group ``harness.datasets``.
+The built-ins are the modules of ``harness.data`` that register datasets (``embedded``,
+``vision``). Their classes and options import no torch, so a spec is checked without it; the
+pixels (``rendered``, ``shapes``, torchvision) are imported when a dataset is built. A plugin
+is one file (:func:`harness.registry.load_plugin`) or a package declaring an entry point in
+the group ``harness.datasets``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import operator
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from harness.config import Config, ConfigError, convert
 from harness.errors import DataError, did_you_mean
 from harness.registry import Registry
 from harness.schema import Size
+
+if TYPE_CHECKING:  # torch is imported when a split is made, never to check a dataset's options
+    import torch
 
 __all__ = [
     "DATASETS",
@@ -106,9 +114,12 @@ class ImageDataset:
     A dataset that declares ``"canvas"`` in ``regimes`` also defines
     ``_load_canvas(which, size, train_size, device)``. :meth:`split` checks its arguments and
     caches each split it returns, so asking again is free; :meth:`clear_cache` drops the
-    cached tensors. ``example_options`` gives the conformance kit a small instance (writing any
-    files it needs into a folder). ``distinct_splits``: no image appears in two splits (the
-    kit checks it). ``regime_note``: why a regime is missing, added to the refusal.
+    cached tensors. :meth:`keep_splits_in` keeps them on disk too, shared by every process that
+    names the folder; ``cache_token`` says what besides the options and the code decides the
+    images (the files a dataset reads). ``example_options`` gives the conformance kit a small
+    instance (writing any files it needs into a folder). ``distinct_splits``: no image appears
+    in two splits (the kit checks it). ``regime_note``: why a regime is missing, added to the
+    refusal.
     """
 
     name: str  # the registered name (set by the registry); an instance may refine it
@@ -138,21 +149,44 @@ class ImageDataset:
         resolution, is required by ``canvas`` (and ignored by ``zoom``)."""
         if which not in SPLITS:
             raise DataError(f"unknown split {which!r} of dataset {self.name!r}: expected one of {', '.join(SPLITS)}")
+        import torch
+
         size = check_regime(self, regime, size, train_size)
         dev = torch.device(device)
         train = None if regime == "zoom" else integer(train_size, "train_size")
         cache = self.__dict__.setdefault("_split_cache", {})
         key = (which, size.rows, size.cols, regime, train, str(dev))
         if key not in cache:
-            if regime == "zoom":
-                cache[key] = self._load(which, size, dev)
-            else:
-                cache[key] = self._load_canvas(which, size, train, dev)
+            def make() -> Split:
+                if regime == "zoom":
+                    return self._load(which, size, dev)
+                return self._load_canvas(which, size, train, dev)
+
+            disk = self.__dict__.get("_disk_cache")
+            cache[key] = make() if disk is None else disk.get(which, size, regime, train, dev, make)
         return cache[key]
 
     def clear_cache(self) -> None:
-        """Forget every cached split (they can be large at high resolutions)."""
+        """Forget every cached split (they can be large at high resolutions); the files of
+        :meth:`keep_splits_in` stay."""
         self.__dict__.pop("_split_cache", None)
+
+    def keep_splits_in(self, folder: "str | Path | None") -> "ImageDataset":
+        """Keep every split this dataset makes on disk too, under ``folder`` (a study's
+        ``output/<name>/cache``), and read it from there when a process (this one, another worker
+        of the study, a later command) has made it already: see :class:`harness.data.cache.SplitCache`.
+        None: in memory only (the default). Returns the dataset."""
+        from harness.data.cache import SplitCache  # it builds on this module
+
+        self.__dict__["_disk_cache"] = None if folder is None else SplitCache(Path(folder), self)
+        return self
+
+    def cache_token(self) -> Any:
+        """What decides this dataset's images besides its options and its code, for the disk
+        cache of splits (JSON-able): None (the default) for images made from the options alone; a
+        dataset read from files returns what identifies their contents (the built-ins: each
+        file's path, size and modification time), so that changed files are read again."""
+        return None
 
     def _load(self, which: SplitName, size: Size, device: torch.device) -> Split:
         raise NotImplementedError
@@ -169,7 +203,7 @@ class ImageDataset:
 
 DATASETS: Registry[type[ImageDataset]] = Registry(
     "dataset", base=ImageDataset, builtins="harness.data", group="harness.datasets",
-    exclude={"base", "conformance"},
+    exclude={"base", "cache", "conformance", "rendered", "shapes"},  # rendered, shapes: the scenes (torch), no dataset
 )
 register_dataset = DATASETS.register
 
@@ -200,18 +234,21 @@ def required_options(options_cls: type[DatasetOptions]) -> list[str]:
             if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
 
 
-_LOADED: dict[tuple[str, DatasetOptions], ImageDataset] = {}
+_LOADED: dict[tuple[str, DatasetOptions, str | None], ImageDataset] = {}
 
 
-def load_dataset(name: str, options: DatasetOptions) -> ImageDataset:
+def load_dataset(name: str, options: DatasetOptions, cache: "str | Path | None" = None) -> ImageDataset:
     """Dataset ``name`` built from ``options`` (an instance of its ``Options``), once per
-    process and (name, options)."""
+    process and (name, options, cache). ``cache``: a folder that keeps its splits on disk,
+    shared by every process that names it (:meth:`ImageDataset.keep_splits_in`); None: in
+    memory only."""
     cls = DATASETS.get(name)
     if not isinstance(options, cls.Options):
         raise DataError(f"dataset {name!r} takes {cls.Options.__qualname__}, got {type(options).__qualname__}")
-    key = (name, options)
+    folder = None if cache is None else os.path.abspath(cache)
+    key = (name, options, folder)
     if key not in _LOADED:
-        _LOADED[key] = cls(options)
+        _LOADED[key] = cls(options).keep_splits_in(folder)
     return _LOADED[key]
 
 

@@ -217,6 +217,34 @@ def check_disjoint(name: str, options: DatasetOptions) -> None:
             assert other == which, f"{name}: an image of the {which} split is also in the {other} split"
 
 
+def check_disk_cache(name: str, options: DatasetOptions) -> None:
+    """Kept on disk as a study keeps them (``keep_splits_in``), the splits one build made are
+    read back by a second build of the same options, bit for bit and without making them again
+    (its ``cache_token`` is the same for two builds)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        writer, reader = _build(name, options).keep_splits_in(folder), _build(name, options).keep_splits_in(folder)
+
+        def made_again(*args, **kwargs):
+            raise AssertionError(f"{name}: a second build made a split again instead of reading it from the disk "
+                                 "cache (does cache_token give the same for two builds?)")
+
+        reader._load = reader._load_canvas = made_again  # type: ignore[method-assign]
+        r = RESOLUTIONS[1]
+        asks = [(which, r, "zoom", None) for which in SPLITS]
+        if "canvas" in writer.regimes:
+            asks.append(("test", r, "canvas", RESOLUTIONS[0]))
+        for which, size, regime, train in asks:
+            x = writer.split(which, size, regime=regime, train_size=train)
+            y = reader.split(which, size, regime=regime, train_size=train)
+            where = f"{name} {which} split ({regime} {size})"
+            assert y.images.dtype == x.images.dtype and y.labels.dtype == x.labels.dtype, (
+                f"{where}: read back from the disk cache as {y.images.dtype}, {y.labels.dtype}")
+            assert torch.equal(y.images.cpu(), x.images.cpu()) and torch.equal(y.labels.cpu(), x.labels.cpu()), (
+                f"{where}: read back from the disk cache, not bitwise the split made")
+
+
 CHECKS: list[Callable[[str, DatasetOptions], None]] = [
     check_options,
     check_splits,
@@ -224,6 +252,7 @@ CHECKS: list[Callable[[str, DatasetOptions], None]] = [
     check_regimes,
     check_deterministic,
     check_disjoint,
+    check_disk_cache,
 ]
 
 

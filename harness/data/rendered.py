@@ -1,4 +1,4 @@
-"""The embedded dataset: procedurally rendered scenes whose labels depend on position.
+"""The scenes of the embedded dataset: procedurally rendered scenes whose labels depend on position.
 
 A scene is a handful of continuous parameters in normalised image coordinates
 (x to the right, y downwards, both in [0, 1]): a smooth background and one to six
@@ -96,48 +96,27 @@ area-equivalent radius s (area pi s^2), which `Scenes.sizes` holds.
 `render` returns images normalised per channel with mean `MEAN` = 0.5 and standard
 deviation `STD` = 0.25, i.e. ``(x - 0.5) / 0.25`` for pixel values x in [0, 1].
 
-`RenderedDataset`, registered as the dataset ``rendered``, samples one task's train, val
-and test scenes and renders each split natively at whatever resolution it is asked at.
+`RenderedDataset`, registered as the dataset ``rendered`` (:mod:`harness.data.embedded`,
+torch-free with its options and tasks, so a spec is checked without torch), samples one task's
+train, val and test scenes here and renders each split natively at whatever resolution it is
+asked at.
 """
 
 from __future__ import annotations
 
 import math
-import typing
 from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import Any, Literal
 
 import torch
 
-from harness.config import option
-from harness.data.base import (
-    SPLITS,
-    DatasetOptions,
-    ImageDataset,
-    Split,
-    SplitName,
-    check_regime,
-    integer,
-    positive_integer,
-    register_dataset,
-)
+from harness.data.base import check_regime, integer, positive_integer
+from harness.data.embedded import CLASS_NAMES, TASKS, RenderedDataset
 from harness.data.shapes import DISC, EXTENT, NUM_SHAPES, SDFS
 from harness.errors import DataError, did_you_mean
 from harness.schema import Size
 
 __all__ = ["TASKS", "CLASS_NAMES", "MEAN", "STD", "RenderedDataset", "Scenes", "num_classes", "pixel_grid",
            "render", "sample_scenes"]
-
-Task = Literal["relational", "absolute", "shape", "relational8"]
-TASKS: tuple[str, ...] = typing.get_args(Task)
-
-CLASS_NAMES: dict[str, tuple[str, ...]] = {
-    "relational": ("left", "right", "above", "below"),
-    "absolute": ("top-left", "top-right", "bottom-left", "bottom-right"),
-    "shape": ("disc", "square", "triangle", "cross"),
-    "relational8": ("right", "above right", "above", "above left", "left", "below left", "below", "below right"),
-}
 
 MEAN = 0.5  # per-channel normalisation of rendered images: (x - MEAN) / STD
 STD = 0.25
@@ -477,62 +456,6 @@ def _render_chunk(
         alpha = (0.5 - sdf * scale).clamp_(0, 1) * present[:, slot, None, None]
         img += alpha[:, None] * (colors[:, slot, :, None, None] - img)
     return img.clamp_(0, 1)
-
-
-# ------------------------------------------------------------------------------ the dataset
-
-
-@register_dataset("rendered")
-class RenderedDataset(ImageDataset):
-    """The embedded, procedurally rendered scenes: one task, rendered natively at any size, zoom or canvas.
-
-    The train, val and test scenes are sampled once, from three seeds derived from
-    ``seed``, and rendered natively at whatever size a split is asked at: in the zoom regime
-    the scene's unit square fills the image; in the canvas regime it keeps the training pixel
-    scale, centred on a larger image whose background extends the scene's (:func:`pixel_grid`).
-    Images are normalised with mean 0.5 and standard deviation 0.25 per channel.
-    """
-
-    regimes = ("zoom", "canvas")
-
-    @dataclass(frozen=True)
-    class Options(DatasetOptions):
-        task: Task = "relational"
-        num_train: int = option(4000, gt=0)  # scenes per split
-        num_val: int = option(500, gt=0)
-        num_test: int = option(1000, gt=0)
-        seed: int = 0  # the scenes of every split derive from it
-
-    def __init__(self, options: Options) -> None:
-        self.options = options
-        self.task = options.task
-        self.name = f"rendered-{self.task}"
-        self.num_classes = num_classes(self.task)
-        self.in_chans = 3
-        self.classes = list(CLASS_NAMES[self.task])
-        counts = {"train": options.num_train, "val": options.num_val, "test": options.num_test}
-        self.scenes = {
-            which: sample_scenes(self.task, n, _derive_seed(options.seed, which)) for which, n in counts.items()
-        }
-
-    def _load(self, which: SplitName, size: Size, device: torch.device) -> Split:
-        scenes = self.scenes[which]
-        return Split(render(scenes, size, device=device), scenes.labels.to(device))
-
-    def _load_canvas(self, which: SplitName, size: Size, train_size: int, device: torch.device) -> Split:
-        scenes = self.scenes[which]
-        images = render(scenes, size, regime="canvas", train_size=train_size, device=device)
-        return Split(images, scenes.labels.to(device))
-
-    @classmethod
-    def example_options(cls, folder: Path) -> dict[str, Any]:
-        return {"task": "absolute", "num_train": 48, "num_val": 16, "num_test": 16, "seed": 1}
-
-
-def _derive_seed(seed: int, which: str) -> int:
-    """A distinct, stable 63-bit seed per (seed, split); stable across runs and platforms."""
-    offset = SPLITS.index(which) + 1
-    return (seed * 0x9E3779B97F4A7C15 + offset * 0xBF58476D1CE4E5B9) % (1 << 63)
 
 
 # ------------------------------------------------------------------------------ checks

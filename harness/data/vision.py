@@ -15,7 +15,9 @@ Images are normalised with per-channel statistics:
 
 The validation split is a seeded, class-stratified random part of the training
 images, kept apart from the training split; the test split is never used for it.
-torchvision (about a second to import) is imported only when a dataset is built.
+torch, numpy, PIL and torchvision (a second or two to import) are imported only when a dataset
+is built: the classes and their options are checked without them (a study spec, ``harness run
+--dry-run``).
 """
 
 from __future__ import annotations
@@ -24,17 +26,15 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
-
-import numpy as np
-import torch
-import torch.nn.functional as F
-from PIL import Image
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.config import Invalid, option
 from harness.data.base import SPLITS, DatasetOptions, ImageDataset, Split, SplitName, register_dataset
 from harness.errors import DataError
 from harness.schema import Size
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["CIFAR", "CIFAR10", "CIFAR100", "ImageFolderData"]
 
@@ -44,13 +44,11 @@ _NO_CANVAS = ("a photo shows nothing beyond its frame: a larger field of view at
               "would have to invent pixels")
 
 
-@dataclass(frozen=True)
-class _FolderOptions(DatasetOptions):
-    """Options of a dataset read from a folder: its root, the validation share, the seed."""
+class RootPath:
+    """What options with a ``root`` folder share (a dataclass mixin): a path object given as
+    ``root`` is kept as its string, and ``path`` is the folder with ``~`` expanded."""
 
-    root: str  # a path (``~`` expanded); a path object is kept as its string
-    val_fraction: float = 0.1  # carved out of the training images, stratified
-    seed: int = 0  # of that carving
+    root: str
 
     def __post_init__(self) -> None:
         if isinstance(self.root, os.PathLike):
@@ -60,6 +58,15 @@ class _FolderOptions(DatasetOptions):
     @property
     def path(self) -> Path:
         return Path(self.root).expanduser()
+
+
+@dataclass(frozen=True)
+class _FolderOptions(RootPath, DatasetOptions):
+    """Options of a dataset read from a folder: its root, the validation share, the seed."""
+
+    root: str  # a path (``~`` expanded); a path object is kept as its string
+    val_fraction: float = 0.1  # carved out of the training images, stratified
+    seed: int = 0  # of that carving
 
     def validate(self) -> None:
         if not 0 < self.val_fraction < 1:
@@ -110,9 +117,17 @@ class CIFAR(ImageDataset):
         images = _resize_normalize(self._images[which], size, self.mean, self.std, device)
         return Split(images, self._labels[which].to(device))
 
+    def cache_token(self) -> list:
+        """The files read (each one's path, size and modification time): a changed copy is read again."""
+        tv_cls = getattr(_torchvision_cifar(), self.torchvision_class)
+        names = [f for f, _ in (*tv_cls.train_list, *tv_cls.test_list)] + [tv_cls.meta["filename"]]
+        return _file_stats(self.root / tv_cls.base_folder / f for f in names)
+
     @classmethod
     def example_options(cls, folder: Path) -> dict[str, Any]:
         """A fake copy in the official layout: 40 random training and 20 test images."""
+        import numpy as np
+
         tv_cls = getattr(_torchvision_cifar(), cls.torchvision_class)
         meta = tv_cls.meta
         label_key = "labels" if meta["key"] == "label_names" else "fine_labels"
@@ -155,6 +170,9 @@ def _torchvision_cifar():
 
 def _read_cifar(ds: CIFAR, download: bool, verify: bool):
     """((train images, labels), (test images, labels), class names): uint8 (N, 3, 32, 32), int64 (N,)."""
+    import numpy as np
+    import torch
+
     tv_cifar = _torchvision_cifar()
     name, root, tv_cls = ds.name, ds.root, getattr(tv_cifar, ds.torchvision_class)
     folder = root / tv_cls.base_folder
@@ -279,6 +297,8 @@ class ImageFolderData(ImageDataset):
         self._originals: dict[str, torch.Tensor] = {}  # split -> (N, 3, S, S) uint8 at image_size_cache
 
     def _load(self, which: SplitName, size: Size, device: torch.device) -> Split:
+        import torch
+
         labels = self._labels[which].to(device)
         if self.image_size_cache is not None:
             if which not in self._originals:
@@ -292,9 +312,16 @@ class ImageFolderData(ImageDataset):
         images = torch.stack([_square(_read_image(p), size) for p in self._files[which]])
         return Split(_normalize(images, self.mean, self.std).to(device), labels)
 
+    def cache_token(self) -> list:
+        """The images of every split (each file's path, size and modification time): a changed tree is read again."""
+        return _file_stats(p for which in SPLITS for p in self._files[which])
+
     @classmethod
     def example_options(cls, folder: Path) -> dict[str, Any]:
         """Three classes of five PNGs each (noise tinted red, green or blue; assorted sizes)."""
+        import numpy as np
+        from PIL import Image
+
         rng = np.random.default_rng(0)
         for c, tint in enumerate(((120, 0, 0), (0, 120, 0), (0, 0, 120))):
             (folder / f"class{c}").mkdir(parents=True)
@@ -310,6 +337,7 @@ def _scan(directory: Path, classes: list[str] | None = None) -> tuple[list[str],
     Without `classes`, the class folders found define the classes and each must hold
     images; with them (a test folder), the folders found must be among them.
     """
+    import torch
     from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset  # about a second: only when built
 
     found = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir())
@@ -337,8 +365,24 @@ def _scan(directory: Path, classes: list[str] | None = None) -> tuple[list[str],
     return classes, [Path(p) for p, _ in samples], labels
 
 
+def _file_stats(paths) -> list[list]:
+    """``[path, size, modification time in ns]`` of each file (None, None for one that is gone)."""
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            out.append([str(path), st.st_size, st.st_mtime_ns])
+        except OSError:
+            out.append([str(path), None, None])
+    return out
+
+
 def _read_image(path: Path) -> torch.Tensor:
     """(3, H, W) uint8 RGB, decoded with PIL."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
     try:
         with Image.open(path) as img:
             array = np.asarray(img.convert("RGB"))
@@ -349,6 +393,8 @@ def _read_image(path: Path) -> torch.Tensor:
 
 def _square(image: torch.Tensor, size: Size) -> torch.Tensor:
     """Centre-crop a (3, H, W) uint8 image to a square, resize it to rows x cols: float in [0, 1]."""
+    import torch.nn.functional as F
+
     _, h, w = image.shape
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
@@ -361,6 +407,9 @@ def _square(image: torch.Tensor, size: Size) -> torch.Tensor:
 def _resize_normalize(images: torch.Tensor, size: Size, mean, std, device: torch.device) -> torch.Tensor:
     """(N, C, H, W) uint8 -> (N, C, rows, cols) float32 on device, resized (antialiased) and normalised,
     in chunks."""
+    import torch
+    import torch.nn.functional as F
+
     n, c, h, w = images.shape
     rows, cols = size.rows, size.cols
     out = torch.empty((n, c, rows, cols), dtype=torch.float32, device=device)
@@ -374,6 +423,8 @@ def _resize_normalize(images: torch.Tensor, size: Size, mean, std, device: torch
 
 
 def _normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
+    import torch
+
     mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x - mean_t) / std_t
@@ -385,6 +436,8 @@ def _carve(labels: torch.Tensor, fractions: tuple[float, ...], seed: int) -> lis
     Stratified: each class gives each part its share, rounded by largest remainder so
     that the parts' totals come out right. Indices come back sorted.
     """
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     n = labels.numel()
     perm = torch.randperm(n, generator=g)

@@ -1,0 +1,160 @@
+"""Issue #24: what a user sees of a study in MLflow's UI (3.17).
+
+- The experiment's kind is model training (``mlflow.experimentKind`` =
+  ``custom_model_development``): set when the experiment is created, and again on an existing
+  one by ``run`` (a creating tracker) and ``evaluate``; read back through a real ``mlflow
+  server``'s REST API.
+- The page the harness prints opens on the runs table, in the real UI in headless Chromium.
+  MLflow 3.17.2's UI chooses an experiment's first page from its global workflow type (the
+  sidebar's "GenAI | Model training" switch, GenAI unless picked), not from the tag: the plain
+  experiment URL opens on the GenAI overview whatever the tag says, so the printed page names
+  ``workflowType=machine_learning``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from harness.schema import EVALUATE, X_KIND, X_KIND_TRAINING
+from tests.servers import mlflow_server
+from tests.test_report import chromium
+
+
+def rest_tags(url: str, name: str) -> dict[str, str]:
+    """The experiment's tags, as the tracking server's REST API answers them."""
+    with urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}",
+                                timeout=30) as r:
+        exp = json.load(r)["experiment"]
+    return {t["key"]: t["value"] for t in exp.get("tags", [])}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    base = tmp_path_factory.mktemp("ui")
+    with mlflow_server(f"sqlite:///{base / 'mlflow.db'}", base / "artifacts") as url:
+        yield url
+
+
+def test_a_new_experiment_is_model_training(server):
+    from harness.tracking import Tracker
+
+    Tracker(server, "fresh")
+    assert rest_tags(server, "fresh")[X_KIND] == X_KIND_TRAINING
+
+
+def test_run_and_evaluate_tag_an_experiment_written_before(server):
+    """An experiment created without the tag (as earlier versions did) gets it from a creating
+    tracker (``run``, ``worker``) and from ``mark_training`` (``evaluate``), not from a reader."""
+    from mlflow.tracking import MlflowClient
+
+    from harness.tracking import Tracker
+
+    client = MlflowClient(server)
+    for name in ("old_run", "old_evaluate"):
+        client.create_experiment(name)
+        assert X_KIND not in rest_tags(server, name)
+    Tracker(server, "old_evaluate", create=False)  # `report` reads: it writes nothing
+    assert X_KIND not in rest_tags(server, "old_evaluate")
+    Tracker(server, "old_run")
+    assert rest_tags(server, "old_run")[X_KIND] == X_KIND_TRAINING
+    Tracker(server, "old_evaluate", create=False).mark_training()
+    assert rest_tags(server, "old_evaluate")[X_KIND] == X_KIND_TRAINING
+
+
+def dump_dom(url: str, tmp: Path) -> str:
+    browser = chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed here (apt-get install chromium)")
+    r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                        f"--user-data-dir={tmp / 'chrome'}", "--virtual-time-budget=20000", "--dump-dom", url],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
+def visible_text(dom: str) -> str:
+    dom = re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
+
+
+@pytest.mark.slow
+def test_the_printed_page_opens_the_experiment_on_its_runs_table_in_the_real_ui(server, tmp_path):
+    from harness.tracking import Tracker
+
+    t = Tracker(server, "ui_study")
+    parent = t.parent_run("ui_study", EVALUATE)
+    child = t.child_run(parent, "none_r16_s0", study="ui_study", stage=EVALUATE, params={"encoding": "none"}, tags={})
+    t.log_metrics(child, {"val_acc": 0.5}, step=1)
+    t.end(child)
+    page = t.runs_page()
+    assert page.startswith(server) and "workflowType=machine_learning" in page
+    text = visible_text(dump_dom(page, tmp_path))
+    assert f"Runs - Experiment {t.experiment_id}" in text  # the page's title: the runs table
+    assert "Run Name" in text and "ui_study/evaluate" in text and "2 matching runs" in text, text[:1500]
+    assert "Token Usage" not in text and "Detect Issues" not in text  # not the GenAI overview
+
+
+@pytest.mark.slow
+def test_a_training_run_logs_its_dataset_as_mlflow_inputs(tmp_path):
+    """A one-cell smoke study on a real store: its run's inputs are the dataset of each split,
+    named, with the options' digest and the split's size as the spec gives them."""
+    import hashlib
+
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    from tests.test_kept_models import SMOKE, harness
+
+    out = tmp_path / "runs"
+    r = harness("run", str(SMOKE), "--set", f"output={out}", "encodings=[none]", "seeds=[0]", "--no-report",
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{out / 'smoke' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("smoke")
+    assert exp.tags[X_KIND] == X_KIND_TRAINING
+    (run,) = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("harness.parent") == "0"]
+    spec = yaml.safe_load(SMOKE.read_text())["dataset"]
+    got = {}
+    for d in run.inputs.dataset_inputs:
+        context = {t.key: t.value for t in d.tags}["mlflow.data.context"]
+        assert d.dataset.name == spec["name"]
+        got[context] = d.dataset
+    assert set(got) == {"train", "val", "test"}
+    digests = {ds.digest.rsplit("-", 1)[0] for ds in got.values()}  # <options digest>-<split>
+    assert len(digests) == 1 and len(digests.pop()) == 8
+    for split, ds in got.items():
+        assert json.loads(ds.profile)["num_rows"] == 1
+        cols = [c["name"] for c in json.loads(ds.schema)["mlflow_colspec"]]
+        assert {"dataset", "options_digest", "split", "examples", "train_resolution", "regimes"} == set(cols)
+        source = json.loads(ds.source)["tags"]
+        options = json.loads(source["harness.dataset_options"])
+        assert options[f"num_{split}"] == spec[f"num_{split}"]  # the split's size, as the spec gives it
+        assert ds.digest == f"{hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]}-{split}"
+
+
+def test_the_report_is_the_evaluate_parents_description_and_artifacts(tmp_path):
+    """``log_report``: the parent's description is the report's text up to its first section,
+    then a link to report.html in the run's artifacts; the figures are logged beside it."""
+    from harness.schema import T_NOTE
+    from harness.tracking import Tracker
+
+    folder = tmp_path / "report"
+    folder.mkdir()
+    (folder / "report.md").write_text("# Report: s\n\nThe headline: rope wins.\n\n## Table\n\n| a |\n")
+    (folder / "report.html").write_text("<html><body>report</body></html>")
+    (folder / "acc.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    t = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "s")
+    run_id = t.log_report("s", folder)
+    note = t.client.get_run(run_id).data.tags[T_NOTE]
+    link = f"#/experiments/{t.experiment_id}/runs/{run_id}/artifacts/report/report.html"
+    assert note.startswith("# Report: s\n\nThe headline: rope wins.\n\nThe full report: [report/report.html]("
+                           + link + ")")
+    assert "## Table" not in note
+    assert {a.path for a in t.client.list_artifacts(run_id, "report")} >= {"report/report.html", "report/acc.png"}
