@@ -1,4 +1,4 @@
-"""The dataset conformance kit, run over every registered dataset: the built-ins, the README's
+"""The dataset conformance kit, run over every registered dataset: the built-ins, the documentation's
 example (examples/my_dataset.py) and a throw-away plugin file; and the kit catching broken ones."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from harness.registry import PluginError, load_plugin
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "my_dataset.py"
-README_EXAMPLE = load_plugin(str(EXAMPLE))  # before collection reads DATASETS.names()
+DOCS_EXAMPLE = load_plugin(str(EXAMPLE))  # before collection reads DATASETS.names()
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
@@ -27,15 +27,15 @@ def test_conformance(name, check, tmp_path):
 
 def test_the_builtins_and_the_example_are_listed():
     assert {"rendered", "cifar10", "cifar100", "imagefolder", "fashion_mnist", "diagonal"} <= set(DATASETS.names())
-    assert "dataset diagonal" in README_EXAMPLE
+    assert "dataset diagonal" in DOCS_EXAMPLE
     assert DATASETS.source("diagonal") == str(EXAMPLE) and DATASETS.source("cifar100") == "built-in"
 
 
-def test_the_example_is_what_the_readme_shows():
-    # examples/my_dataset.py is the README's "Adding a dataset" block, byte for byte.
-    readme = (ROOT / "README.md").read_text()
-    assert "## Adding a dataset" in readme
-    blocks = re.findall(r"```python\n(# my_dataset\.py\n.*?)```", readme, flags=re.S)
+def test_the_example_is_what_the_docs_show():
+    # examples/my_dataset.py is the "Adding a dataset" page's block, byte for byte.
+    page = (ROOT / "docs" / "adding-a-dataset.md").read_text(encoding="utf-8")
+    assert page.startswith("# Adding a dataset")
+    blocks = re.findall(r"```python\n(# my_dataset\.py\n.*?)```", page, flags=re.S)
     assert blocks == [EXAMPLE.read_text()]
 
 

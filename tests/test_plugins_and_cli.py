@@ -284,7 +284,7 @@ def test_a_new_encoding_file_is_listed_and_passes_the_whole_kit(tmp_path):
     check_all("horizontal_decay")
 
 
-def test_the_readme_example_is_a_plugin_that_passes_the_whole_kit():
+def test_the_docs_example_is_a_plugin_that_passes_the_whole_kit():
     example = ROOT / "examples" / "my_pe.py"
     assert load_plugin(str(example)) == ["encoding my_pe"]
     check_all("my_pe")
@@ -292,9 +292,9 @@ def test_the_readme_example_is_a_plugin_that_passes_the_whole_kit():
     assert pe.num_trainable() == DIMS.heads * 2 and get_encoding("my_pe").relative
 
 
-def test_the_readme_shows_examples_my_pe_verbatim():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Adding an encoding", 1)[1].split("\n## ", 1)[0]
+def test_the_docs_show_examples_my_pe_verbatim():
+    page = (ROOT / "docs" / "adding-an-encoding.md").read_text(encoding="utf-8")
+    section = page.split("# Adding an encoding", 1)[1].split("\n## ", 1)[0]
     block = section.split("```python\n", 1)[1].split("```", 1)[0]
     assert block == (ROOT / "examples" / "my_pe.py").read_text(encoding="utf-8")
 

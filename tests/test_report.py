@@ -1,7 +1,7 @@
 """The report end to end on the smoke study: every file, one CSV row per run and test
 resolution, and the HTML page opened in headless Chromium with every figure loaded. Then
 reports of a handmade study logged to MLflow in code: what the report reads back, its
-figures (every registered one, a throw-away plugin, the README's example, a broken one)."""
+figures (every registered one, a throw-away plugin, the documentation's example, a broken one)."""
 
 from __future__ import annotations
 
@@ -390,12 +390,12 @@ def test_a_figure_plugin_appears_in_the_report(logged, tmp_path):
     assert "<strong>Throw-away &lt;figure&gt;.</strong> Runs per encoding &amp; seed (a test plugin)." in text
 
 
-def test_the_readme_shows_the_example_figure():
-    readme = (ROOT / "README.md").read_text()
-    assert "## Adding a report figure" in readme
-    section = readme.split("## Adding a report figure", 1)[1].split("\n## ", 1)[0]
+def test_the_docs_show_the_example_figure():
+    page = (ROOT / "docs" / "adding-a-figure.md").read_text(encoding="utf-8")
+    assert page.startswith("# Adding a report figure")
+    section = page.split("# Adding a report figure", 1)[1].split("\n## ", 1)[0]
     block = re.search(r"```python\n(.*?)```", section, re.S)
-    assert block and block.group(1) == EXAMPLE.read_text(), "README's example differs from examples/my_figure.py"
+    assert block and block.group(1) == EXAMPLE.read_text(), "docs/adding-a-figure.md's example differs from examples/my_figure.py"
 
 
 def test_the_example_figure_runs_in_a_report(logged, tmp_path):
