@@ -13,7 +13,7 @@ process before CUDA starts there (:func:`pin_gpu`), so it sees a single device, 
 
 Why single-thread workers on a CPU machine: on the 2-core machine, two one-thread processes
 train more cells per minute than one two-thread process (the small ViTs of the CPU studies do
-not keep two threads busy in one process; see the README's measurement), and a process per
+not keep two threads busy in one process; see the measurement in docs/performance.md), and a process per
 core is what the main study already does with ``workers: 2``.
 
 Torch is imported only inside the functions that ask it something, so the CLI's parser stays light.

@@ -201,3 +201,25 @@ def test_the_descriptions_are_the_class_docstrings():
     for name in ("rope_axial", "cpe", "none"):
         cls = get_encoding(name)
         assert hooks._source_docstring(name, cls.__module__.rsplit(".", 1)[1]) == cls.__doc__.strip().splitlines()[0]
+
+
+# ------------------------------------------------------------------------------ the README
+def test_the_readme_is_short_and_opens_with_the_commands_and_the_answer():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    lines = readme.splitlines()
+    assert len(lines) <= 250
+    first_screen = "\n".join(lines[:40])
+    assert 'pip install -e ".[test]" && python -m harness run studies/resolution_extrapolation.yaml' in first_screen
+    assert 'pip install -e ".[test,bench,postgres]" && python -m pytest' in first_screen
+    assert "## The answer" in first_screen and "rope_dinov3" in first_screen
+
+
+def test_the_readme_links_to_pages_that_exist():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\((docs/[^)#]+)(?:#[^)]*)?\)", readme)
+    assert len(set(links)) >= 15
+    for link in links:
+        assert (ROOT / link).is_file(), link
+    # every page of the site is linked from the README
+    pages = {str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md")}
+    assert pages <= set(links) | {"docs/index.md"}, sorted(pages - set(links))

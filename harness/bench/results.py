@@ -11,7 +11,7 @@ from harness.config import ViTConfig
 
 __all__ = ["TARGETS", "add_ratios", "flop_model", "timm_comparison"]
 
-#: training-step time ratio enc / none that each encoding must not exceed (README, issue 5)
+#: training-step time ratio enc / none that each encoding must not exceed (docs/performance.md, issue 5)
 TARGETS: dict[str, float] = {
     "sincos2d": 1.10, "learned": 1.10, "rope1d": 1.10, "rope_axial": 1.10, "rope_mixed": 1.10,
     "rope_golden": 1.10, "alibi2d": 1.25, "liere": 1.50,
