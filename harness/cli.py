@@ -33,7 +33,7 @@ def _parse_option(text: str) -> tuple[str, Any]:
 
     import yaml
 
-    from harness.presets import yaml_problem
+    from harness.spec.presets import yaml_problem
 
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -92,7 +92,7 @@ def _dry_run(args: argparse.Namespace) -> int:
         pairs = len(spec.encodings) * len(spec.train_resolutions)
         print(f"# and first the tune stage: {spec.tune.trials} trials for each of {pairs} "
               f"(encoding, train resolution): {spec.tune.trials * pairs} trainings")
-    from harness.design import design_warnings
+    from harness.spec.design import design_warnings
 
     for line in design_warnings(spec):
         print(f"# warning: {line}")
@@ -110,7 +110,7 @@ def _load_plugins(refs: Sequence[str]) -> None:
 def _preset_dims(name: str):
     """The model dimensions of model preset ``name`` (its training grid from its image size)."""
     from harness.config import ViTConfig
-    from harness.presets import load_preset
+    from harness.spec.presets import load_preset
 
     return ViTConfig.from_dict(load_preset("model", name)).dims
 
@@ -213,7 +213,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(args)
     _load_spec(args)  # a spec error before torch, MLflow and Optuna are imported (run_study reads it again)
-    from harness.study import run_study
+    from harness.study.stages import run_study
 
     spec = run_study(args.spec, args.set, workers=args.workers, storage=args.storage,
                      tracking_uri=args.tracking_uri)
@@ -221,7 +221,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"study {spec.name}: created with its cells queued; start workers with "
               f"`harness worker {args.spec} --storage URL`")
         return 0
-    from harness.evaluate import evaluate_spec
+    from harness.study.evaluate import evaluate_spec
 
     # test sizes or variants added to the spec since cells were trained: measured on their kept weights
     res = evaluate_spec(spec)
@@ -230,7 +230,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               "cells trained before (their kept weights; nothing retrained)")
     for tag, why in res.damaged.items():
         print(f"error: cell {tag} could not be evaluated: its kept model is damaged ({why})", file=sys.stderr)
-    from harness.study import failed_cells
+    from harness.study.stages import failed_cells
 
     failed = failed_cells(spec)  # cells that failed on every try: the study ended, not done
     if not failed:
@@ -245,8 +245,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _runs_page(spec) -> str:
-    """The MLflow UI's page of the study's runs table (:meth:`harness.tracking.Tracker.runs_page`)."""
-    from harness.tracking import Tracker
+    """The MLflow UI's page of the study's runs table (:meth:`harness.study.tracking.Tracker.runs_page`)."""
+    from harness.study.tracking import Tracker
 
     return Tracker(spec.tracking(), spec.name, create=False).runs_page()
 
@@ -265,7 +265,7 @@ def _write_report(spec) -> None:
     """``reports/<study>/`` from the study's MLflow runs, its headlines and tables printed, and
     the report logged on the evaluate parent run (``run`` and ``evaluate`` end with it)."""
     from harness.report import build_report
-    from harness.tracking import Tracker
+    from harness.study.tracking import Tracker
 
     page = build_report(spec.tracking(), spec.name, Path("reports") / spec.name, spec=spec.resolved)
     print(_results_summary(page.parent / "report.md"))  # the answer in the log, as lm-evaluation-harness does
@@ -275,7 +275,7 @@ def _write_report(spec) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     spec = _load_spec(args)  # checked before torch, MLflow and Optuna are imported
-    from harness.evaluate import evaluate_spec
+    from harness.study.evaluate import evaluate_spec
 
     res = evaluate_spec(spec)
     added = sum(res.evaluated.values())
@@ -326,7 +326,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     spec = _load_spec(args)  # checked before torch, MLflow and Optuna are imported (run_worker reads it again)
-    from harness.worker import run_worker
+    from harness.study.worker import run_worker
 
     if args.gpu is not None:  # before CUDA starts in this process: the worker sees that GPU alone, as cuda:0
         import torch
@@ -338,7 +338,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             raise HarnessError(f"--gpu {args.gpu}: no CUDA GPU {device!r} is visible here")
     extra = [f"storage={args.storage}"] + ([f"tracking_uri={args.tracking_uri}"] if args.tracking_uri else [])
     run_worker(args.spec, args.set + extra)
-    from harness.study import failed_cells
+    from harness.study.stages import failed_cells
 
     failed = failed_cells(spec)  # as `run`: cells that failed on every try end the study, not done
     if failed:
@@ -350,7 +350,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     spec = _load_spec(args)  # checked before Optuna is imported
-    from harness.study import study_status
+    from harness.study.stages import study_status
 
     rows = study_status(spec)
     header = {"encoding": "encoding", "train_resolution": "train res", "seed": "seed", "state": "state",
@@ -380,8 +380,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     res = spec.train_resolutions[0] if args.resolution is None else \
         check_resolution(spec, args.resolution, args.encoding, f"--resolution {args.resolution}")
     seed = spec.seeds[0] if args.seed is None else check_seed(args.seed, f"--seed {args.seed}")
-    from harness.tracking import Tracker  # MLflow and torch: once the spec and the options checked out
-    from harness.trial import TrialError, dataset_of, train_one
+    from harness.study.tracking import Tracker  # MLflow and torch: once the spec and the options checked out
+    from harness.study.trial import TrialError, dataset_of, train_one
 
     dataset_of(spec)  # a missing, corrupt or empty dataset: fail before the tracking store is written
     tracker = Tracker(spec.tracking(), spec.name)

@@ -7,7 +7,7 @@ import os
 import re
 from collections.abc import Iterable
 
-__all__ = ["DataError", "HarnessError", "db_url", "did_you_mean", "os_reason", "redact_url", "scrub",
+__all__ = ["DataError", "HarnessError", "TrialFailed", "db_url", "did_you_mean", "os_reason", "redact_url", "scrub",
            "split_userinfo"]
 
 
@@ -157,3 +157,15 @@ def db_url(url: str) -> str:
     user = user.replace("@", "%40").replace(":", "%3A").replace("/", "%2F")
     info = user if password is None else f"{user}:{password.replace('@', '%40')}"
     return f"{scheme}://{info}@{rest}"
+
+
+class TrialFailed(Exception):
+    """Training diverged (a non-finite loss): the trial failed, not the harness.
+
+    Defined here, below the model and the trainer, because both raise it (the model's
+    :class:`~harness.models.vit.EncodingContractError` is one); ``harness.training.train``
+    re-exports it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -31,7 +31,7 @@ from matplotlib.patches import Rectangle
 from harness.config import ViTConfig
 from harness.encodings.base import PatchGrid, build_encoding, get_encoding
 from harness.errors import HarnessError
-from harness.presets import load_preset
+from harness.spec.presets import load_preset
 
 __all__ = ["MAX_GRID_SIDE", "show_encoding"]
 
@@ -75,8 +75,8 @@ def show_encoding(name: str, *, grid: tuple[int, int], out: str | Path, preset: 
 
 def _save(fig, path: Path) -> Path:
     """Write ``fig`` to ``path`` and close it; a failed write (a full disk) leaves no partial
-    file and is the one-line :class:`~harness.checkpoint.OutputWriteError`."""
-    from harness.checkpoint import OutputWriteError
+    file and is the one-line :class:`~harness.training.checkpoint.OutputWriteError`."""
+    from harness.training.checkpoint import OutputWriteError
 
     try:
         fig.savefig(path, dpi=110, bbox_inches="tight")

@@ -26,7 +26,7 @@ from torch import nn
 
 from harness.config import ModelConfigError, ViTConfig
 from harness.encodings.base import PatchGrid, PositionalEncoding, build_encoding
-from harness.train import TrialFailed
+from harness.errors import TrialFailed
 from harness.variants import temperature_factor
 
 __all__ = ["EncodingContractError", "ModelConfigError", "ViT", "ViTConfig", "build_model"]

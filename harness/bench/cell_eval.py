@@ -1,11 +1,11 @@
 """A study cell's evaluation path, as the study runs it, for ``harness bench --spec``.
 
 After training, every cell of a study is evaluated on the test split at every size of each
-regime under every evaluation variant of its encoding (``harness.train.evaluate_variants``
-over ``harness.trial.variants_of``), in batches of the recipe's ``eval_batch_size``. This module
+regime under every evaluation variant of its encoding (``harness.training.train.evaluate_variants``
+over ``harness.study.trial.variants_of``), in batches of the recipe's ``eval_batch_size``. This module
 gives the bench two timed calls on one model:
 
-- **one variant at one size**: ``harness.train.evaluate`` of the test split under the first
+- **one variant at one size**: ``harness.training.train.evaluate`` of the test split under the first
   variant, at the training size and at the largest test size (by pixels);
 - **the sweep**: ``evaluate_variants`` itself, every variant at every size of its regime.
 
@@ -27,7 +27,7 @@ from torch import nn
 from harness.config import StudySpec
 from harness.data import load_dataset
 from harness.schema import NO_POLICY, Size, Variant
-from harness.train import evaluate, evaluate_variants
+from harness.training.train import evaluate, evaluate_variants
 
 __all__ = ["CellEval"]
 
@@ -57,8 +57,8 @@ class CellEval:
         return time.perf_counter() - t0
 
     def variants(self, model: nn.Module) -> list[Variant]:
-        """The study's evaluation variants of ``model``'s encoding (``harness.trial.variants_of``)."""
-        from harness.trial import variants_of  # optuna and MLflow: only for a spec
+        """The study's evaluation variants of ``model``'s encoding (``harness.study.trial.variants_of``)."""
+        from harness.study.trial import variants_of  # optuna and MLflow: only for a spec
 
         return variants_of(self.spec, type(model.pe))
 

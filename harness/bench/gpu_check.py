@@ -175,7 +175,7 @@ def _measure_eager(spec, label: str, device, amp, num_classes: int, *, min_time_
     from harness.bench.flops import count_flops
     from harness.models.vit import build_model
     from harness.schema import Size
-    from harness.train import TrainStep, autocast
+    from harness.training.train import TrainStep, autocast
 
     enc = spec.encoding(label)
     res = spec.train_resolutions[0]
@@ -224,7 +224,7 @@ def _measure_compiled(spec, label: str, device, amp, num_classes: int, *, eager_
 
     from harness.models.vit import build_model
     from harness.schema import Size
-    from harness.train import TrainStep
+    from harness.training.train import TrainStep
 
     enc = spec.encoding(label)
     res = spec.train_resolutions[0]
@@ -256,8 +256,8 @@ def _train_cell(spec, label: str, compile_: bool, device_name: str) -> dict[str,
     import torch
 
     from harness.models.vit import build_model
-    from harness.train import train_model
-    from harness.trial import dataset_of
+    from harness.training.train import train_model
+    from harness.study.trial import dataset_of
 
     data = dataset_of(spec, cache=False)  # a benchmark leaves nothing in the study's folder
     res = spec.train_resolutions[0]
@@ -307,7 +307,7 @@ def measure(args: argparse.Namespace) -> int:
 
     from harness.bench import timing
     from harness.spec import load_spec
-    from harness.train import prepare_device, resolve_device
+    from harness.training.train import prepare_device, resolve_device
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print(NO_CUDA)
@@ -318,7 +318,7 @@ def measure(args: argparse.Namespace) -> int:
     device = resolve_device(args.device, option="--device")
     amp = prepare_device(device)
     spec = load_spec(args.spec, list(args.set))
-    from harness.trial import dataset_of
+    from harness.study.trial import dataset_of
 
     num_classes = dataset_of(spec, cache=False).num_classes  # the rendered data: scenes sampled, nothing rendered
     labels = args.encodings or [e.label for e in spec.encodings]

@@ -20,8 +20,8 @@ import torch
 from harness.config import StudySpec, ViTConfig
 from harness.encodings import get_encoding, known_names
 from harness.errors import HarnessError
-from harness.presets import list_presets, load_preset
-from harness.train import resolve_device
+from harness.spec.presets import list_presets, load_preset
+from harness.training.train import resolve_device
 
 __all__ = ["DEFAULT_BATCH", "DEFAULT_PRESET", "REFERENCE", "BenchError", "Request", "check_request", "model_config"]
 

@@ -30,7 +30,7 @@ from harness.bench.request import REFERENCE, Request, check_request
 from harness.bench.results import add_ratios, flop_model, timm_comparison
 from harness.bench.timm_vit import build_timm_vit, timm_unavailable, timm_version
 from harness.models.vit import build_model
-from harness.train import TrainConfig, TrainStep, autocast, prepare_device
+from harness.training.train import TrainConfig, TrainStep, autocast, prepare_device
 
 __all__ = ["run_bench"]
 
@@ -385,8 +385,8 @@ def _stderr_progress(t_start: float) -> Callable[[str], None]:
 
 def _write_json(result: dict[str, Any], path: Path) -> None:
     """Write atomically: a reader never sees half a file. A write that fails (a full disk)
-    leaves no ``.tmp`` and raises the one-line :class:`~harness.checkpoint.OutputWriteError`."""
-    from harness.checkpoint import OutputWriteError
+    leaves no ``.tmp`` and raises the one-line :class:`~harness.training.checkpoint.OutputWriteError`."""
+    from harness.training.checkpoint import OutputWriteError
 
     tmp = path.with_name(path.name + ".tmp")
     try:

@@ -34,8 +34,8 @@ class ReportFigure:
     trial; ``cells``, ``spec``, ``provenance``) and the report's summary tables (``tables``,
     :data:`harness.report.TABLES`: ``accuracy``, ``retention``, ``extrapolation``, ``ranking``,
     ``selected``, ``selection``, ``headline``, ``primary``, ``friedman``, ``comparisons``,
-    ``untrained``, ``cost``, ``missing``, ``time``; see :mod:`harness.report_stats`,
-    :mod:`harness.selection` and :mod:`harness.analysis`). It must not change them, and it must
+    ``untrained``, ``cost``, ``missing``, ``time``; see :mod:`harness.report.stats`,
+    :mod:`harness.report.selection` and :mod:`harness.report.analysis`). It must not change them, and it must
     close any figure it opens but does not return. An encoding's colour and marker come from
     :func:`harness.figures.plotting.encoding_styles`, so that no two share both.
     """

@@ -10,7 +10,7 @@ from matplotlib.lines import Line2D
 
 from harness.figures import ReportFigure, register_figure
 from harness.figures.plotting import chance_line, encoding_styles, size_order
-from harness.report_stats import INTERVAL_METHOD
+from harness.report.stats import INTERVAL_METHOD
 from harness.schema import NO_POLICY
 
 __all__ = ["AccuracyVsResolution"]

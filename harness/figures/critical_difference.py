@@ -9,7 +9,7 @@ import warnings
 
 import matplotlib.pyplot as plt
 
-from harness.analysis import MIN_BLOCKS, friedman_nemenyi
+from harness.report.analysis import MIN_BLOCKS, friedman_nemenyi
 from harness.figures import ReportFigure, register_figure
 
 __all__ = ["CriticalDifference"]

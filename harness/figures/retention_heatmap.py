@@ -7,7 +7,7 @@ import seaborn as sns
 
 from harness.figures import ReportFigure, register_figure
 from harness.figures.plotting import size_order
-from harness.report_stats import CHANCE_MARGIN
+from harness.report.stats import CHANCE_MARGIN
 
 __all__ = ["RetentionHeatmap"]
 

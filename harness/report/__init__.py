@@ -10,8 +10,8 @@ a paper), one PNG and one PDF per report figure, and ``report.html``, one self-c
 and the list of the study's cells that are missing or failed. Counts (parameters,
 throughput) are written as numbers: ``142k``, ``1.2M``. MLflow is read through the names
 of :mod:`harness.schema`; the statistics are pure functions of the table
-(:mod:`harness.report_stats`, :mod:`harness.comparisons`); the figures are the registered
-:data:`harness.figures.FIGURES`; the words and the pages are :mod:`harness.report_pages`.
+(:mod:`harness.report.stats`, :mod:`harness.report.comparisons`); the figures are the registered
+:data:`harness.figures.FIGURES`; the words and the pages are :mod:`harness.report.pages`.
 """
 
 from __future__ import annotations
@@ -32,20 +32,20 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from harness import analysis as an
-from harness import comparisons as cmp
-from harness import report_pages as pages
-from harness import selection as sel
-from harness import report_stats as st
+from harness.report import analysis as an
+from harness.report import comparisons as cmp
+from harness.report import pages as pages
+from harness.report import selection as sel
+from harness.report import stats as st
 from harness import schema
 from harness.config import AnalysisConfig, ConfigError
 from harness.errors import HarnessError, os_reason, redact_url
 from harness.files import sqlite_path
 from harness.figures import FIGURES
 from harness.figures.plotting import save, theme
-from harness.report_time import time_totals
+from harness.report.timing import time_totals
 from harness.schema import Cell
-from harness.tracking import Tracker
+from harness.study.tracking import Tracker
 
 __all__ = ["CURVE_COLUMNS", "RESULT_COLUMNS", "TABLES", "ReportError", "StudyRuns", "build_report",
            "results_table", "summary_tables", "tidy_results"]
@@ -56,7 +56,7 @@ RESULT_COLUMNS = ["study", "stage", "encoding", "options", "default_policy", "va
                   "regime", "train_resolution", "test_resolution", "test_rows", "test_cols", "seed", "test_acc",
                   "test_acc_a", "test_acc_b", "test_loss", "retention", "chance", "final_val_acc", "trained", "params",
                   "images_per_s", "device", "run_id", "status"]
-#: what a reader supplies per row; the rest follows (:func:`harness.report_stats.derive`)
+#: what a reader supplies per row; the rest follows (:func:`harness.report.stats.derive`)
 _DERIVED = ("variant", "trained", "retention")
 CURVE_COLUMNS = ["encoding", "train_resolution", "seed", "epoch", "val_acc"]
 
@@ -221,11 +221,11 @@ def summary_tables(results: pd.DataFrame, expected: Sequence[Cell], baseline: st
     ``expected``: the study's cells (for the table of missing cells); ``baseline``: the
     encoding the encoding comparisons pair with (default: ``learned`` when the study has
     it); ``timing`` and ``wall``: the runs' time breakdowns and the last run's wall time
-    (:func:`harness.report_time.time_totals`); ``analysis``: the study's declared primary
+    (:func:`harness.report.timing.time_totals`); ``analysis``: the study's declared primary
     analysis (``primary``: its family of tests; empty without one). ``selected`` and
     ``selection``: each encoding's variant chosen on one half of the test images and scored on
-    the other (:mod:`harness.selection`); ``friedman``: the encodings ranked per regime and side
-    (:func:`harness.analysis.friedman_nemenyi`). The policy and temperature comparisons are
+    the other (:mod:`harness.report.selection`); ``friedman``: the encodings ranked per regime and side
+    (:func:`harness.report.analysis.friedman_nemenyi`). The policy and temperature comparisons are
     there with or without a baseline; when the baseline has no finished run that trained, the
     returned baseline says why.
     """

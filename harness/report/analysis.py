@@ -19,7 +19,7 @@ every comparison also reports:
 
 Ranking many encodings uses autorank (Friedman's test, then Nemenyi's critical difference:
 :func:`friedman_nemenyi`), which also draws the critical-difference diagram. Pure functions of
-:func:`harness.selection.selected_scores`.
+:func:`harness.report.selection.selected_scores`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import pandas as pd
 from scipy import stats
 
 from harness.config import parse_comparison
-from harness.report_stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, MIN_PAIRS, bootstrap_interval
+from harness.report.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, MIN_PAIRS, bootstrap_interval
 
 __all__ = ["FRIEDMAN_COLUMNS", "MIN_BLOCKS", "PRIMARY_COLUMNS", "friedman_nemenyi", "paired_power", "parse_comparison",
            "primary_analysis", "probability_of_improvement", "seeds_needed", "seeds_text"]
@@ -139,8 +139,8 @@ def primary_analysis(selected: pd.DataFrame, selection: pd.DataFrame, comparison
                      max_seeds: int = 30, min_pairs: int = MIN_PAIRS) -> pd.DataFrame:
     """The declared comparisons, each per regime (``regimes``; empty: every regime of the
     table), training resolution and side of ``sides`` that the study tested, on each encoding's
-    selected accuracy (``selected``: :func:`harness.selection.selected_scores`; ``selection``:
-    :func:`harness.selection.selection_table`, for the variants' names).
+    selected accuracy (``selected``: :func:`harness.report.selection.selected_scores`; ``selection``:
+    :func:`harness.report.selection.selection_table`, for the variants' names).
 
     A seed's value is its mean over the side's test sizes; pairs are seeds both encodings have.
     ``mean_diff`` (A - B) with ``diff_low`` / ``diff_high`` (:func:`bootstrap_interval` of the
@@ -151,7 +151,7 @@ def primary_analysis(selected: pd.DataFrame, selection: pd.DataFrame, comparison
     to ``max_seeds``). ``note`` says why a row was not tested (an encoding with no run that
     trained, too few pairs, no variance). Columns: :data:`PRIMARY_COLUMNS`.
     """
-    from harness.comparisons import holm  # noqa: PLC0415 - comparisons imports this module
+    from harness.report.comparisons import holm  # noqa: PLC0415 - comparisons imports this module
 
     pairs = [parse_comparison(c) for c in comparisons]
     keys = selection[["regime", "train_resolution", "side"]].drop_duplicates()  # tested, trained or not

@@ -1,7 +1,7 @@
 """The answer of a report, in sentences and main tables: the declared primary analysis, each
 encoding under its selected variant (with its default variant and the labelled upper bound),
 the exploratory leaders, what the position-free control says, and the ranking of the encodings. Pure functions of the tables of
-:func:`harness.report.summary_tables`; :mod:`harness.report_pages` lays them out."""
+:func:`harness.report.summary_tables`; :mod:`harness.report.pages` lays them out."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 
 import pandas as pd
 
-from harness import comparisons as cmp
-from harness import report_stats as st
-from harness import selection as sel
-from harness.analysis import MIN_BLOCKS, seeds_text
+from harness.report import comparisons as cmp
+from harness.report import stats as st
+from harness.report import selection as sel
+from harness.report.analysis import MIN_BLOCKS, seeds_text
 
 __all__ = ["SIDES", "control_lines", "leader_line", "main_table", "primary_lines", "primary_table", "ranking_note", "ranking_table",
            "selection_line"]
@@ -83,7 +83,7 @@ def _power(n: Any, note: str, have: int, power: float = 0.8) -> str:
 
 
 def leader_line(h: Any) -> str:
-    """One exploratory leader of :func:`harness.comparisons.headline`: the best encoding on a side
+    """One exploratory leader of :func:`harness.report.comparisons.headline`: the best encoding on a side
     under its selected variant, its interval, its lead over the next encoding, the test of
     that lead (Holm over the leaders), P(lead) and the seeds 80% power would need."""
     where = f"{h.side} the training resolution ({h.train_resolution} px)"
@@ -124,7 +124,7 @@ def selection_line(selection: pd.DataFrame) -> str:
 
 
 def control_lines(control: pd.DataFrame) -> list[str]:
-    """What the position-free control says about the task (:func:`harness.report_stats.control_runs`):
+    """What the position-free control says about the task (:func:`harness.report.stats.control_runs`):
     at chance in every run, the task needs positions, as a comparison of positional encodings
     assumes; above chance, part of it can be solved without them (an encoding's gain over the
     control is what positions add); no control, nothing tells."""
@@ -148,9 +148,9 @@ def control_lines(control: pd.DataFrame) -> list[str]:
 
 # ------------------------------------------------------------------------------ tables
 def main_table(selection: pd.DataFrame, selected: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One (regime, training resolution, side) of :func:`harness.selection.selection_table` as
+    """One (regime, training resolution, side) of :func:`harness.report.selection.selection_table` as
     the page shows it: one row per encoding, its selected variant, its selected accuracy per
-    test size (with ``selected``, :func:`harness.selection.selected_scores`) and over the side
+    test size (with ``selected``, :func:`harness.report.selection.selected_scores`) and over the side
     [interval], its default variant and accuracy, and the best variant on the test images
     labelled as an optimistic upper bound."""
     selected = selected if selected is not None else pd.DataFrame(columns=sel.SELECTED_COLUMNS)

@@ -1,12 +1,12 @@
 """Paired comparisons and the headline: which differences between variants and encodings are real.
 
-Pure functions of the tidy results table (the conventions of :mod:`harness.report_stats`:
+Pure functions of the tidy results table (the conventions of :mod:`harness.report.stats`:
 FINISHED rows of runs that trained, a seed's repeated runs averaged first). Pairs are real
 pairs only: two policies or two temperatures of the same run (the same weights), or two
 encodings by seed. An encoding is compared under its selected variant, chosen on one half of
-the test images and scored on the other (:mod:`harness.selection`). Two-sided paired t-tests
+the test images and scored on the other (:mod:`harness.report.selection`). Two-sided paired t-tests
 (scipy.stats), with one Holm-Bonferroni correction over a whole family. These are the report's
-exploratory tests; the declared primary analysis is :mod:`harness.analysis`.
+exploratory tests; the declared primary analysis is :mod:`harness.report.analysis`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from harness.analysis import probability_of_improvement, seeds_needed
-from harness.report_stats import (
+from harness.report.analysis import probability_of_improvement, seeds_needed
+from harness.report.stats import (
     MIN_PAIRS,
     RANK_DECIMALS,
     interval_stats,
@@ -28,7 +28,7 @@ from harness.report_stats import (
     variant_label,
 )
 from harness.schema import NO_POLICY, NO_TEMPERATURE, Size
-from harness.selection import selected_scores, selection_table, side_means
+from harness.report.selection import selected_scores, selection_table, side_means
 
 __all__ = ["ALPHA", "NO_OTHER", "NO_VARIANCE", "TOO_FEW", "headline", "holm", "paired_comparisons", "t_two_sided_p"]
 
@@ -116,12 +116,12 @@ def paired_comparisons(df: pd.DataFrame, baseline: str | None = None, min_pairs:
       weights); every pair of policies (``a`` the first by name);
     - ``temperature``: each temperature against ``none``, paired by run, off the training grid;
     - ``encoding`` (with a ``baseline``): every other encoding against the baseline, each under
-      its selected variant (:func:`harness.selection.selected_scores`: chosen on one half of the
+      its selected variant (:func:`harness.report.selection.selected_scores`: chosen on one half of the
       test images, scored on the other; the variant is chosen per side of the training size),
       per regime, training and test size, paired by seed (a seed's repeated runs averaged first).
 
-    ``selected`` / ``selection``: :func:`harness.selection.selected_scores` and
-    :func:`harness.selection.selection_table` of ``df``, when the caller has them already.
+    ``selected`` / ``selection``: :func:`harness.report.selection.selected_scores` and
+    :func:`harness.report.selection.selection_table` of ``df``, when the caller has them already.
     ``n_pairs``; ``mean_diff`` = mean of (a - b) over the pairs (NaN with none); ``p_value`` of
     the two-sided paired t-test (scipy.stats.ttest_rel's formula); ``p_holm``: Holm-Bonferroni
     over every p-value of the table (one family); ``note``: :data:`TOO_FEW` below
@@ -186,7 +186,7 @@ def paired_comparisons(df: pd.DataFrame, baseline: str | None = None, min_pairs:
 def headline(df: pd.DataFrame, min_pairs: int = MIN_PAIRS, alpha: float = ALPHA, *,
              selected: pd.DataFrame | None = None, selection: pd.DataFrame | None = None) -> pd.DataFrame:
     """The leading encoding per regime and training resolution, above and below it (:func:`side`),
-    each encoding under its selected variant (:func:`harness.selection.selected_scores`: chosen
+    each encoding under its selected variant (:func:`harness.report.selection.selected_scores`: chosen
     on one half of the test images, scored on the other).
 
     A seed's score on a side is its selected accuracy averaged over the test sizes on that side;
@@ -194,13 +194,13 @@ def headline(df: pd.DataFrame, min_pairs: int = MIN_PAIRS, alpha: float = ALPHA,
     score (ties: the first by name), named with its selected variant; ``runner_up`` the next
     encoding; ``margin`` = best - runner-up. Naming the leader is descriptive: it is ranked on
     the scored images, so its test is exploratory (the declared comparisons are
-    :func:`harness.analysis.primary_analysis`). The lead is tested by a paired t-test over the
+    :func:`harness.report.analysis.primary_analysis`). The lead is tested by a paired t-test over the
     seeds both have (``n_pairs``), ``p_holm`` is Holm-corrected over the rows of this table,
     ``significant``: p_holm < alpha; ``prob``, ``prob_low``, ``prob_high``: P(best > runner-up)
     with its interval, stratified by test size
-    (:func:`harness.analysis.probability_of_improvement`); ``seeds_needed``: the seeds a
+    (:func:`harness.report.analysis.probability_of_improvement`); ``seeds_needed``: the seeds a
     two-sided paired t-test needs for 80% power at this lead and spread
-    (:func:`harness.analysis.seeds_needed`; NaN, with the reason in ``seeds_note``, when none up
+    (:func:`harness.report.analysis.seeds_needed`; NaN, with the reason in ``seeds_note``, when none up
     to 30). ``selected`` / ``selection``: as for :func:`paired_comparisons`. ``note``: why there
     is no test (:data:`NO_OTHER` encoding, :data:`TOO_FEW`,
     :data:`NO_VARIANCE`). Columns: regime, train_resolution, side, best, best_mean, ci_low,

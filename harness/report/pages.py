@@ -16,9 +16,9 @@ from typing import Any
 
 import pandas as pd
 
-from harness import report_answer as ans
-from harness.report_answer import control_lines
-from harness import report_stats as st
+from harness.report import answer as ans
+from harness.report.answer import control_lines
+from harness.report import stats as st
 from harness.figures.plotting import count_format, size_order
 
 __all__ = ["Drawn", "Section", "control_lines", "headline_lines", "html_page", "latex_tables", "markdown_page",
@@ -29,10 +29,10 @@ def headline_lines(head: pd.DataFrame, untrained: pd.DataFrame, control: pd.Data
                    primary: pd.DataFrame | None = None, selection: pd.DataFrame | None = None,
                    analysis: Any = None) -> list[str]:
     """The answer in sentences (Markdown): the declared primary analysis, when ``primary`` is
-    given (:func:`harness.report_answer.primary_lines`); per regime and training resolution, the
+    given (:func:`harness.report.answer.primary_lines`); per regime and training resolution, the
     leading encoding above and below it under its selected variant, with its interval, its
     margin over the next encoding, whether the lead is significant after Holm over the leaders,
-    P(lead) and the seeds 80% power would need (:func:`harness.report_answer.leader_line`:
+    P(lead) and the seeds 80% power would need (:func:`harness.report.answer.leader_line`:
     exploratory); then the position-free control (:func:`control_lines`), the runs that did not
     train, how variants were selected (with ``selection``) and how intervals are made."""
     lines = ans.primary_lines(primary, analysis) if primary is not None else []
@@ -270,7 +270,7 @@ def tex_escape(text: Any) -> str:
 def latex_tables(accuracy: pd.DataFrame, study: str = "", selection: pd.DataFrame | None = None) -> str:
     r"""The report's tables as booktabs LaTeX, to paste into a paper.
 
-    With ``selection`` (:func:`harness.selection.selection_table`), first the main tables: one
+    With ``selection`` (:func:`harness.report.selection.selection_table`), first the main tables: one
     ``table`` per regime, training resolution and side of it (``\label{tab:encodings-<regime>-
     <train>-<side>}``), one row per encoding: its variant chosen on one half of the test images
     and scored on the other, that accuracy, its default variant and accuracy, and the best
@@ -282,7 +282,7 @@ def latex_tables(accuracy: pd.DataFrame, study: str = "", selection: pd.DataFram
     ``(1 seed)`` without an interval; a variant none of whose runs trained reads "did not train
     (n runs)". No cell is bold: the best of a column is chosen on the images it is scored on.
     Every text is escaped (:func:`tex_escape`). Needs ``\usepackage{booktabs}``. ``accuracy``:
-    :func:`harness.report_stats.accuracy_summary`.
+    :func:`harness.report.stats.accuracy_summary`.
     """
     parts = [f"% Accuracy tables of the study {study or '(unnamed)'}, written by `harness report`.",
              r"% Needs \usepackage{booktabs}.", ""]

@@ -3,9 +3,9 @@
 A variant (new-grid policy, attention temperature) is a choice made after training. Choosing
 it on the test images and scoring it on the same images crowns the luckiest of several noisy
 scores (the winner's curse). Every trained run therefore logs its accuracy on two fixed
-halves of the test images, A and B (:func:`harness.train.split_in_halves`: seeded,
+halves of the test images, A and B (:func:`harness.training.train.split_in_halves`: seeded,
 class-stratified, the same images in every run), from the same predictions as its accuracy.
-Per regime, training resolution, side of the training size (:func:`~harness.report_stats.side`)
+Per regime, training resolution, side of the training size (:func:`~harness.report.stats.side`)
 and encoding:
 
 - the variant chosen on A is the one with the highest mean accuracy on half A (each seed's
@@ -21,7 +21,7 @@ and encoding:
   a single variant has nothing to choose (:data:`ONLY_VARIANT`);
 - the best variant on the test images themselves appears only as an optimistic upper bound.
 
-Pure functions of the tidy results table (the conventions of :mod:`harness.report_stats`:
+Pure functions of the tidy results table (the conventions of :mod:`harness.report.stats`:
 FINISHED rows of runs that trained, a seed's repeated runs averaged first). The headline, the
 main tables and the encoding comparisons read :func:`selected_scores`.
 """
@@ -33,7 +33,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from harness.report_stats import RANK_DECIMALS, interval_stats, side, tested_rows
+from harness.report.stats import RANK_DECIMALS, interval_stats, side, tested_rows
 from harness.schema import NO_POLICY, NO_TEMPERATURE, Size
 
 __all__ = ["CROSS_FITTED", "DEFAULT_ONLY", "HALF_COLUMNS", "NO_DEFAULT", "ONLY_VARIANT", "SELECTED_COLUMNS",

@@ -30,7 +30,7 @@ Conventions shared by all functions (each one applies them itself):
   order of the input rows never matters.
 
 No I/O, no plotting, no MLflow. The paired tests, the Holm correction and the headline's
-test of the best variant's lead are in :mod:`harness.comparisons`.
+test of the best variant's lead are in :mod:`harness.report.comparisons`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from harness.design import CONTROL, MIN_PAIRS
+from harness.spec.design import CONTROL, MIN_PAIRS
 from harness.schema import NO_POLICY, Cell, Size
 
 __all__ = [
@@ -84,7 +84,7 @@ CONFIDENCE = 0.95
 #: how every interval of the report is computed, in words (the report prints it next to them)
 INTERVAL_METHOD = (f"95% percentile bootstrap over seeds ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}; "
                    "runs that did not train left out)")
-# MIN_PAIRS (the fewest pairs a paired test is run on) and CONTROL: harness.design
+# MIN_PAIRS (the fewest pairs a paired test is run on) and CONTROL: harness.spec.design
 #: mean accuracy at or above which two variants are both at the ceiling: a task that leaves
 #: them there cannot rank them (the headline says so rather than name a winner by noise)
 CEILING = 0.99

@@ -1,5 +1,5 @@
 """Where the study's time went: the runs' logged breakdowns (``time/<phase>_s``,
-:mod:`harness.stopwatch`) added up into the study's totals, a pure function of the table.
+:mod:`harness.training.stopwatch`) added up into the study's totals, a pure function of the table.
 
 The runs' seconds are worker-seconds: with two workers, two runs' phases overlap in time. The
 wall time of the last ``harness run`` and its worker count, logged on the evaluate parent run,
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from harness.stopwatch import OTHER, PHASES, TOTAL
+from harness.training.stopwatch import OTHER, PHASES, TOTAL
 
 __all__ = ["TIME_COLUMNS", "time_totals"]
 
@@ -22,7 +22,7 @@ TIME_COLUMNS = ["phase", "seconds", "share", "per_run_s"]
 
 
 def time_totals(timing: pd.DataFrame, wall: Mapping[str, float] | None = None) -> pd.DataFrame:
-    """One row per phase (in :data:`~harness.stopwatch.PHASES` order, then ``other`` and
+    """One row per phase (in :data:`~harness.training.stopwatch.PHASES` order, then ``other`` and
     ``total``): the seconds summed over the runs of ``timing`` (one row per run, a column per
     phase, as :func:`harness.report.results_table` reads them), the share of the runs' total,
     and the mean per run. Runs that logged no breakdown (written before it existed) are left

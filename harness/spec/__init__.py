@@ -3,13 +3,13 @@
 A spec is resolved in four steps, and validated as a whole before anything runs:
 
 1.-3. includes, presets and ``--set`` overrides are merged into one raw mapping with the
-   origin of every key (:mod:`harness.spec_sources`);
+   origin of every key (:mod:`harness.spec.sources`);
 4. every section is converted into its config (``harness.config``): the model, the recipe,
    the tune stage, the dataset's own ``Options`` (the dataset registry names the class) and
    every encoding's options (at each training resolution, refused as building it would
    refuse them: ``harness.encodings.check_encoding``); then the study-level rules:
    resolutions the patch stem cannot tile, duplicated seeds, empty lists, names that are safe
-   as paths, sizes this machine's memory can take (:mod:`harness.spec_memory`).
+   as paths, sizes this machine's memory can take (:mod:`harness.spec.memory`).
 
 Every error names the file, the key and what was expected. Torch, MLflow and Optuna are never
 imported here (nor by the built-in datasets and encodings a spec names): a mistake is answered
@@ -41,11 +41,11 @@ from harness.data import DATASETS, check_regime
 from harness.encodings import ENCODINGS, check_encoding, describe_encoding
 from harness.errors import HarnessError, did_you_mean, redact_url
 from harness.files import sqlite_path
-from harness.presets import SpecLoader, parse_value
+from harness.spec.presets import SpecLoader, parse_value
 from harness.registry import Registry, load_plugin
 from harness.schema import Size
-from harness.spec_memory import gib, memory_bytes, model_bytes, size_bytes
-from harness.spec_sources import TOP_KEYS, SpecError, read_spec
+from harness.spec.memory import gib, memory_bytes, model_bytes, size_bytes
+from harness.spec.sources import TOP_KEYS, SpecError, read_spec
 from harness.variants import POLICIES, TEMPERATURES
 
 __all__ = ["DatasetSpec", "EncodingSpec", "SpecError", "SpecLoader", "StudySpec", "check_resolution", "check_seed",
@@ -280,7 +280,7 @@ class _Validator:
             absent = [label for label in (a, b) if label not in labels]
             # the encodings narrowed on the command line (``--set encodings=[...]``) under a
             # comparison the spec file declares: it cannot be answered and is dropped with a
-            # warning (harness.design); a comparison given with its encodings is an error
+            # warning (harness.spec.design); a comparison given with its encodings is an error
             if absent and self.where("encodings").startswith("--") and not self.where(key).startswith("--"):
                 self.dropped.append(f"{key} '{text}': {' and '.join(absent)} not in the study's encodings "
                                     f"(set by {self.where('encodings')})")
@@ -346,7 +346,7 @@ class _Validator:
     def memory(self, model: ViTConfig, train: TrainConfig, dataset: DatasetSpec, train_res: tuple[int, ...],
                test_res: tuple[Size, ...], canvas: tuple[Size, ...]) -> None:
         """Refuse image sizes this machine's memory cannot take, before anything is built at
-        them: each training and test size's floor (:func:`harness.spec_memory.size_bytes`) against
+        them: each training and test size's floor (:func:`harness.spec.memory.size_bytes`) against
         :func:`memory_bytes`, the estimate in the message."""
         available = memory_bytes()
         bias = model.heads if self._has_attn_bias() else 0

@@ -2,7 +2,7 @@
 after (DESIGN 9): the seeds a paired test needs, the position-free control.
 
 Plain constants and one check of a resolved spec; no torch, pandas, MLflow or Optuna, so
-``harness run --dry-run`` states them at once (:mod:`harness.report_stats` reads the same
+``harness run --dry-run`` states them at once (:mod:`harness.report.stats` reads the same
 constants).
 """
 

@@ -23,7 +23,7 @@ import yaml
 from harness.config import AnalysisConfig, StudySpec, TrainConfig, TuneConfig, ViTConfig
 from harness.data import DATASETS
 from harness.errors import HarnessError, did_you_mean
-from harness.presets import PresetError, config_dir, list_presets, load_yaml, parse_value, yaml_problem
+from harness.spec.presets import PresetError, config_dir, list_presets, load_yaml, parse_value, yaml_problem
 
 __all__ = ["TOP_KEYS", "SpecError", "read_spec"]
 
@@ -51,7 +51,7 @@ def read_spec(path: Path, overrides: typing.Sequence[str | tuple[str, str]] = ()
 
 
 def _load_yaml(path: Path) -> Any:
-    """Parse a spec or preset file (YAML 1.2 floats, :class:`harness.presets.SpecLoader`); an
+    """Parse a spec or preset file (YAML 1.2 floats, :class:`harness.spec.presets.SpecLoader`); an
     unreadable or malformed file is a :class:`SpecError` naming the file and line."""
     try:
         return load_yaml(path)

@@ -1,7 +1,7 @@
 """``harness evaluate``: evaluate a study's trained models again, without training.
 
 Every trained cell keeps its final weights as artifacts of its MLflow run (``model/``:
-``weights.pt`` and ``model.json``, see :meth:`harness.tracking.Tracker.log_model`). Given the
+``weights.pt`` and ``model.json``, see :meth:`harness.study.tracking.Tracker.log_model`). Given the
 study's spec, with evaluation keys changed (``test_resolutions``, ``canvas_resolutions``,
 ``regimes``, ``policies``, ``temperatures``: ``harness.config.EVALUATION_ONLY``, outside the
 study's pinned hash), this rebuilds each finished cell's model from its run, measures every test
@@ -32,8 +32,8 @@ from harness.schema import (
     eval_metric,
 )
 from harness.spec import load_spec
-from harness.storage import open_storage, open_studies
-from harness.tracking import KeptModelError, Tracker, one_line
+from harness.study.storage import open_storage, open_studies
+from harness.study.tracking import KeptModelError, Tracker, one_line
 
 __all__ = ["EvaluateResult", "evaluate_spec", "evaluate_study"]
 
@@ -66,8 +66,8 @@ def evaluate_spec(spec: StudySpec, *, progress: bool | None = None) -> EvaluateR
 
     from harness.encodings import ENCODINGS
     from harness.models.vit import build_model
-    from harness.train import evaluate_variants, resolve_device
-    from harness.trial import dataset_of, variants_of
+    from harness.training.train import evaluate_variants, resolve_device
+    from harness.study.trial import dataset_of, variants_of
 
     # the study must exist (nothing is created), trained with this spec's training keys (the pinned hash)
     open_studies(spec, open_storage(spec.storage_url(), create=False), create=False)

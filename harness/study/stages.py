@@ -8,8 +8,8 @@
   TPE sampler over the spec's search space, scored on the validation split, pruned on the
   per-epoch validation accuracy; the best parameters go to the evaluate stage.
 
-The storage and the queue of cells are ``harness.storage``; what a worker does is
-``harness.worker``; one trial is ``harness.trial``.
+The storage and the queue of cells are ``harness.study.storage``; what a worker does is
+``harness.study.worker``; one trial is ``harness.study.trial``.
 Every trial is an MLflow child run under its stage's parent run. Only :func:`run_study`
 (``harness run``, in its main process, after its workers end) closes the parent runs:
 FINISHED with the stage's summary metrics, FAILED when the run raises, KILLED on Ctrl-C; it
@@ -35,7 +35,7 @@ import optuna
 from optuna.trial import TrialState
 
 from harness.config import StudySpec
-from harness.design import design_warnings
+from harness.spec.design import design_warnings
 from harness.errors import HarnessError, redact_url
 from harness.files import exclusive_lock
 from harness.schema import (
@@ -56,7 +56,7 @@ from harness.schema import (
     Cell,
 )
 from harness.spec import SpecError, load_spec
-from harness.storage import (
+from harness.study.storage import (
     StorageError,
     check_one_storage,
     enqueue_cells,
@@ -69,9 +69,9 @@ from harness.storage import (
     study_names,
     trial_cell,
 )
-from harness.tracking import Tracker, check_reachable
-from harness.trial import dataset_of
-from harness.worker import run_worker, worker_main
+from harness.study.tracking import Tracker, check_reachable
+from harness.study.trial import dataset_of
+from harness.study.worker import run_worker, worker_main
 
 __all__ = ["StorageError", "design_warnings", "failed_cells", "run_study", "study_status"]
 
@@ -118,7 +118,7 @@ def run_study(spec_path: str, overrides: list[str], *, workers: int | None = Non
         except OSError as exc:  # a full disk: one line naming the folder, no half-written file
             with contextlib.suppress(OSError):
                 resolved_file.unlink(missing_ok=True)
-            from harness.checkpoint import OutputWriteError
+            from harness.training.checkpoint import OutputWriteError
 
             raise OutputWriteError.of(exc, spec.run_dir, f"writing {SPEC_ARTIFACT}") from None
         parents = {}

@@ -57,7 +57,7 @@ from harness.schema import (
     Cell,
 )
 from harness.spec import SpecError
-from harness.tracking import Tracker
+from harness.study.tracking import Tracker
 
 __all__ = [
     "Heartbeat",

@@ -4,7 +4,7 @@ Everything goes through ``MlflowClient`` with explicit run ids (no global active
 several worker processes can log to one experiment, and metrics go in batches.
 
 A stage's parent run is opened (created, or re-opened as RUNNING on a re-run: never a
-duplicate) and closed only by ``harness run`` (``harness.study.run_study``, in the main
+duplicate) and closed only by ``harness run`` (``harness.study.stages.run_study``, in the main
 process, after its workers end): FINISHED when the stage completes, FAILED when the run
 raises, KILLED on Ctrl-C. Standalone ``harness worker`` processes find the parent and log
 their child runs under it, but never close it.

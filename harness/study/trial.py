@@ -26,7 +26,7 @@ from harness.data import load_dataset
 from harness.encodings import PositionalEncoding
 from harness.errors import HarnessError
 from harness.models.vit import build_model
-from harness.progress import StudyProgress
+from harness.training.progress import StudyProgress
 from harness.provenance import git_commit, versions
 from harness.schema import (
     IMAGES_PER_S,
@@ -60,10 +60,10 @@ from harness.schema import (
     eval_metric,
     time_metric,
 )
-from harness.stopwatch import Stopwatch, TimedTracker
-from harness.tracking import Tracker
-from harness.checkpoint import OutputWriteError
-from harness.train import TrainConfigError, TrialFailed, evaluate_variants, train_model
+from harness.training.stopwatch import Stopwatch, TimedTracker
+from harness.study.tracking import Tracker
+from harness.training.checkpoint import OutputWriteError
+from harness.training.train import TrainConfigError, TrialFailed, evaluate_variants, train_model
 from harness.variants import default_policy
 
 __all__ = ["TrialError", "model_meta", "train_one", "variants_of", "worker_id"]
@@ -158,7 +158,7 @@ def train_one(spec: StudySpec, cell: Cell, *, stage: str, tracker: Tracker, pare
     except optuna.exceptions.UpdateFinishedTrialError:
         # the trial was failed under us: this worker was paused (or stalled) past the heartbeat
         # grace and another worker took the cell over; abandon the result (the caller moves on)
-        from harness.storage import REAPED_REASON
+        from harness.study.storage import REAPED_REASON
 
         tracker.set_tags(run_id, {T_FAIL_REASON: REAPED_REASON})
         tracker.end(run_id, "FAILED")
@@ -254,7 +254,7 @@ def _progress_note(spec: StudySpec, stage: str, trial: optuna.Trial | None, now:
 def study_progress(study: optuna.Study, cells: list[Cell], now: datetime) -> StudyProgress:
     """The evaluate study's progress at ``now`` (Optuna's clock: naive local time): the cells
     with a completed trial and how long it took, and the start of every cell's running trial."""
-    from harness.storage import trial_cell
+    from harness.study.storage import trial_cell
 
     finished: dict[Cell, float] = {}
     running = []

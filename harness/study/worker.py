@@ -3,14 +3,14 @@ tune study's budget, then evaluate cells popped from the queue until none is lef
 
 - tune: per (encoding, train resolution), trials of the stage's sampler until the budget of
   completed or pruned trials is spent (:func:`_tune_objective`);
-- evaluate: pop a waiting cell, beat for it, train it (:func:`harness.trial.train_one`), tell
+- evaluate: pop a waiting cell, beat for it, train it (:func:`harness.study.trial.train_one`), tell
   Optuna; once the queue is empty, wait for the other workers' running cells, failing those
   whose worker stopped sending heartbeats and queueing them again (:func:`_evaluate_loop`);
 - a worker paused past the heartbeat grace, whose trial another worker failed (reaped) and
   retries, drops its result and closes its run FAILED (:class:`_ReapGuard`, :func:`_abandon`).
 
 A worker logs its trials under the stages' parent runs but never closes a parent: only
-:func:`harness.study.run_study` does.
+:func:`harness.study.stages.run_study` does.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from harness.schema import (
     Cell,
 )
 from harness.spec import load_spec
-from harness.storage import (
+from harness.study.storage import (
     REAPED_REASON,
     Heartbeat,
     cell_distributions,
@@ -60,8 +60,8 @@ from harness.storage import (
     study_names,
     taken,
 )
-from harness.tracking import Tracker, check_reachable
-from harness.trial import TrialError, train_one, worker_id
+from harness.study.tracking import Tracker, check_reachable
+from harness.study.trial import TrialError, train_one, worker_id
 
 __all__ = ["TrialReaped", "run_worker", "worker_main"]
 
@@ -89,7 +89,7 @@ def run_worker(spec_path: str, overrides: list[str], progress: bool | None = Non
     """Work on a study until its trials are done: every tune study's budget, then every
     evaluate cell. Plugins named in the spec are loaded again here (``load_spec`` does).
     A worker logs its trials under the stages' parent runs but never closes them: only
-    :func:`harness.study.run_study` (``harness run``) does, once its own workers have ended."""
+    :func:`harness.study.stages.run_study` (``harness run``) does, once its own workers have ended."""
     spec = load_spec(spec_path, overrides)
     check_reachable(spec.tracking())
     storage = open_storage(spec.storage_url(), spec.heartbeat, create=False)  # no empty file left behind

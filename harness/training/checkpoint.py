@@ -5,7 +5,7 @@ rename, so a reader finds the old checkpoint or the new one, never half of one; 
 fails (a full disk, a quota, ``ulimit -f``) leaves no ``.tmp`` and raises
 :class:`OutputWriteError`, one line naming the folder.
 
-:func:`load_checkpoint` checks every field before training resumes from it (``harness.train``
+:func:`load_checkpoint` checks every field before training resumes from it (``harness.training.train``
 calls it): a checkpoint of another recipe, seed, resolution or model is an error (the user
 changed the study); a damaged one (a wrong-typed field, an epoch beyond the recipe, a history
 that does not match it, non-finite values, RNG states of the wrong size, an optimizer state

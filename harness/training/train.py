@@ -5,7 +5,7 @@ decay to ``min_lr``, per step), the step (:class:`TrainStep`: bf16 autocast on C
 label-smoothed cross-entropy, global-norm clipping, AdamW; ``harness bench`` times it), the
 evaluation (validation every epoch, every test resolution at the end) and the checkpoint
 dictionary (written atomically after every epoch; a run restarted with the same checkpoint
-continues from the next epoch and ends with the same metrics; ``harness.checkpoint`` writes it
+continues from the next epoch and ends with the same metrics; ``harness.training.checkpoint`` writes it
 and checks every field before resuming).
 
 The data stay on the device: the train and validation splits are fetched once, shuffled with
@@ -37,10 +37,10 @@ from tqdm.auto import tqdm
 
 from harness.config import TrainConfig, TrainConfigError
 from harness.schema import LR, NO_POLICY, TRAIN_LOSS, VAL_ACC, VAL_LOSS, Size, Variant
-from harness.checkpoint import OutputWriteError, load_checkpoint, save_atomic
-from harness.errors import HarnessError
-from harness.progress import format_duration
-from harness.stopwatch import Stopwatch
+from harness.training.checkpoint import OutputWriteError, load_checkpoint, save_atomic
+from harness.errors import HarnessError, TrialFailed  # TrialFailed lives in errors: the model raises it too
+from harness.training.progress import format_duration
+from harness.training.stopwatch import Stopwatch
 from harness.variants import rescale, temperature_factor
 
 __all__ = [
@@ -62,14 +62,6 @@ __all__ = [
     "split_in_halves",
     "train_model",
 ]
-
-
-class TrialFailed(Exception):
-    """Training diverged (a non-finite loss): the trial failed, not the harness."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass
@@ -185,7 +177,7 @@ def train_model(
     ``label`` names the training in the bars and lines (e.g. ``cell 3/42 rope_axial r32 seed 1``);
     ``note`` (e.g. how far the study is: ``study: 2 done, 40 left, about 20m10s to go``) ends the
     start line and the epoch bar's title.
-    ``stopwatch`` (a :class:`~harness.stopwatch.Stopwatch`) times the phases: data, train steps,
+    ``stopwatch`` (a :class:`~harness.training.stopwatch.Stopwatch`) times the phases: data, train steps,
     validation, checkpoints, and the ``on_epoch`` callback as tracking.
     """
     sw = stopwatch or Stopwatch()
