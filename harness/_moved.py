@@ -40,12 +40,27 @@ MOVED: dict[str, str] = {
     "harness.analysis": "harness.report.analysis",
 }
 
+# old package -> where it lives now; its modules move with it (harness.figures.plotting, ...)
+MOVED_PACKAGES: dict[str, str] = {
+    "harness.figures": "harness.report.figures",
+}
+
+
+def new_name(old: str) -> str | None:
+    """Where the module of old import path ``old`` lives now; None if it did not move."""
+    if old in MOVED:
+        return MOVED[old]
+    for package, moved in MOVED_PACKAGES.items():
+        if old == package or old.startswith(package + "."):
+            return moved + old[len(package):]
+    return None
+
 
 class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Finds an old path of :data:`MOVED` and loads it as the module at its new path."""
 
     def find_spec(self, fullname: str, path: object = None, target: object = None) -> importlib.machinery.ModuleSpec | None:
-        if fullname not in MOVED:
+        if new_name(fullname) is None:
             return None
         return importlib.util.spec_from_loader(fullname, self)
 
@@ -53,7 +68,7 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         self._specs: dict[str, importlib.machinery.ModuleSpec | None] = {}  # moved module -> its own spec
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
-        module = importlib.import_module(MOVED[spec.name])
+        module = importlib.import_module(new_name(spec.name))
         self._specs[module.__name__] = module.__spec__
         return module
 
@@ -63,6 +78,8 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 def install() -> None:
-    """Put the alias finder on ``sys.meta_path`` (once)."""
+    """Put the alias finder first on ``sys.meta_path`` (once): first, so that a module of a moved
+    package (``harness.figures.plotting``) is the moved one, not a second copy loaded from the
+    package's folder."""
     if not any(isinstance(finder, _Alias) for finder in sys.meta_path):
-        sys.meta_path.append(_Alias())
+        sys.meta_path.insert(0, _Alias())

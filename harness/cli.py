@@ -188,7 +188,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    from harness.figures import FIGURES
+    from harness.report.figures import FIGURES
 
     broken = _listing_plugins(args.plugin)
     rows = [(name, FIGURES.source(name), f"{name}.png", cls.title or _first_line(cls))

@@ -11,7 +11,7 @@ and the list of the study's cells that are missing or failed. Counts (parameters
 throughput) are written as numbers: ``142k``, ``1.2M``. MLflow is read through the names
 of :mod:`harness.schema`; the statistics are pure functions of the table
 (:mod:`harness.report.stats`, :mod:`harness.report.comparisons`); the figures are the registered
-:data:`harness.figures.FIGURES`; the words and the pages are :mod:`harness.report.pages`.
+:data:`harness.report.figures.FIGURES`; the words and the pages are :mod:`harness.report.pages`.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from harness import schema
 from harness.config import AnalysisConfig, ConfigError
 from harness.errors import HarnessError, os_reason, redact_url
 from harness.files import sqlite_path
-from harness.figures import FIGURES
-from harness.figures.plotting import save, theme
+from harness.report.figures import FIGURES
+from harness.report.figures.plotting import save, theme
 from harness.report.timing import time_totals
 from harness.schema import Cell
 from harness.study.tracking import Tracker

@@ -19,7 +19,7 @@ import pandas as pd
 from harness.report import answer as ans
 from harness.report.answer import control_lines
 from harness.report import stats as st
-from harness.figures.plotting import count_format, size_order
+from harness.report.figures.plotting import count_format, size_order
 
 __all__ = ["Drawn", "Section", "control_lines", "headline_lines", "html_page", "latex_tables", "markdown_page",
            "sections", "tex_escape"]

@@ -3,12 +3,12 @@
 A figure is a subclass of :class:`ReportFigure` with a ``title``, a ``caption`` and one
 method, ``draw(runs, tables)``, that returns a matplotlib figure (or None when the study has
 nothing to show, e.g. no tune stage). The report saves it as ``<name>.png`` and ``<name>.pdf``
-(:func:`harness.figures.plotting.save`) and embeds the PNG in the page with its caption, in
+(:func:`harness.report.figures.plotting.save`) and embeds the PNG in the page with its caption, in
 the order of ``order`` (then name). Built-in figures live in
 this package, one module each; a plugin file registers more with ``@register_figure(name)``
 (spec ``plugins:``, ``--plugin``, or an entry point in the group ``harness.figures``).
 
-Every registered figure runs the same checks (:mod:`harness.figures.conformance`).
+Every registered figure runs the same checks (:mod:`harness.report.figures.conformance`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class ReportFigure:
     ``untrained``, ``cost``, ``missing``, ``time``; see :mod:`harness.report.stats`,
     :mod:`harness.report.selection` and :mod:`harness.report.analysis`). It must not change them, and it must
     close any figure it opens but does not return. An encoding's colour and marker come from
-    :func:`harness.figures.plotting.encoding_styles`, so that no two share both.
+    :func:`harness.report.figures.plotting.encoding_styles`, so that no two share both.
     """
 
     #: set by the registry: the figure's name, and the stem of its files (``<name>.png``, ``<name>.pdf``)
@@ -55,6 +55,6 @@ class ReportFigure:
 
 
 #: every report figure, built-in and plugin
-FIGURES: Registry[type[ReportFigure]] = Registry("figure", base=ReportFigure, builtins="harness.figures",
+FIGURES: Registry[type[ReportFigure]] = Registry("figure", base=ReportFigure, builtins="harness.report.figures",
                                                  group="harness.figures", exclude=("conformance", "plotting"))
 register_figure = FIGURES.register

@@ -8,8 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
 
-from harness.figures import ReportFigure, register_figure
-from harness.figures.plotting import chance_line, encoding_styles, size_order
+from harness.report.figures import ReportFigure, register_figure
+from harness.report.figures.plotting import chance_line, encoding_styles, size_order
 from harness.report.stats import INTERVAL_METHOD
 from harness.schema import NO_POLICY
 

@@ -3,7 +3,7 @@
 A plugin's own test suite can run it too::
 
     import pytest
-    from harness.figures.conformance import CHECKS
+    from harness.report.figures.conformance import CHECKS
 
     @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
     def test_my_figure(check):
@@ -33,8 +33,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
-from harness.figures import FIGURES, ReportFigure
-from harness.figures.plotting import save, theme
+from harness.report.figures import FIGURES, ReportFigure
+from harness.report.figures.plotting import save, theme
 from harness.report import CURVE_COLUMNS, StudyRuns, summary_tables, tidy_results
 from harness.schema import NO_POLICY, Cell, Size
 
@@ -276,7 +276,7 @@ def check_tells_encodings_apart(figure: FigureRef, encodings: tuple[str, ...] | 
     """On a study of every registered encoding (built-in and plugin; or ``encodings``), a
     figure that names encodings names every one (in a legend, tick labels or texts), and no two
     encodings in its legends share both a colour and a marker
-    (``harness.figures.plotting.encoding_styles`` gives every encoding its own). A figure that
+    (``harness.report.figures.plotting.encoding_styles`` gives every encoding its own). A figure that
     names no encoding (not about them) passes."""
     from harness.encodings import ENCODINGS
 
@@ -299,7 +299,7 @@ def check_tells_encodings_apart(figure: FigureRef, encodings: tuple[str, ...] | 
             style = _style(handle)
             assert style not in styles or styles[style] == text, (
                 f"figure {name!r}: encodings {styles.get(style)!r} and {text!r} share the colour {style[0]} and "
-                f"the marker {style[1]!r} (use harness.figures.plotting.encoding_styles)")
+                f"the marker {style[1]!r} (use harness.report.figures.plotting.encoding_styles)")
             styles[style] = text
     finally:
         plt.close(fig)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-from harness.figures import ReportFigure, register_figure
-from harness.figures.plotting import count_axis, count_format
+from harness.report.figures import ReportFigure, register_figure
+from harness.report.figures.plotting import count_axis, count_format
 
 __all__ = ["Cost"]
 

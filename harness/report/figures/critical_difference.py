@@ -10,7 +10,7 @@ import warnings
 import matplotlib.pyplot as plt
 
 from harness.report.analysis import MIN_BLOCKS, friedman_nemenyi
-from harness.figures import ReportFigure, register_figure
+from harness.report.figures import ReportFigure, register_figure
 
 __all__ = ["CriticalDifference"]
 

@@ -7,8 +7,8 @@ import optuna
 import pandas as pd
 import seaborn as sns
 
-from harness.figures import ReportFigure, register_figure
-from harness.figures.plotting import encoding_palette
+from harness.report.figures import ReportFigure, register_figure
+from harness.report.figures.plotting import encoding_palette
 
 __all__ = ["ParamImportances", "importances"]
 

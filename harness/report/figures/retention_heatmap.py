@@ -5,8 +5,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-from harness.figures import ReportFigure, register_figure
-from harness.figures.plotting import size_order
+from harness.report.figures import ReportFigure, register_figure
+from harness.report.figures.plotting import size_order
 from harness.report.stats import CHANCE_MARGIN
 
 __all__ = ["RetentionHeatmap"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 from matplotlib.lines import Line2D
 
-from harness.figures import ReportFigure, register_figure
-from harness.figures.plotting import chance_line, encoding_styles
+from harness.report.figures import ReportFigure, register_figure
+from harness.report.figures.plotting import chance_line, encoding_styles
 
 __all__ = ["TuningHistory"]
 

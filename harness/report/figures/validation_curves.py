@@ -5,8 +5,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-from harness.figures import ReportFigure, register_figure
-from harness.figures.plotting import chance_line, encoding_styles, legend_outside
+from harness.report.figures import ReportFigure, register_figure
+from harness.report.figures.plotting import chance_line, encoding_styles, legend_outside
 
 __all__ = ["ValidationCurves"]
 
