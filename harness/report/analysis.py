@@ -36,6 +36,7 @@ import pandas as pd
 from scipy import stats
 
 from harness.config import parse_comparison
+from harness.report.multiplicity import holm
 from harness.report.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, MIN_PAIRS, bootstrap_interval
 
 __all__ = ["FRIEDMAN_COLUMNS", "MIN_BLOCKS", "PRIMARY_COLUMNS", "friedman_nemenyi", "paired_power", "parse_comparison",
@@ -151,7 +152,6 @@ def primary_analysis(selected: pd.DataFrame, selection: pd.DataFrame, comparison
     to ``max_seeds``). ``note`` says why a row was not tested (an encoding with no run that
     trained, too few pairs, no variance). Columns: :data:`PRIMARY_COLUMNS`.
     """
-    from harness.report.comparisons import holm  # noqa: PLC0415 - comparisons imports this module
 
     pairs = [parse_comparison(c) for c in comparisons]
     keys = selection[["regime", "train_resolution", "side"]].drop_duplicates()  # tested, trained or not

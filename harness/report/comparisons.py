@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from harness.report.analysis import probability_of_improvement, seeds_needed
+from harness.report.multiplicity import holm
 from harness.report.stats import (
     MIN_PAIRS,
     RANK_DECIMALS,
@@ -58,27 +59,6 @@ def _paired_t_p(diffs: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------- public: tests
-
-def holm(pvalues: Iterable[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values, in the input order.
-
-    Step-down: with the m finite p-values sorted p_(1) <= ... <= p_(m), the adjusted value of
-    p_(i) is max_{j <= i} min(1, (m - j + 1) * p_(j)) (monotone, capped at 1). NaN entries stay
-    NaN and are not counted in m. Example: [0.01, 0.04, 0.03, 0.005] -> [0.03, 0.06, 0.06, 0.02].
-    """
-    p = [float(v) for v in pvalues]
-    for v in p:
-        if not math.isnan(v) and not 0.0 <= v <= 1.0:
-            raise ValueError(f"p-value {v} is outside [0, 1]")
-    idx = sorted((i for i, v in enumerate(p) if not math.isnan(v)), key=lambda i: p[i])
-    m = len(idx)
-    out = [math.nan] * len(p)
-    running = 0.0
-    for j, i in enumerate(idx):
-        running = max(running, min(1.0, (m - j) * p[i]))
-        out[i] = running
-    return out
-
 
 def _pair_test(diffs: np.ndarray, min_pairs: int) -> tuple[float, str]:
     """(two-sided p of the paired t-test, note) of paired differences; p NaN when untestable."""
