@@ -82,7 +82,7 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
 
 def config_dir() -> Path:
     """The folder holding the presets (``config/`` of the source tree, or the wheel's copy)."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent  # the harness package (this is harness/spec/presets.py)
     shipped = here / "_config"  # a wheel install
     return shipped if shipped.is_dir() else here.parent / "config"  # a source tree / editable install
 
