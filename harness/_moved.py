@@ -38,6 +38,7 @@ MOVED: dict[str, str] = {
     "harness.comparisons": "harness.report.comparisons",
     "harness.selection": "harness.report.selection",
     "harness.analysis": "harness.report.analysis",
+    "harness.show": "harness.cli.show",
 }
 
 # old package -> where it lives now; its modules move with it (harness.figures.plotting, ...)
