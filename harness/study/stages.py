@@ -63,12 +63,12 @@ from harness.study.storage import (
     fail_reason,
     open_storage,
     open_studies,
-    reap_stale,
     repair_runs,
     storage_identity,
     study_names,
     trial_cell,
 )
+from harness.study.heartbeats import reap_stale
 from harness.study.tracking import Tracker, check_reachable
 from harness.study.trial import dataset_of
 from harness.study.worker import run_worker, worker_main

@@ -47,7 +47,6 @@ from harness.schema import (
 from harness.spec import load_spec
 from harness.study.storage import (
     REAPED_REASON,
-    Heartbeat,
     cell_distributions,
     cell_params,
     check_one_storage,
@@ -55,11 +54,10 @@ from harness.study.storage import (
     failures,
     open_storage,
     open_studies,
-    reap_stale,
-    reaped,
     study_names,
     taken,
 )
+from harness.study.heartbeats import Heartbeat, reap_stale, reaped
 from harness.study.tracking import Tracker, check_reachable
 from harness.study.trial import TrialError, train_one, worker_id
 
