@@ -138,7 +138,7 @@ def test_the_api_reference_documents_the_extension_points(site):
     expected = {
         "api-encodings": ["harness.encodings.base.PositionalEncoding", "attn_bias", "after_block"],
         "api-datasets": ["harness.data.base.ImageDataset", "harness.data.base.DatasetOptions"],
-        "api-figures": ["harness.figures.ReportFigure", "encoding_styles"],
+        "api-figures": ["harness.report.figures.ReportFigure", "encoding_styles"],
         "api-config": ["harness.config.StudySpec", "harness.config.TrainConfig", "harness.config.ViTConfig"],
     }
     for page, names in expected.items():
