@@ -299,7 +299,8 @@ def gain_over_control(df: pd.DataFrame, selected: pd.DataFrame | None = None,
         ctl_mean = float(base.mean())
         rows.append({**cell, "encoding": control, "n_pairs": 0, "gain": math.nan, "ci_low": math.nan,
                      "ci_high": math.nan, "encoding_acc": ctl_mean, "control_acc": ctl_mean,
-                     "n_runs": int(counts.loc[control, "n_runs"]), "n_untrained": int(counts.loc[control, "n_untrained"])})
+                     "n_runs": int(counts.loc[control, "n_runs"]),
+                     "n_untrained": int(counts.loc[control, "n_untrained"])})
         for enc, n in counts.drop(index=control).iterrows():
             acc = mine.get((*key, enc), pd.Series(dtype=float))
             both = pd.concat([acc.rename("a"), base.rename("b")], axis=1, join="inner").dropna()

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["CANNOT_TELL", "CONVERGED", "CONVERGENCE_COLUMNS", "NOT_CONVERGED", "curve_check", "convergence",
-           "convergence_counts", "convergence_text", "window"]
+           "convergence_counts", "convergence_text", "check_note", "not_converged", "window"]
 
 NOT_CONVERGED = "had not converged"
 CONVERGED = "converged"
@@ -89,7 +89,7 @@ def convergence(curves: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
     n_val = fin["val_images"] if "val_images" in fin.columns else pd.Series(math.nan, index=fin.index)
     runs = fin.assign(n_val_=pd.to_numeric(n_val, errors="coerce")).drop_duplicates("run_id")
     if "run_id" in curves.columns and len(curves):
-        curves = curves.dropna(subset=["run_id", "val_acc"]).sort_values(["run_id", "epoch"])
+        curves = curves.dropna(subset=["run_id", "val_acc"]).sort_values(["run_id", "epoch"], kind="stable")
         curves = curves.drop_duplicates(["run_id", "epoch"], keep="last")
         by_run = {k: g["val_acc"].to_numpy(dtype=float) for k, g in curves.groupby("run_id", sort=False)}
     else:
@@ -113,6 +113,25 @@ def convergence_counts(conv: pd.DataFrame) -> pd.DataFrame:
         n_runs=("run_id", "nunique"), n_not_converged=("status", lambda s: int((s == NOT_CONVERGED).sum())),
         n_cannot_tell=("status", lambda s: int((s == CANNOT_TELL).sum())))
     return out[columns]
+
+
+def not_converged(conv: pd.DataFrame) -> pd.DataFrame:
+    """The runs of :func:`convergence` that had not converged, as the report lists them."""
+    columns = ["encoding", "train_resolution", "seed", "epochs", "window", "previous_mean", "last_mean", "rise",
+               "threshold", "run_id"]
+    return conv.loc[conv["status"] == NOT_CONVERGED, columns].reset_index(drop=True)
+
+
+def check_note(conv: pd.DataFrame) -> str:
+    """The check in words, with its counts over the runs of :func:`convergence`."""
+    flagged, unknown = int((conv["status"] == NOT_CONVERGED).sum()), int((conv["status"] == CANNOT_TELL).sum())
+    return (f"Validation accuracy still rising when training ended: the mean of a run's last k epochs (k = max(2, "
+            f"epochs // 4)) exceeds the mean of the k before them by more than {STANDARD_ERRORS:g} binomial "
+            "standard errors of one validation accuracy, sqrt(p (1 − p) / n_val) (p: the mean of those 2k epochs, "
+            "n_val: the validation images). Such a run was cut short by the budget: its encoding's place in a "
+            f"ranking says how far it got, not how far it can go. {flagged} of {len(conv)} finished run(s) had "
+            f"not converged; {unknown} cannot tell (fewer than 2k epochs, or no known validation size). Every run's "
+            "check is in convergence.csv.")
 
 
 def convergence_text(n_runs: int, n_not: int, n_cannot: int) -> str:

@@ -239,18 +239,7 @@ def _gain_sections(gain: pd.DataFrame | None) -> list[Section]:
 
 def _convergence_section(conv: pd.DataFrame) -> Section:
     """The runs that had not converged (:mod:`harness.report_curves`), and how many could not be told."""
-    flagged = conv.loc[conv["status"] == rc.NOT_CONVERGED, ["encoding", "train_resolution", "seed", "epochs", "window",
-                                                            "previous_mean", "last_mean", "rise", "threshold",
-                                                            "run_id"]]
-    unknown = int((conv["status"] == rc.CANNOT_TELL).sum())
-    note = (f"Validation accuracy still rising when training ended: the mean of a run's last k epochs (k = max(2, "
-            f"epochs // 4)) exceeds the mean of the k before them by more than {rc.STANDARD_ERRORS:g} binomial "
-            "standard errors of one validation accuracy, sqrt(p (1 − p) / n_val) (p: the mean of those 2k epochs, "
-            "n_val: the validation images). Such a run was cut short by the budget: its encoding's place in a "
-            f"ranking says how far it got, not how far it can go. {len(flagged)} of {len(conv)} finished run(s) had "
-            f"not converged; {unknown} cannot tell (fewer than 2k epochs, or no known validation size). Every run's "
-            "check is in convergence.csv.")
-    return Section("convergence", "Runs that had not converged", note, flagged.reset_index(drop=True))
+    return Section("convergence", "Runs that had not converged", rc.check_note(conv), rc.not_converged(conv))
 
 
 def _time_table(frame: pd.DataFrame) -> pd.DataFrame:
