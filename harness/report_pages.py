@@ -143,9 +143,11 @@ _MAIN_NOTE = ("One row per encoding. Selected variant: chosen on half A of the t
 
 def sections(tables: dict[str, Any], baseline: str | None) -> list[Section]:
     """Every table of the report, in page order: the main tables (one row per encoding, per
-    regime, training size and side), the primary analysis, the ranking; then, folded in
-    report.html, every variant's accuracy and retention, the extrapolation table and the
-    exploratory comparisons; then the runs that did not train, cost, missing cells and time."""
+    regime, training size and side), the primary analysis, what position adds (the gain over
+    the control, per regime and training size), the ranking; then, folded in report.html, every
+    variant's accuracy and retention, the extrapolation table and the exploratory comparisons;
+    then the runs that did not train, the runs that had not converged, cost, missing cells and
+    time."""
     acc, ret, selection = tables["accuracy"], tables["retention"], tables["selection"]
     out = []
     main = selection.loc[selection["side"].isin(ans.SIDES)].copy()
