@@ -65,6 +65,9 @@ RESUMED_FROM = "train/resumed_from_epoch"
 
 #: the chance accuracy of the run's dataset (1 / number of classes), logged once per run
 CHANCE = "data/chance"
+#: the number of validation images the run's accuracy per epoch (:data:`VAL_ACC`) was measured on,
+#: logged once per run: the report's learning-curve check weighs a rise against its binomial noise
+VAL_IMAGES = "data/val_images"
 
 #: a run's wall time by phase (:mod:`harness.stopwatch`), in seconds: ``time/<phase>_s``
 TIME_PREFIX = "time/"

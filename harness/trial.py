@@ -48,6 +48,7 @@ from harness.schema import (
     TUNE,
     U_MLFLOW_RUN,
     VAL_ACC,
+    VAL_IMAGES,
     Cell,
     CHANCE,
     EVALUATE,
@@ -211,6 +212,8 @@ def _log_trained(tracker: Tracker, run_id: str, result: Any, tested: dict, chanc
     (square) test size."""
     final = {PARAM_COUNT: result.params, IMAGES_PER_S: result.images_per_s, RESUMED_FROM: result.resumed_from_epoch,
              CHANCE: chance}
+    if result.val_images:
+        final[VAL_IMAGES] = result.val_images
     for (variant, size), m in tested.items():
         for kind in ("acc", "loss", *HALF_KINDS):
             if kind in m:

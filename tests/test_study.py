@@ -54,7 +54,7 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
         for p in policies:
             for res in (8, 16, 24):
                 assert 0 <= m[f"test/acc/zoom/{p}/none/r{res}"] <= 1 and m[f"test/loss/zoom/{p}/none/r{res}"] > 0
-        assert m["data/chance"] == 0.25
+        assert m["data/chance"] == 0.25 and m["data/val_images"] == 128  # the smoke spec's num_val
         assert m["params/count"] > 0 and m["train/images_per_s"] > 0 and EPOCH_METRICS <= set(m)
         assert "config.model.dim" in r.data.params and "config.train.lr" in r.data.params
         history = tracker.client.get_metric_history(r.info.run_id, "val/acc")
