@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from harness.errors import HarnessError
-from harness.schema import MODEL_ARTIFACTS, MODEL_META, MODEL_PT2
+from harness.schema import MODEL_ARTIFACTS, MODEL_META, MODEL_PT2, MODEL_WEIGHTS
 
-__all__ = ["Kept", "KeptModelError", "one_line", "read", "rebuild", "save"]
+__all__ = ["Kept", "KeptModelError", "one_line", "read", "read_weights", "rebuild", "save", "save_weights"]
 
 
 class Kept(NamedTuple):
@@ -109,16 +109,24 @@ def save(dst: Path, state_dict: dict, meta: dict[str, Any], example, mlflow_mode
     (Path(dst) / MODEL_META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str), encoding="utf-8")
 
 
-def read(folder: Path) -> tuple[dict, dict[str, Any]]:
-    """``(state_dict, meta)`` of a kept model downloaded into ``folder``: loaded through
-    ``mlflow.pytorch.load_model`` (``data/model.pt2``) and ``model.json``. A file that cannot be
-    read raises :class:`KeptModelError` naming it."""
-    import mlflow.pytorch
-
+def _meta(folder: Path) -> dict[str, Any]:
+    """The ``model.json`` in ``folder``; :class:`KeptModelError` when it cannot be read."""
     try:
         meta = json.loads((Path(folder) / MODEL_META).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise KeptModelError(f"{MODEL_ARTIFACTS}/{MODEL_META} cannot be read ({one_line(exc)})") from None
+    if not isinstance(meta, dict):
+        raise KeptModelError(f"{MODEL_ARTIFACTS}/{MODEL_META}: not a JSON object")
+    return meta
+
+
+def read(folder: Path) -> Kept:
+    """The kept model downloaded into ``folder``: its weights, loaded through
+    ``mlflow.pytorch.load_model`` (``data/model.pt2``), and its ``model.json``. A file that cannot
+    be read raises :class:`KeptModelError` naming it."""
+    import mlflow.pytorch
+
+    meta = _meta(folder)
     try:  # random bytes or a truncated file are no zip archive (MLflow would call them "not pickle-free")
         with zipfile.ZipFile(Path(folder) / MODEL_PT2) as archive:
             bad = archive.testzip()
@@ -128,6 +136,29 @@ def read(folder: Path) -> tuple[dict, dict[str, Any]]:
         state = dict(module.state_dict())
     except Exception as exc:  # noqa: BLE001 - whatever the loader raises on a damaged file
         raise KeptModelError(f"{MODEL_ARTIFACTS}/{MODEL_PT2} cannot be read ({one_line(exc)})") from None
-    if not isinstance(meta, dict):
-        raise KeptModelError(f"{MODEL_ARTIFACTS}/{MODEL_META}: not a JSON object")
-    return state, meta
+    return Kept(state, meta, f"{MODEL_ARTIFACTS}/{MODEL_PT2}")
+
+
+def save_weights(dst: Path, state_dict: dict, meta: dict[str, Any]) -> None:
+    """The previous format, into the new folder ``dst``: ``weights.pt`` (``state_dict`` saved with
+    ``torch.save``) and ``model.json`` (``meta``); the run's ``model/`` artifacts."""
+    import torch
+
+    Path(dst).mkdir(parents=True)
+    torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, Path(dst) / MODEL_WEIGHTS)
+    (Path(dst) / MODEL_META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str), encoding="utf-8")
+
+
+def read_weights(folder: Path) -> Kept:
+    """A kept model of the previous format downloaded into ``folder`` (``weights.pt`` and
+    ``model.json``). A file that cannot be read raises :class:`KeptModelError` naming it."""
+    import torch
+
+    meta = _meta(folder)
+    try:  # random bytes: UnpicklingError; a truncated zip: RuntimeError; weights_only refuses code
+        state = torch.load(Path(folder) / MODEL_WEIGHTS, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - whatever torch.load raises on a damaged file
+        raise KeptModelError(f"{MODEL_ARTIFACTS}/{MODEL_WEIGHTS} cannot be read ({one_line(exc)})") from None
+    if not isinstance(state, dict):
+        raise KeptModelError(f"{MODEL_ARTIFACTS}/{MODEL_WEIGHTS}: not a state dict")
+    return Kept(state, meta, f"{MODEL_ARTIFACTS}/{MODEL_WEIGHTS}")

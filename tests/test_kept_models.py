@@ -52,7 +52,7 @@ def study(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def old_study(tmp_path_factory) -> Path:
     """A one-cell smoke study as earlier versions wrote it: ``harness run``'s code path in-process,
-    with ``Tracker.log_model`` doing what it did before (``_log_weights``: ``model/weights.pt`` and
+    with ``Tracker.log_model`` as it was before (:func:`_old_log_model`: ``model/weights.pt`` and
     ``model/model.json`` as run artifacts, no logged model)."""
     import torch
 
@@ -62,13 +62,27 @@ def old_study(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("kept_old") / "runs"
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Tracker, "log_model", lambda self, run_id, state, meta, example=None:
-                   self._log_weights(run_id, state, meta))
+        mp.setattr(Tracker, "log_model", _old_log_model)
         try:
             study.run_study(str(SMOKE), [f"output={out}", *ONE_CELL], workers=1)
         finally:
             torch.set_num_threads(threads)
     return out
+
+
+def _old_log_model(self, run_id: str, state_dict: dict, meta: dict, example=None) -> None:
+    """``Tracker.log_model`` of the versions before the PyTorch flavour (e2f3e87^), as it was."""
+    import tempfile
+
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "weights.pt"
+        torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, weights)
+        meta_file = Path(tmp) / "model.json"
+        meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str), encoding="utf-8")
+        self.client.log_artifact(run_id, str(weights), "model")
+        self.client.log_artifact(run_id, str(meta_file), "model")
 
 
 def kept_file(out: Path, fmt: str) -> Path:
