@@ -20,8 +20,18 @@ working model with nothing of this project installed. Its folder holds:
 
 The model is exported from a copy rebuilt on the CPU from ``model.json`` with the trained
 weights, in eval mode, outside the trainer's autocast: the exported graph is float32 and loads on
-any machine (a graph exported from CUDA weights loads only where CUDA is). A model that
+any machine (a graph exported from CUDA weights loads only where CUDA is). On CUDA the run's
+logged accuracy was measured under bf16 autocast, so the float32 graph may differ from it in a
+few predictions; on the CPU (float32 both) it gives the logged accuracy exactly. A model that
 ``torch.export`` cannot trace (a plugin's data-dependent Python) is kept in the previous format.
+
+An earlier try (``mlflow.pytorch.log_model(..., serialization_format="pt2")``) saved models that
+``torch.export.load`` refused: ``SpecViolationError: Node.meta wrap_with_autocast is missing val
+field``. Training had nothing to do with it: the encodings without tables (``none``, ``learned``,
+``cpe``) entered an ``autocast(enabled=False)`` region around a ``build`` that returns nothing,
+on every forward; export records such a region as a ``wrap_with_autocast`` node, with no output
+value to describe. ``autocast_off`` (:mod:`harness.encodings._precision`) now enters the region
+only when autocast is on, so an export (autocast off) records none.
 
 The previous format (runs written before, or a model torch.export could not trace): the run's
 own artifacts ``model/weights.pt`` (a state dict saved with ``torch.save``) and ``model/model.json``;
