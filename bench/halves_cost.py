@@ -1,13 +1,18 @@
 """Cost of the half metrics (issue #21): harness.train.evaluate with and without the halves of
 the test images, interleaved, one thread, on the main study's rope_axial model (untrained: the
 cost does not depend on the weights). Run from the repository root: python bench/halves_cost.py"""
-import statistics, time, torch
-torch.set_num_threads(1)
-from harness.spec import load_spec
+import statistics
+import time
+
+import torch
+
 from harness.data import build_dataset
 from harness.models.vit import build_model
 from harness.schema import Size
+from harness.spec import load_spec
 from harness.train import evaluate, split_in_halves
+
+torch.set_num_threads(1)
 spec = load_spec("studies/resolution_extrapolation.yaml")
 d = spec.resolved["dataset"]; d = {k: v for k, v in d.items() if k != "name"}
 data = build_dataset("rendered", **d)
