@@ -107,8 +107,7 @@ def save(dst: Path, state_dict: dict, meta: dict[str, Any], example, mlflow_mode
 
     model = rebuild(meta, {k: v.detach().cpu() for k, v in state_dict.items()}).eval()
     x = example.detach().to("cpu", torch.float32)[:2]
-    with torch.no_grad():
-        classes = model(x).shape[-1]
+    classes = int(meta["model"]["num_classes"])  # the model.json says it: no forward pass to find it
     signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *x.shape[1:]), "images")]),
                                outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, classes), "logits")]))
     with torch.no_grad():
