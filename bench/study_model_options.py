@@ -29,8 +29,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from harness.models.vit import build_model
 from harness.spec import load_spec
-from harness.train import TrainStep, evaluate
-from harness.trial import dataset_of
+from harness.training.train import TrainStep, evaluate
+from harness.study.trial import dataset_of
 
 OPTIONS = ("eager", "sdpa-math", "compile")
 

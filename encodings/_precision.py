@@ -22,9 +22,17 @@ __all__ = ["add_table", "autocast_off", "in_float32"]
 
 def autocast_off(device: torch.device | str) -> contextlib.AbstractContextManager:
     """A context in which autocast is off for ``device``'s type: every op runs in the dtype of
-    its inputs (nothing to switch off for a device type without autocast)."""
+    its inputs (nothing to switch off for a device type without autocast, or where autocast is
+    not on).
+
+    Autocast is switched off only where it is on: ``torch.export`` records an
+    ``autocast(enabled=False)`` region as a ``wrap_with_autocast`` node even when autocast was
+    off already, and a region that returns nothing (``build`` of an encoding without tables:
+    ``none``, ``learned``, ``cpe``) leaves that node without the ``val`` its verifier wants, so
+    ``torch.export.load`` refused the exported model (``SpecViolationError: Node.meta
+    wrap_with_autocast is missing val field``; the kept models of MLflow's PyTorch flavour)."""
     kind = torch.device(device).type
-    if not torch.amp.is_autocast_available(kind):
+    if not torch.amp.is_autocast_available(kind) or not torch.is_autocast_enabled(kind):
         return contextlib.nullcontext()
     return torch.autocast(device_type=kind, enabled=False)
 

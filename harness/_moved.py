@@ -39,6 +39,8 @@ MOVED: dict[str, str] = {
     "harness.selection": "harness.report.selection",
     "harness.analysis": "harness.report.analysis",
     "harness.show": "harness.cli.show",
+    "harness.kept": "harness.study.kept",
+    "harness.report_curves": "harness.report.curves",
 }
 
 # old package -> where it lives now; its modules move with it (harness.figures.plotting, ...)

@@ -65,6 +65,9 @@ RESUMED_FROM = "train/resumed_from_epoch"
 
 #: the chance accuracy of the run's dataset (1 / number of classes), logged once per run
 CHANCE = "data/chance"
+#: the number of validation images the run's accuracy per epoch (:data:`VAL_ACC`) was measured on,
+#: logged once per run: the report's learning-curve check weighs a rise against its binomial noise
+VAL_IMAGES = "data/val_images"
 
 #: a run's wall time by phase (:mod:`harness.training.stopwatch`), in seconds: ``time/<phase>_s``
 TIME_PREFIX = "time/"
@@ -281,14 +284,20 @@ def tuned_values(params: Mapping[str, str]) -> dict[str, float | None]:
 #: the artifact every child run carries: the resolved spec it ran with
 SPEC_ARTIFACT = "spec.resolved.json"
 
-#: the artifact folder of a trained cell's run (evaluate and train stages): its final weights
-#: (``weights.pt``, a ``state_dict``) and what rebuilds the model (``model.json``: the model
-#: config, the encoding's name and options, the training resolution); ``harness evaluate`` reads them
+#: a trained cell's kept model (evaluate and train stages, :mod:`harness.study.kept`): the MLflow logged
+#: model of that name (``runs:/<run_id>/model``), in the PyTorch flavour: the exported graph
+#: (``data/model.pt2``) and what rebuilds the model (``model.json``: the model config, the
+#: encoding's name and options, the training resolution). Runs written before it kept the run
+#: artifacts ``model/weights.pt`` (a ``state_dict``) and ``model/model.json``; both are read
 MODEL_ARTIFACTS = "model"
+MODEL_PT2 = "data/model.pt2"
 MODEL_WEIGHTS = "weights.pt"
 MODEL_META = "model.json"
 #: tag of a run that ``harness evaluate`` added metrics to: the time and how many metrics
 T_EVALUATED = "harness.evaluated"
+#: tag of a run whose kept model is in the previous format (``model/weights.pt``), and why:
+#: ``torch.export`` could not trace the model (a plugin's data-dependent Python)
+T_KEPT_AS = "harness.kept_as"
 
 
 # ------------------------------------------------------------------------------ cells

@@ -193,7 +193,8 @@ def test_a_labels_target_is_its_encodings():
     assert figures["cpe2"]["target"] == bench.TARGETS["cpe"] and figures["cpe2"]["verdict"] == "FAIL"  # 2.0 > 1.15
 
 
-def test_bench_with_a_spec_measures_its_recipe_and_one_cells_evaluation(cell_spec, quick, no_timm):
+def test_bench_with_a_spec_measures_its_recipe_and_one_cells_evaluation(cell_spec, quick, no_timm, monkeypatch):
+    import harness.train as train_module
     from harness.data import build_dataset
     from harness.spec import load_spec
     from harness.train import evaluate_variants
@@ -227,13 +228,20 @@ def test_bench_with_a_spec_measures_its_recipe_and_one_cells_evaluation(cell_spe
         assert d["by_threads"]["1"]["train"] == d["train"] and d["by_threads"]["1"]["sweep"] == d["sweep"]
         sweep = d["sweep"]
         assert len(sweep["variants"]) == hand[name]
-        assert sweep["evaluations"] == hand[name] * 3 and sweep["images"] == hand[name] * 3 * 24
-        # ... as many as the study's own sweep evaluates, under the same variants
+        # ... less the variants at the training size, which all compute the model as trained on the
+        # same images (a canvas of the training size is the training image): one evaluation for them
+        assert sweep["evaluations"] == hand[name] * 2 + 1 and sweep["images"] == (hand[name] * 2 + 1) * 24
+        # ... as many as the study's own sweep evaluates, under the same variants (counted)
         model = build_model(cfg, name)
         variants = variants_of(spec, type(model.pe))
-        got = evaluate_variants(model, data, spec.train, train_resolution=16,
-                                sizes={r: spec.sizes(r) for r in spec.regimes}, variants=variants)
-        assert sweep["variants"] == [v.label for v in variants] and len(got) == sweep["evaluations"]
+        calls = []
+        real = train_module.evaluate
+        with monkeypatch.context() as m:
+            m.setattr(train_module, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+            got = evaluate_variants(model, data, spec.train, train_resolution=16,
+                                    sizes={r: spec.sizes(r) for r in spec.regimes}, variants=variants)
+        assert sweep["variants"] == [v.label for v in variants] and len(got) == hand[name] * 3
+        assert len(calls) == sweep["evaluations"]
 
         for t in ("1", "2"):
             at, peak = d["by_threads"][t], peaks[t]["flops_per_s"]

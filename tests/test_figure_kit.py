@@ -160,7 +160,7 @@ def test_handmade_study_tables_are_the_reports(tmp_path):
     assert set(tables["comparisons"].query("kind == 'encoding'").b) == {"learned (no policy, temp none)",
                                                                           "learned (no policy, temp log)"}
     for key, table in tables.items():
-        assert table.equals(summary_tables(runs.results, runs.cells, "learned")[0][key]), key
+        assert table.equals(summary_tables(runs.results, runs.cells, "learned", curves=runs.curves)[0][key]), key
 
 
 def test_the_accuracy_figure_takes_intervals_that_round_inside_the_mean():

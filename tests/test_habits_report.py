@@ -109,9 +109,10 @@ def test_build_report_writes_report_tex_and_pdfs(tmp_path):
     log_study(uri, runs)
     page = report.build_report(uri, STUDY, tmp_path / "r")
     tex = (tmp_path / "r" / "report.tex").read_text()
-    # the main tables (one row per encoding, zoom below and above 16 px), then every variant's
-    assert tex.count("\\begin{table}") == 3 and "\\toprule" in tex and "\\bottomrule" in tex
-    assert tex.index("tab:encodings-zoom-16-above") < tex.index("tab:accuracy-zoom-16")
+    # the main tables (one row per encoding, zoom below and above 16 px), the gain over none, then every variant's
+    assert tex.count("\\begin{table}") == 4 and "\\toprule" in tex and "\\bottomrule" in tex
+    assert (tex.index("tab:encodings-zoom-16-above") < tex.index("tab:gain-zoom-16")
+            < tex.index("tab:accuracy-zoom-16"))
     assert "tab:encodings-zoom-16-below" in tex
     main = tex.split("tab:encodings-zoom-16-above")[1].split("\\bottomrule")[0]
     assert "Best on test (upper bound)" in main and "none & did not train (3 runs)" in main

@@ -214,8 +214,10 @@ def test_optuna_trials_have_named_objective_real_parameters_and_intermediate_val
 
 @pytest.mark.slow
 def test_each_trained_cell_keeps_its_final_weights_and_what_rebuilds_the_model(smoke, tmp_path):
-    """The kept weights are the final ones: the model rebuilt from ``model/`` scores, on the test
-    split at the training size, exactly the accuracy its run logged when it finished training."""
+    """The kept weights are the final ones: the model rebuilt from the run's logged model (its
+    graph's weights and ``model.json``) scores, on the test split at the training size, exactly
+    the accuracy its run logged when it finished training. Nothing is kept in the run's own
+    ``model/`` artifacts (the previous format)."""
     from harness.config import ViTConfig
     from harness.models.vit import build_model
     from harness.spec import load_spec
@@ -228,9 +230,11 @@ def test_each_trained_cell_keeps_its_final_weights_and_what_rebuilds_the_model(s
     runs = t.runs("smoke", EVALUATE)
     assert len(runs) == CELLS
     for r in runs:
-        names = {Path(a.path).name for a in t.client.list_artifacts(r.info.run_id, schema.MODEL_ARTIFACTS)}
-        assert names == {schema.MODEL_WEIGHTS, schema.MODEL_META}
-        state, meta = t.load_model(r.info.run_id, tmp_path / r.info.run_id)
+        # the run's own artifacts (listed at the root: MLflow lists "model/" through the logged model)
+        assert schema.MODEL_ARTIFACTS not in {a.path for a in t.client.list_artifacts(r.info.run_id)}
+        assert t.kept_model(r.info.run_id) is not None
+        state, meta, weights = t.load_model(r.info.run_id, tmp_path / r.info.run_id)
+        assert weights == f"{schema.MODEL_ARTIFACTS}/{schema.MODEL_PT2}"
         assert meta["encoding"]["name"] == r.data.params["encoding"] and meta["train_resolution"] == 16
         model = build_model(ViTConfig.from_dict(meta["model"]), meta["encoding"]["name"], meta["encoding"]["options"])
         model.load_state_dict(state)

@@ -158,3 +158,47 @@ def test_the_report_is_the_evaluate_parents_description_and_artifacts(tmp_path):
                            + link + ")")
     assert "## Table" not in note
     assert {a.path for a in t.client.list_artifacts(run_id, "report")} >= {"report/report.html", "report/acc.png"}
+
+
+def test_a_kept_model_is_the_runs_logged_model_on_a_tracking_server(server, tmp_path):
+    """``Tracker.log_model`` against a real ``mlflow server``: the REST API answers the run's
+    model output (the runs table's Models column) and a READY logged model named ``model`` whose
+    source is the run; ``mlflow.pytorch.load_model`` of ``runs:/<run_id>/model`` through the
+    server gives the model's outputs, and ``load_model`` gives back its weights (downloaded through
+    the server's artifact proxy) under the name of the graph's file."""
+    import dataclasses
+
+    import mlflow.pytorch
+    import torch
+
+    from harness.config import ViTConfig
+    from harness.models.vit import build_model
+    from harness.tracking import Tracker
+
+    t = Tracker(server, "kept")
+    parent = t.parent_run("kept", EVALUATE)
+    run_id = t.child_run(parent, "rope_axial_r16_s0", study="kept", stage=EVALUATE, params={}, tags={})
+    cfg = ViTConfig(image_size=16, in_chans=3, num_classes=4, dim=32, depth=2, heads=4, patch_kernel=4, patch_stride=4)
+    torch.manual_seed(0)
+    model = build_model(cfg, "rope_axial", {}).eval()
+    meta = {"model": dataclasses.asdict(cfg),
+            "encoding": {"name": "rope_axial", "options": {}, "label": "rope_axial"}, "train_resolution": 16}
+    images = torch.randn(5, 3, 16, 16)
+    where = t.log_model(run_id, model.state_dict(), meta, images[:2])
+    with urllib.request.urlopen(f"{server}/api/2.0/mlflow/runs/get?run_id={run_id}", timeout=30) as r:
+        outputs = json.load(r)["run"].get("outputs", {}).get("model_outputs", [])
+    assert [f"models:/{o['model_id']}" for o in outputs] == [where]
+    with urllib.request.urlopen(f"{server}/api/2.0/mlflow/logged-models/{where.split('/')[-1]}", timeout=30) as r:
+        logged = json.load(r)["model"]["info"]
+    assert (logged["name"], logged["status"], logged["source_run_id"]) == ("model", "LOGGED_MODEL_READY", run_id)
+    mlflow.set_tracking_uri(server)
+    try:
+        loaded = mlflow.pytorch.load_model(f"runs:/{run_id}/model", dst_path=str(tmp_path))
+    finally:
+        mlflow.set_tracking_uri(None)
+    with torch.no_grad():
+        assert torch.allclose(loaded(images), model(images), atol=1e-5)  # a batch of 5: the batch size is free
+    state, got_meta, weights = t.load_model(run_id, tmp_path / "harness")
+    assert weights == "model/data/model.pt2" and got_meta == meta
+    assert state.keys() == model.state_dict().keys()
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())

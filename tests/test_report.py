@@ -21,6 +21,7 @@ from harness import schema
 from harness.figures import FIGURES
 from harness.figures.conformance import handmade_study
 from harness.registry import load_plugin
+from harness.comparisons import GAIN_COLUMNS
 from harness.report import RESULT_COLUMNS, StudyRuns, build_report, results_table, summary_tables
 from harness.schema import Cell
 from harness.tracking import Tracker
@@ -191,6 +192,8 @@ def log_study(uri: str, runs: StudyRuns, *, with_spec: bool = True, failed: Cell
             tracker.log_metrics(run_id, {schema.VAL_ACC: acc}, step=int(epoch))
         final = {schema.PARAM_COUNT: first.params, schema.IMAGES_PER_S: first.images_per_s,
                  schema.CHANCE: first.chance}
+        if not old_keys and not pd.isna(first.val_images):
+            final[schema.VAL_IMAGES] = first.val_images
         for r in g.itertuples(index=False):
             variant = schema.Variant(r.regime, r.policy, r.temperature)
             if old_keys:  # as runs logged before variants existed: test/acc/r32
@@ -254,7 +257,8 @@ def test_the_report_reads_back_what_was_logged(logged, handmade, tmp_path):
     finished = back.results[back.results.status == "FINISHED"].sort_values(keys).reset_index(drop=True)
     want = runs.results.sort_values(keys).reset_index(drop=True)
     assert len(finished) == len(want) and finished.run_id.nunique() == 12
-    for col in ["test_acc", "test_loss", "params", "images_per_s", "chance", "final_val_acc", "retention"]:
+    for col in ["test_acc", "test_loss", "params", "images_per_s", "chance", "final_val_acc", "val_images",
+                "retention"]:
         assert finished[col].astype(float).tolist() == pytest.approx(want[col].astype(float).tolist(),
                                                                      nan_ok=True), col
     for col in ["encoding", "variant", "regime", "policy", "temperature", "test_resolution", "trained", "device"]:
@@ -365,6 +369,33 @@ def test_the_report_reads_honestly(logged, tmp_path):
     # each encoding against the baseline under their selected variants (learned has no policy)
     assert all(b.startswith("learned (") for b in comparisons[comparisons.kind == "encoding"].b)
     assert set(comparisons[comparisons.kind == "encoding"].a.str.split(" ").str[0]) == {"alibi2d", "rope_axial"}
+
+
+def test_the_report_shows_the_gain_over_none_and_which_runs_had_not_converged(logged, tmp_path):
+    build_report(logged, STUDY, tmp_path / "r")
+    out = tmp_path / "r"
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    # none is at chance (0.1) in the handmade study: the gain is each encoding's accuracy over 0.1
+    gain = pd.read_csv(out / "gain.csv")
+    assert list(gain.columns) == GAIN_COLUMNS
+    rope = gain[(gain.encoding == "rope_axial") & (gain.regime == "zoom") & (gain.test_resolution == "16")]
+    assert rope.n_pairs.tolist() == [3] and rope.gain.tolist() == pytest.approx((rope.encoding_acc - 0.1).tolist())
+    for regime in ("zoom", "canvas"):
+        section = md.split(f"## What position adds: gain over `none`: {regime} regime, trained at 16 px")[1]
+        section = section.split("\n## ")[0]
+        (control,) = [line for line in section.splitlines() if line.startswith("| none (control): its accuracy |")]
+        assert "| 0.100 |" in control and control.endswith("| 0/3 |") and "| runs that trained |" in section
+        assert re.search(r"\| rope_axial \| \+0\.\d{3} \[\+0\.\d{3}, \+0\.\d{3}\] \|", section)
+    assert md.index("## Encodings: zoom regime, above") < md.index("## What position adds") < md.index(
+        "## Ranking of the encodings")
+    assert '<h2 id="gain-zoom-16">What position adds: gain over <code>none</code>: zoom regime' in page
+    # three epochs: too few to tell (two windows of two); the validation size read back from the run
+    conv = pd.read_csv(out / "convergence.csv")
+    assert len(conv) == 12 and set(conv.status) == {"cannot tell"} and set(conv.n_val) == {1000}
+    main = md.split("## Encodings: zoom regime, above the training size (16 px)")[1].split("\n## ")[0]
+    assert "| had not converged |" in main and "cannot tell (3 runs)" in main
+    assert "## Runs that had not converged" in md and "0 of 12 finished run(s) had not converged; 12 cannot tell" in md
+    assert "**Budget**" not in md
 
 
 def test_runs_logged_before_variants_read_as_the_default_policy(tmp_path):

@@ -134,6 +134,7 @@ def test_learns_the_toy_task():
     assert set(res.history[0]) == {"epoch", "train/loss", "val/acc", "val/loss", "lr"}
     assert res.params == sum(p.numel() for p in model.parameters())
     assert res.device == "cpu" and res.resumed_from_epoch == 0 and res.images_per_s > 0
+    assert res.val_images == 128  # Squares' validation split: each val/acc is a proportion of 128 images
 
 
 def test_evaluate_is_plain_cross_entropy_and_keeps_the_mode():

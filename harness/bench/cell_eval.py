@@ -62,11 +62,24 @@ class CellEval:
 
         return variants_of(self.spec, type(model.pe))
 
-    def sweep_images(self, variants: list[Variant]) -> tuple[int, int]:
-        """(evaluations, test images) of the sweep over ``variants``: one evaluation per variant
-        and size of its regime, each over the whole test split."""
-        pairs = [(v, s) for v in variants for s in self.sizes[v.regime]]
-        return len(pairs), sum(len(self._split(s, v.regime).labels) for v, s in pairs)
+    def sweep_images(self, model: nn.Module, variants: list[Variant]) -> tuple[int, int]:
+        """(evaluations, test images) of the sweep over ``variants`` as ``evaluate_variants`` runs
+        it: one evaluation per variant and size of its regime, each over the whole test split,
+        except that the variants identical to the model as trained (``harness.training.train.as_trained``)
+        on the same images are evaluated once."""
+        from harness.training.train import _same_split, as_trained
+
+        evaluations, images, seen = 0, 0, []
+        for v in variants:
+            for s in self.sizes[v.regime]:
+                split = self._split(s, v.regime)
+                if as_trained(model, v, s):
+                    if any(_same_split(split, other) for other in seen):
+                        continue
+                    seen.append(split)
+                evaluations += 1
+                images += len(split.labels)
+        return evaluations, images
 
     def single(self, model: nn.Module, variant: Variant, size: Size) -> tuple[Callable[[], Any], int]:
         """A call that evaluates ``model`` under ``variant`` on the test split at ``size`` (the

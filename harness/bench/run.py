@@ -363,7 +363,7 @@ def _time_cell_eval(bench: _Bench, entries: list[_Entry], peaks: dict[int, float
                           bench.repeats)
     jobs = []
     for e in entries:
-        evaluations, images = cell.sweep_images(e.variants)
+        evaluations, images = cell.sweep_images(e.model, e.variants)
         e.data["sweep"] = {"variants": [v.label for v in e.variants], "evaluations": evaluations, "images": images}
         jobs += _jobs(bench, e, cell.sweep(e.model, e.variants), e.data["sweep"], images, "sweep", steps=1)
     timing.interleave(bench.req.device, bench.say, "the whole sweep of one cell", jobs, bench.sweep_repeats)

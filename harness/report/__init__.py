@@ -3,7 +3,9 @@
 Writes ``reports/<study>/``: ``results.csv`` (one row per run, regime, test size, policy and
 temperature), ``selection.csv`` (each encoding's variant chosen on one half of the test images
 and scored on the other, its default variant and the optimistic upper bound), ``primary.csv``
-(the declared primary analysis), ``comparisons.csv`` (every exploratory paired comparison), the summary tables
+(the declared primary analysis), ``comparisons.csv`` (every exploratory paired comparison), ``gain.csv``
+(each encoding's gain over the position-free control, paired by seed), ``convergence.csv`` (the
+learning-curve check of every run: which had not converged), the summary tables
 (``report.md``), the accuracy pivot tables as booktabs LaTeX (``report.tex``, to paste into
 a paper), one PNG and one PDF per report figure, and ``report.html``, one self-contained page
 (figures embedded as PNG) with the headline, the pivot tables, the spec, provenance, figures
@@ -34,6 +36,7 @@ import pandas as pd
 
 from harness.report import analysis as an
 from harness.report import comparisons as cmp
+from harness.report import curves as curves_
 from harness.report import pages as pages
 from harness.report import selection as sel
 from harness.report import stats as st
@@ -54,11 +57,13 @@ __all__ = ["CURVE_COLUMNS", "RESULT_COLUMNS", "TABLES", "ReportError", "StudyRun
 #: size, policy and temperature; ``test_resolution`` is the size's label (``32``, ``32x64``)
 RESULT_COLUMNS = ["study", "stage", "encoding", "options", "default_policy", "variant", "policy", "temperature",
                   "regime", "train_resolution", "test_resolution", "test_rows", "test_cols", "seed", "test_acc",
-                  "test_acc_a", "test_acc_b", "test_loss", "retention", "chance", "final_val_acc", "trained", "params",
-                  "images_per_s", "device", "run_id", "status"]
+                  "test_acc_a", "test_acc_b", "test_loss", "retention", "chance", "final_val_acc", "val_images",
+                  "trained", "params", "images_per_s", "device", "run_id", "status"]
 #: what a reader supplies per row; the rest follows (:func:`harness.report.stats.derive`)
 _DERIVED = ("variant", "trained", "retention")
-CURVE_COLUMNS = ["encoding", "train_resolution", "seed", "epoch", "val_acc"]
+#: the learning curves: one row per run and epoch (``run_id`` last: the column came with the
+#: learning-curve check, :mod:`harness.report.curves`)
+CURVE_COLUMNS = ["encoding", "train_resolution", "seed", "epoch", "val_acc", "run_id"]
 
 
 class ReportError(HarnessError):
@@ -95,7 +100,7 @@ def tidy_results(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     df["test_resolution"] = [s.label if s else None for s in sizes]
     for col, attr in (("test_rows", "rows"), ("test_cols", "cols")):
         df[col] = pd.array([getattr(s, attr) if s else None for s in sizes], dtype="Int64")
-    for col in ("test_acc", "test_acc_a", "test_acc_b", "test_loss", "chance", "final_val_acc"):
+    for col in ("test_acc", "test_acc_a", "test_acc_b", "test_loss", "chance", "final_val_acc", "val_images"):
         df[col] = df[col].astype(float)
     df = st.derive(df)[RESULT_COLUMNS]
     if len(df):
@@ -132,7 +137,8 @@ def results_table(tracker: Tracker, study: str) -> StudyRuns:
                 "params": (float(p[schema.P_PARAM_COUNT]) if schema.P_PARAM_COUNT in p
                            else m.get(schema.PARAM_COUNT)),
                 "images_per_s": m.get(schema.IMAGES_PER_S), "chance": m.get(schema.CHANCE, math.nan),
-                "final_val_acc": m.get(schema.VAL_ACC, math.nan), "device": r.data.tags.get(schema.T_DEVICE),
+                "final_val_acc": m.get(schema.VAL_ACC, math.nan), "val_images": _val_images(p, m),
+                "device": r.data.tags.get(schema.T_DEVICE),
                 "run_id": r.info.run_id, "status": r.info.status}
         if not tested:
             rows.append({**base, "test_acc": math.nan, "test_loss": math.nan})
@@ -147,7 +153,7 @@ def results_table(tracker: Tracker, study: str) -> StudyRuns:
                            "run_id": r.info.run_id, **phases})
             for h in tracker.client.get_metric_history(r.info.run_id, schema.VAL_ACC):
                 curves.append({"encoding": cell.encoding, "train_resolution": cell.train_resolution,
-                               "seed": cell.seed, "epoch": h.step, "val_acc": h.value})
+                               "seed": cell.seed, "epoch": h.step, "val_acc": h.value, "run_id": r.info.run_id})
     for r in tracker.runs(study, schema.TUNE):
         p, tags = r.data.params, r.data.tags
         tuning.append({"encoding": p.get(schema.P_ENCODING), "train_resolution": int(p[schema.P_TRAIN_RESOLUTION]),
@@ -161,6 +167,18 @@ def results_table(tracker: Tracker, study: str) -> StudyRuns:
             if schema.STAGE_WALL_S in pm else {})
     return StudyRuns(tidy_results(rows), pd.DataFrame(curves, columns=CURVE_COLUMNS), pd.DataFrame(tuning),
                      _logged_spec(tracker, runs), _provenance(runs), sorted(found), pd.DataFrame(timing), wall)
+
+
+def _val_images(params: Mapping[str, str], metrics: Mapping[str, float]) -> float:
+    """The size of the run's validation split: logged since the learning-curve check
+    (:data:`schema.VAL_IMAGES`); for older runs the dataset's ``num_val`` option, when it has one
+    (a dataset sized by a fraction does not say); else NaN."""
+    if schema.VAL_IMAGES in metrics:
+        return float(metrics[schema.VAL_IMAGES])
+    try:
+        return float(params[f"{schema.P_CONFIG}.dataset.num_val"])
+    except (KeyError, ValueError):
+        return math.nan
 
 
 def _default_policy(params: Mapping[str, str], tested: Mapping[tuple[schema.Variant, schema.Size], Any]) -> str | None:
@@ -210,12 +228,13 @@ def _provenance(runs: list) -> dict:
 # ------------------------------------------------------------------------------ the report
 #: the report's tables (``tables`` of the figures), in the order :func:`summary_tables` builds them
 TABLES = ("accuracy", "retention", "extrapolation", "ranking", "selected", "selection", "headline", "primary",
-          "friedman", "comparisons", "untrained", "cost", "missing", "time")
+          "friedman", "comparisons", "gain", "untrained", "convergence", "cost", "missing", "time")
 
 
 def summary_tables(results: pd.DataFrame, expected: Sequence[Cell], baseline: str | None = None,
                    timing: pd.DataFrame | None = None, wall: Mapping[str, float] | None = None,
-                   analysis: AnalysisConfig | None = None) -> tuple[dict[str, Any], str | None]:
+                   analysis: AnalysisConfig | None = None,
+                   curves: pd.DataFrame | None = None) -> tuple[dict[str, Any], str | None]:
     """The report's tables of a results table, and the baseline they compare against.
 
     ``expected``: the study's cells (for the table of missing cells); ``baseline``: the
@@ -225,7 +244,11 @@ def summary_tables(results: pd.DataFrame, expected: Sequence[Cell], baseline: st
     analysis (``primary``: its family of tests; empty without one). ``selected`` and
     ``selection``: each encoding's variant chosen on one half of the test images and scored on
     the other (:mod:`harness.report.selection`); ``friedman``: the encodings ranked per regime and side
-    (:func:`harness.report.analysis.friedman_nemenyi`). The policy and temperature comparisons are
+    (:func:`harness.report.analysis.friedman_nemenyi`); ``gain``: each encoding's selected accuracy
+    minus the position-free control's, paired by seed (:func:`harness.report.comparisons.gain_over_control`);
+    ``convergence``: the learning-curve check of every run of ``curves`` (the validation
+    accuracy per epoch, :data:`CURVE_COLUMNS`; :func:`harness.report.curves.convergence`: which
+    runs had not converged). The policy and temperature comparisons are
     there with or without a baseline; when the baseline has no finished run that trained, the
     returned baseline says why.
     """
@@ -248,7 +271,10 @@ def summary_tables(results: pd.DataFrame, expected: Sequence[Cell], baseline: st
         "primary": primary,
         "friedman": an.friedman_nemenyi(selected, alpha)[0],
         "comparisons": None,
+        "gain": cmp.gain_over_control(results, selected),
         "untrained": st.untrained_runs(results),
+        "convergence": curves_.convergence(curves if curves is not None else pd.DataFrame(columns=CURVE_COLUMNS),
+                                           results),
         "cost": st.cost_table(results),
         "missing": st.missing_cells(results, expected),
         "time": time_totals(timing if timing is not None else pd.DataFrame(), wall),
@@ -286,7 +312,7 @@ def build_report(tracking_uri: str, experiment: str, out_dir: str | Path, *, bas
                           f"(its encodings: {', '.join(labels) or 'none'})")
     analysis = _analysis(spec)
     tables, baseline = summary_tables(df, expected, baseline or spec.get("baseline"), data.timing, data.wall,
-                                      analysis)
+                                      analysis, data.curves)
     out = Path(out_dir)
     created = not out.exists()
     try:
@@ -302,13 +328,16 @@ def build_report(tracking_uri: str, experiment: str, out_dir: str | Path, *, bas
         tables["comparisons"].to_csv(staging / "comparisons.csv", index=False)
         tables["selection"].to_csv(staging / "selection.csv", index=False)
         tables["primary"].to_csv(staging / "primary.csv", index=False)
+        tables["gain"].to_csv(staging / "gain.csv", index=False)
+        tables["convergence"].to_csv(staging / "convergence.csv", index=False)
         figures = _draw_figures(data, tables, staging)
         headline = pages.headline_lines(tables["headline"], tables["untrained"], st.control_runs(df),
-                                        tables["primary"], tables["selection"], analysis)
+                                        tables["primary"], tables["selection"], analysis, tables["convergence"])
         sections = pages.sections(tables, baseline)
         (staging / "report.md").write_text(pages.markdown_page(experiment, headline, sections, figures),
                                            encoding="utf-8")
-        (staging / "report.tex").write_text(pages.latex_tables(tables["accuracy"], experiment, tables["selection"]),
+        (staging / "report.tex").write_text(pages.latex_tables(tables["accuracy"], experiment, tables["selection"],
+                                                                    tables["gain"]),
                                             encoding="utf-8")
         (staging / "report.html").write_text(pages.html_page(experiment, headline, sections, figures, spec,
                                                              data.provenance), encoding="utf-8")

@@ -10,12 +10,13 @@ from typing import Any
 import pandas as pd
 
 from harness.report import comparisons as cmp
+from harness.report import curves as rc
 from harness.report import stats as st
 from harness.report import selection as sel
 from harness.report.analysis import MIN_BLOCKS, seeds_text
 
-__all__ = ["SIDES", "control_lines", "leader_line", "main_table", "primary_lines", "primary_table", "ranking_note", "ranking_table",
-           "selection_line"]
+__all__ = ["GAIN_NOTE", "SIDES", "budget_line", "control_lines", "gain_table", "leader_line", "main_table",
+           "primary_lines", "primary_table", "ranking_note", "ranking_table", "selection_line"]
 
 #: the sides of the training size the main tables and the headline answer for
 SIDES = ("above", "below")
@@ -142,17 +143,86 @@ def control_lines(control: pd.DataFrame) -> list[str]:
         else:
             lines.append(f"**Control**: {name} (no position signal), trained at {c.train_resolution} px, learned in "
                          f"{c.runs - c.at_chance} of {c.runs} run(s) ({acc}): part of this task can be solved "
-                         f"without positions; what positions add is an encoding's gain over {name}.")
+                         f"without positions; what positions add is an encoding's gain over {name} (\"What "
+                         f"position adds\" below). Whether an encoding trained is still judged against chance, "
+                         f"not against {name}.")
     return lines
 
 
+def budget_line(head: pd.DataFrame, convergence: pd.DataFrame) -> str | None:
+    """A line when a run of a leader of :func:`harness.report.comparisons.headline` (or of the encoding
+    it leads) had not converged (:func:`harness.report.curves.convergence`): a ranking of runs
+    still rising when the budget ran out is a statement about the budget. None when no such run."""
+    if head.empty or convergence.empty:
+        return None
+    named = {(str(label).split(" (")[0], int(t)) for col in ("best", "runner_up")
+             for label, t in zip(head[col], head["train_resolution"]) if isinstance(label, str)}
+    counts = rc.convergence_counts(convergence)
+    parts = [f"{r.n_not_converged} of {r.n_runs} run(s) of {r.encoding} (trained at {r.train_resolution} px)"
+             for r in counts.itertuples(index=False) if (r.encoding, int(r.train_resolution)) in named
+             and r.n_not_converged]
+    if not parts:
+        return None
+    return (f"**Budget**: {'; '.join(parts)} had not converged (validation accuracy still rising over the last "
+            "epochs, see \"Runs that had not converged\"): the leaders above are ranked at this study's budget, "
+            "a statement about the budget rather than about what the encodings can reach.")
+
+
 # ------------------------------------------------------------------------------ tables
-def main_table(selection: pd.DataFrame, selected: pd.DataFrame | None = None) -> pd.DataFrame:
+#: what the gain tables are, in words, under their titles
+GAIN_NOTE = (f"What position adds: each encoding's selected accuracy (its variant chosen on one half of the test "
+             f"images and scored on the other) minus that of the position-free control `{st.CONTROL}` at the same "
+             "test size, paired by seed; the mean over the pairs and its interval over them "
+             f"[{st.INTERVAL_METHOD}], \"(1 pair)\" without one. Positive: the encoding's position signal adds "
+             f"accuracy beyond what a model without positions learns. The first row is `{st.CONTROL}`'s own "
+             "accuracy (every run of it counts, at chance or not). \"did not train\": no run of the encoding beat "
+             f"chance (judged against chance, never against `{st.CONTROL}`); a seed that did not train has no pair. "
+             "Every number is in gain.csv.")
+
+
+def gain_table(gain: pd.DataFrame) -> pd.DataFrame:
+    """One (regime, training resolution) of :func:`harness.report.comparisons.gain_over_control` as the
+    page shows it: the control's accuracy first, then one row per encoding, one column per test
+    size (in size order): ``+0.052 [+0.031, +0.070]``, ``+0.052 (1 pair)``, "did not train (3
+    runs)" for an encoding none of whose runs trained, "–" where nothing pairs; and how many of
+    the encoding's runs trained."""
+    order = gain[["test_rows", "test_cols", "test_resolution"]].drop_duplicates().sort_values(["test_rows",
+                                                                                              "test_cols"])
+    rows = []
+    for enc, g in gain.groupby("encoding", sort=False):
+        first = g.iloc[0]
+        control = enc == st.CONTROL
+        by_size = g.set_index("test_resolution")
+        out = {"encoding": f"{enc} (control): its accuracy" if control else enc}
+        for size in order["test_resolution"]:
+            r = by_size.loc[size] if size in by_size.index else None
+            if r is None:
+                text = "–"
+            elif control:
+                text = f"{r.control_acc:.3f}"
+            elif r.n_runs == r.n_untrained:
+                text = f"did not train ({r.n_runs} run{'s' if r.n_runs != 1 else ''})"
+            elif r.n_pairs == 0:
+                text = "–"
+            elif r.n_pairs == 1:
+                text = f"{r.gain:+.3f} (1 pair)"
+            else:
+                text = f"{r.gain:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
+            out[f"{size} px"] = text
+        out["runs that trained"] = f"{first.n_runs - first.n_untrained}/{first.n_runs}"
+        rows.append(out)
+    return pd.DataFrame(rows)
+
+
+def main_table(selection: pd.DataFrame, selected: pd.DataFrame | None = None,
+               convergence: pd.DataFrame | None = None) -> pd.DataFrame:
     """One (regime, training resolution, side) of :func:`harness.report.selection.selection_table` as
     the page shows it: one row per encoding, its selected variant, its selected accuracy per
     test size (with ``selected``, :func:`harness.report.selection.selected_scores`) and over the side
     [interval], its default variant and accuracy, and the best variant on the test images
-    labelled as an optimistic upper bound."""
+    labelled as an optimistic upper bound; with ``convergence``
+    (:func:`harness.report.curves.convergence`), how many of the encoding's runs at this
+    training size had not converged (:func:`harness.report.curves.convergence_text`)."""
     selected = selected if selected is not None else pd.DataFrame(columns=sel.SELECTED_COLUMNS)
     sizes = (selected.loc[selected["encoding"].isin(selection["encoding"])]
              .merge(selection[["regime", "train_resolution", "side"]].drop_duplicates())
@@ -160,6 +230,9 @@ def main_table(selection: pd.DataFrame, selected: pd.DataFrame | None = None) ->
              .reset_index())
     order = sizes[["test_rows", "test_cols", "test_resolution"]].drop_duplicates().sort_values(["test_rows",
                                                                                                  "test_cols"])
+    counts = None if convergence is None else {
+        (c.encoding, int(c.train_resolution)): (c.n_runs, c.n_not_converged, c.n_cannot_tell)
+        for c in rc.convergence_counts(convergence).itertuples(index=False)}
     rows = []
     for r in selection.itertuples(index=False):
         out = {"encoding": r.encoding}
@@ -181,6 +254,9 @@ def main_table(selection: pd.DataFrame, selected: pd.DataFrame | None = None) ->
         out["default: mean [interval]"] = _ci(r.default_mean, r.default_ci_low, r.default_ci_high, r.n_seeds)
         out["best on test (optimistic upper bound)"] = (
             "–" if pd.isna(r.upper_mean) else f"{r.upper_mean:.3f} ({_inner(r.upper, r.encoding)})")
+        if counts is not None:
+            c = counts.get((r.encoding, int(r.train_resolution)))
+            out["had not converged"] = rc.convergence_text(*c) if c else "–"
         rows.append(out)
     return pd.DataFrame(rows)
 

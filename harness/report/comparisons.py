@@ -21,6 +21,7 @@ from scipy import stats
 from harness.report.analysis import probability_of_improvement, seeds_needed
 from harness.report.multiplicity import holm
 from harness.report.stats import (
+    CONTROL,
     MIN_PAIRS,
     RANK_DECIMALS,
     interval_stats,
@@ -30,7 +31,8 @@ from harness.report.stats import (
 from harness.schema import NO_POLICY, NO_TEMPERATURE, Size
 from harness.report.selection import selected_scores, selection_table, side_means
 
-__all__ = ["ALPHA", "NO_OTHER", "NO_VARIANCE", "TOO_FEW", "headline", "holm", "paired_comparisons", "t_two_sided_p"]
+__all__ = ["ALPHA", "GAIN_COLUMNS", "NO_OTHER", "NO_VARIANCE", "TOO_FEW", "gain_over_control", "headline", "holm",
+           "paired_comparisons", "t_two_sided_p"]
 
 ALPHA = 0.05
 TOO_FEW = "too few pairs (n pairs < min_pairs)"
@@ -39,6 +41,11 @@ NO_OTHER = "no other encoding"  # a headline whose side has variants of one enco
 # Differences whose spread (max - min) is below this are "identical": accuracies are
 # fractions in [0, 1], and 0.7 - 0.6 and 0.8 - 0.7 differ by rounding alone.
 _ZERO_SPREAD = 1e-12
+
+
+#: the table of :func:`gain_over_control`
+GAIN_COLUMNS = ["regime", "train_resolution", "side", "encoding", "test_resolution", "test_rows", "test_cols",
+                "n_pairs", "gain", "ci_low", "ci_high", "encoding_acc", "control_acc", "n_runs", "n_untrained"]
 
 
 # ---------------------------------------------------------------------------- t distribution
@@ -226,3 +233,67 @@ def headline(df: pd.DataFrame, min_pairs: int = MIN_PAIRS, alpha: float = ALPHA,
     out["p_holm"] = pd.Series(holm(out["p_value"]), dtype=float)
     out["significant"] = (out["p_holm"] < alpha).astype(bool)
     return out[columns]
+
+
+def gain_over_control(df: pd.DataFrame, selected: pd.DataFrame | None = None,
+                      control: str = CONTROL) -> pd.DataFrame:
+    """What position adds: each encoding's selected accuracy minus the position-free control's,
+    per regime, training and test size, paired by seed.
+
+    On real images the control (the encoding labelled ``control``) learns part of the task
+    without any position signal, so raw accuracy does not say what position adds; the gain does.
+    Both sides are the selected accuracy (:func:`harness.report.selection.selected_scores`: each
+    variant chosen on one half of the test images and scored on the other). A pair is one seed
+    at one (regime, training size, test size) where both have a score; ``gain`` is the mean of
+    (encoding - control) over the pairs, ``ci_low`` / ``ci_high`` its interval over them
+    (:func:`harness.report.stats.interval_stats`, the report's interval; NaN with fewer than two
+    pairs), ``encoding_acc`` / ``control_acc`` the two means over the same pairs. The
+    encoding's runs that did not train are left out, as everywhere; the control's runs all
+    count, at chance or not: the control at chance is its measurement, not a failure (then
+    the gain is an encoding's accuracy over a chance-level model).
+
+    One row per (regime, training size, test size the control was scored at, encoding with a
+    FINISHED run at that training size); the control's own rows first in each group, with
+    ``n_pairs`` 0, its mean accuracy over its seeds as ``control_acc`` and ``encoding_acc``, and
+    NaN gain. ``n_runs`` / ``n_untrained``: the encoding's FINISHED runs at that training size
+    and those that did not train (an encoding none of whose runs trained: ``n_pairs`` 0 and NaN
+    gain everywhere). Empty without a control run. ``selected``: :func:`selected_scores` of
+    ``df``, when the caller has it. Columns: :data:`GAIN_COLUMNS`.
+    """
+    fin = tested_rows(df)
+    if not (fin["encoding"] == control).any():
+        return pd.DataFrame(columns=GAIN_COLUMNS)
+    sel = selected_scores(df) if selected is None else selected
+    ctl = selected_scores(fin.loc[fin["encoding"] == control].assign(trained=True))
+    runs = fin.assign(_untrained=fin["run_id"].where(~fin["trained"].astype(bool))).groupby(
+        ["train_resolution", "encoding"], sort=True).agg(n_runs=("run_id", "nunique"),
+                                                         n_untrained=("_untrained", "nunique"))
+    where = ["regime", "train_resolution", "side", "test_rows", "test_cols"]
+    mine = {k: g.set_index("seed")["test_acc"] for k, g in sel.groupby([*where, "encoding"], sort=True)}
+    rows = []
+    for key, g in ctl.groupby(where, sort=True):
+        base = g.set_index("seed")["test_acc"]
+        cell = {**dict(zip(where, key)), "test_resolution": Size(int(key[3]), int(key[4])).label}
+        counts = runs.loc[key[1]]
+        ctl_mean = float(base.mean())
+        rows.append({**cell, "encoding": control, "n_pairs": 0, "gain": math.nan, "ci_low": math.nan,
+                     "ci_high": math.nan, "encoding_acc": ctl_mean, "control_acc": ctl_mean,
+                     "n_runs": int(counts.loc[control, "n_runs"]),
+                     "n_untrained": int(counts.loc[control, "n_untrained"])})
+        for enc, n in counts.drop(index=control).iterrows():
+            acc = mine.get((*key, enc), pd.Series(dtype=float))
+            both = pd.concat([acc.rename("a"), base.rename("b")], axis=1, join="inner").dropna()
+            s = interval_stats((both["a"] - both["b"]).to_numpy(dtype=float))
+            rows.append({**cell, "encoding": enc, "n_pairs": len(both), "gain": s["mean"], "ci_low": s["ci_low"],
+                         "ci_high": s["ci_high"], "encoding_acc": float(both["a"].mean()) if len(both) else math.nan,
+                         "control_acc": float(both["b"].mean()) if len(both) else math.nan,
+                         "n_runs": int(n["n_runs"]), "n_untrained": int(n["n_untrained"])})
+    out = pd.DataFrame(rows, columns=GAIN_COLUMNS)
+    for col in ("train_resolution", "test_rows", "test_cols", "n_pairs", "n_runs", "n_untrained"):
+        out[col] = out[col].astype("int64")
+    for col in ("gain", "ci_low", "ci_high", "encoding_acc", "control_acc"):
+        out[col] = out[col].astype(float)
+    out["_control"] = out["encoding"] != control
+    out = out.sort_values(["regime", "train_resolution", "test_rows", "test_cols", "_control", "encoding"],
+                          ignore_index=True)
+    return out[GAIN_COLUMNS]

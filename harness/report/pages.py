@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from harness.report import answer as ans
+from harness.report import curves as rc
 from harness.report.answer import control_lines
 from harness.report import stats as st
 from harness.report.figures.plotting import count_format, size_order
@@ -27,14 +28,16 @@ __all__ = ["Drawn", "Section", "control_lines", "headline_lines", "html_page", "
 
 def headline_lines(head: pd.DataFrame, untrained: pd.DataFrame, control: pd.DataFrame | None = None,
                    primary: pd.DataFrame | None = None, selection: pd.DataFrame | None = None,
-                   analysis: Any = None) -> list[str]:
+                   analysis: Any = None, convergence: pd.DataFrame | None = None) -> list[str]:
     """The answer in sentences (Markdown): the declared primary analysis, when ``primary`` is
     given (:func:`harness.report.answer.primary_lines`); per regime and training resolution, the
     leading encoding above and below it under its selected variant, with its interval, its
     margin over the next encoding, whether the lead is significant after Holm over the leaders,
     P(lead) and the seeds 80% power would need (:func:`harness.report.answer.leader_line`:
-    exploratory); then the position-free control (:func:`control_lines`), the runs that did not
-    train, how variants were selected (with ``selection``) and how intervals are made."""
+    exploratory); with ``convergence``, a line when a run of a leader had not converged
+    (:func:`harness.report.answer.budget_line`); then the position-free control
+    (:func:`control_lines`), the runs that did not train, how variants were selected (with
+    ``selection``) and how intervals are made."""
     lines = ans.primary_lines(primary, analysis) if primary is not None else []
     if len(head):
         lines.append(f"**Leaders** (exploratory: ranked on the scored images; Holm over these {len(head)} leads "
@@ -42,6 +45,9 @@ def headline_lines(head: pd.DataFrame, untrained: pd.DataFrame, control: pd.Data
     lines += [ans.leader_line(h) for h in head.itertuples(index=False)]
     if head.empty:
         lines.append("No run that trained was tested off its training resolution: nothing to rank.")
+    budget = ans.budget_line(head, convergence) if convergence is not None else None
+    if budget:
+        lines.append(budget)
     if control is not None:
         lines += control_lines(control)
     if len(untrained):
@@ -137,9 +143,11 @@ _MAIN_NOTE = ("One row per encoding. Selected variant: chosen on half A of the t
 
 def sections(tables: dict[str, Any], baseline: str | None) -> list[Section]:
     """Every table of the report, in page order: the main tables (one row per encoding, per
-    regime, training size and side), the primary analysis, the ranking; then, folded in
-    report.html, every variant's accuracy and retention, the extrapolation table and the
-    exploratory comparisons; then the runs that did not train, cost, missing cells and time."""
+    regime, training size and side), the primary analysis, what position adds (the gain over
+    the control, per regime and training size), the ranking; then, folded in report.html, every
+    variant's accuracy and retention, the extrapolation table and the exploratory comparisons;
+    then the runs that did not train, the runs that had not converged, cost, missing cells and
+    time."""
     acc, ret, selection = tables["accuracy"], tables["retention"], tables["selection"]
     out = []
     main = selection.loc[selection["side"].isin(ans.SIDES)].copy()
@@ -148,7 +156,7 @@ def sections(tables: dict[str, Any], baseline: str | None) -> list[Section]:
         side = g["side"].iloc[0]
         out.append(Section(f"encodings-{regime}-{train}-{side}",
                            f"Encodings: {regime} regime, {side} the training size ({train} px)", _MAIN_NOTE,
-                           ans.main_table(g, tables["selected"])))
+                           ans.main_table(g, tables["selected"], tables.get("convergence"))))
     primary = tables.get("primary")
     if primary is not None and len(primary):
         out.append(Section("primary", "Primary analysis: the declared comparisons",
@@ -160,6 +168,7 @@ def sections(tables: dict[str, Any], baseline: str | None) -> list[Section]:
                            "t-test, Holm-corrected over this family alone; the seeds one two-sided paired t-test at "
                            "alpha (before the Holm correction) would need for 80% power, taking the observed effect "
                            "and spread as the truth.", ans.primary_table(primary)))
+    out += _gain_sections(tables.get("gain"))
     friedman = tables.get("friedman")
     if friedman is not None and len(friedman):
         alpha = float(friedman["alpha"].iloc[0])
@@ -197,6 +206,8 @@ def sections(tables: dict[str, Any], baseline: str | None) -> list[Section]:
     out.append(Section("untrained", "Runs that did not train",
                         f"Final validation accuracy within {st.CHANCE_MARGIN} of chance: flagged, and left out of "
                         "every mean, interval, retention and comparison.", tables["untrained"]))
+    if tables.get("convergence") is not None:
+        out.append(_convergence_section(tables["convergence"]))
     devices = ", ".join(sorted({d for v in tables["cost"].get("device", []) for d in str(v).split(", ")})) or "unknown"
     out.append(Section("cost", "Cost: parameters, and training throughput measured during the study "
                         f"(device: {devices})",
@@ -210,6 +221,27 @@ def sections(tables: dict[str, Any], baseline: str | None) -> list[Section]:
                            "per run; then the wall time of the last `harness run`. `other`: what no phase covers "
                            "(Python between phases).", _time_table(tables["time"])))
     return out
+
+
+GAIN_TITLE = f"What position adds: gain over `{st.CONTROL}`"
+
+
+def _gain_sections(gain: pd.DataFrame | None) -> list[Section]:
+    """The gain over the control, one section per regime and training resolution
+    (:func:`harness.report.answer.gain_table`); one section saying so when the study has no control."""
+    if gain is None:
+        return []
+    if gain.empty:
+        return [Section("gain", GAIN_TITLE, "", None, message=f"This study has no position-free control "
+                        f"(`{st.CONTROL}`): what position adds over it cannot be measured.")]
+    return [Section(f"gain-{regime}-{train}", f"{GAIN_TITLE}: {regime} regime, trained at {train} px", ans.GAIN_NOTE,
+                    ans.gain_table(g))
+            for (regime, train), g in gain.groupby(["regime", "train_resolution"], sort=True)]
+
+
+def _convergence_section(conv: pd.DataFrame) -> Section:
+    """The runs that had not converged (:mod:`harness.report.curves`), and how many could not be told."""
+    return Section("convergence", "Runs that had not converged", rc.check_note(conv), rc.not_converged(conv))
 
 
 def _time_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -245,9 +277,9 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _md_table(df) -> str:
+def _md_table(df, message: str = "(none)") -> str:
     if df is None or not len(df):
-        return "(none)\n"
+        return f"{message}\n"
     cols = list(df.columns)
     lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
     for row in df.itertuples(index=False):
@@ -267,14 +299,17 @@ def tex_escape(text: Any) -> str:
     return _TEX_RE.sub(lambda m: _TEX_SPECIAL[m.group(0)], str(text))
 
 
-def latex_tables(accuracy: pd.DataFrame, study: str = "", selection: pd.DataFrame | None = None) -> str:
+def latex_tables(accuracy: pd.DataFrame, study: str = "", selection: pd.DataFrame | None = None,
+                 gain: pd.DataFrame | None = None) -> str:
     r"""The report's tables as booktabs LaTeX, to paste into a paper.
 
     With ``selection`` (:func:`harness.report.selection.selection_table`), first the main tables: one
     ``table`` per regime, training resolution and side of it (``\label{tab:encodings-<regime>-
     <train>-<side>}``), one row per encoding: its variant chosen on one half of the test images
     and scored on the other, that accuracy, its default variant and accuracy, and the best
-    variant on the test images as an optimistic upper bound. Then the accuracy pivot tables of
+    variant on the test images as an optimistic upper bound. With ``gain``
+    (:func:`harness.report.comparisons.gain_over_control`), the gain over the control per regime and
+    training resolution (``\label{tab:gain-<regime>-<train>}``). Then the accuracy pivot tables of
     every variant: one ``table`` per regime and training resolution (``\label{tab:accuracy-
     <regime>-<train>}``), one row per encoding variant, one column per test size. A cell is the
     mean test accuracy over the seeds that trained with its interval in brackets, ``mean [lo,
@@ -301,6 +336,18 @@ def latex_tables(accuracy: pd.DataFrame, study: str = "", selection: pd.DataFram
         parts += _tex_table(caption, f"encodings-{regime}-{train}-{side}", "llclcl",
                             ["Encoding", "Selected variant", "Accuracy", "Default variant", "Accuracy",
                              "Best on test (upper bound)"],
+                            [[tex_escape(v) for v in row] for row in table.itertuples(index=False)])
+    for (regime, train), g in (gain.groupby(["regime", "train_resolution"], sort=True)
+                               if gain is not None and len(gain) else ()):
+        table = ans.gain_table(g)
+        sizes = [re.sub(r"(\d)x(\d)", r"\1$\\times$\2", tex_escape(c)) for c in table.columns[1:-1]]
+        caption = (f"What position adds: gain over {tex_escape(st.CONTROL)}, {tex_escape(regime)} regime, trained at "
+                   f"{train} px. Each encoding's selected accuracy minus the position-free control's at the same test "
+                   "size, paired by seed: mean over the pairs and in brackets its interval, [lo, hi] "
+                   f"({tex_escape(st.INTERVAL_METHOD)}); first row: the control's own accuracy. \"Did not train\": "
+                   "no run of the encoding beat chance.")
+        parts += _tex_table(caption, f"gain-{regime}-{train}", "l" + "c" * len(sizes) + "c",
+                            ["Encoding", *sizes, "Runs that trained"],
                             [[tex_escape(v) for v in row] for row in table.itertuples(index=False)])
     for name, regime, g in _by_regime(accuracy):
         train = g.train_resolution.iloc[0]
@@ -329,7 +376,7 @@ def markdown_page(study: str, headline: list[str], sections: list[Section], figu
     parts = [f"# Report: {study}\n", *[f"{h}\n" for h in headline]]
     for s in sections:
         note = f"{s.note}\n\n" if s.note else ""
-        parts.append(f"## {s.title}\n\n{note}{_md_table(s.table)}")
+        parts.append(f"## {s.title}\n\n{note}{_md_table(s.table, s.message)}")
     parts.append("## Figures\n")
     for f in figures:
         picture = f"could not be drawn: {f.error}" if f.error else f"![{f.title}]({f.path.name})"
@@ -343,9 +390,9 @@ def _bold(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
 
 
-def _html_table(df, cls: str = "") -> str:
+def _html_table(df, cls: str = "", message: str = "(none)") -> str:
     if df is None or not len(df):
-        return "<p>(none)</p>"
+        return f"<p>{_bold(message)}</p>"
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
     body = "".join("<tr>" + "".join(f"<td>{_bold(_fmt(v))}</td>" for v in row) + "</tr>"
                    for row in df.itertuples(index=False))
@@ -366,11 +413,11 @@ def _html_figure(f: Drawn) -> str:
 def _html_section(s: Section) -> str:
     """A section of the page: its title, note and table; a collapsed one inside <details>, its
     title the summary (the full tables stay one click away, under the main ones)."""
-    note = f'<p class="note">{html.escape(s.note)}</p>' if s.note else ""
-    table = _html_table(s.table, "main" if s.key.startswith("encodings") else "")
+    note = f'<p class="note">{_bold(s.note)}</p>' if s.note else ""
+    table = _html_table(s.table, "main" if s.key.startswith("encodings") else "", s.message)
     if s.collapsed:
-        return f'<details id="{s.key}"><summary>{html.escape(s.title)}</summary>{note}{table}</details>'
-    return f'<h2 id="{s.key}">{html.escape(s.title)}</h2>{note}{table}'
+        return f'<details id="{s.key}"><summary>{_bold(s.title)}</summary>{note}{table}</details>'
+    return f'<h2 id="{s.key}">{_bold(s.title)}</h2>{note}{table}'
 
 
 def html_page(study: str, headline: list[str], sections: list[Section], figures: list[Drawn], spec: dict,

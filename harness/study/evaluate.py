@@ -1,7 +1,8 @@
 """``harness evaluate``: evaluate a study's trained models again, without training.
 
-Every trained cell keeps its final weights as artifacts of its MLflow run (``model/``:
-``weights.pt`` and ``model.json``, see :meth:`harness.study.tracking.Tracker.log_model`). Given the
+Every trained cell keeps its final model in MLflow: the run's logged model ``model``, in the
+PyTorch flavour, with its ``model.json`` (:mod:`harness.study.kept`; runs of earlier versions kept the
+artifacts ``model/weights.pt`` and ``model/model.json``, still read). Given the
 study's spec, with evaluation keys changed (``test_resolutions``, ``canvas_resolutions``,
 ``regimes``, ``policies``, ``temperatures``: ``harness.config.EVALUATION_ONLY``, outside the
 study's pinned hash), this rebuilds each finished cell's model from its run, measures every test
@@ -19,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.config import StudySpec, ViTConfig
+from harness.config import StudySpec
 from harness.schema import (
     EVALUATE,
     HALF_KINDS,
@@ -33,7 +34,8 @@ from harness.schema import (
 )
 from harness.spec import load_spec
 from harness.study.storage import open_storage, open_studies
-from harness.study.tracking import KeptModelError, Tracker, one_line
+from harness.study.kept import KeptModelError, rebuild
+from harness.study.tracking import Tracker
 
 __all__ = ["EvaluateResult", "evaluate_spec", "evaluate_study"]
 
@@ -65,7 +67,6 @@ def evaluate_spec(spec: StudySpec, *, progress: bool | None = None) -> EvaluateR
     import torch
 
     from harness.encodings import ENCODINGS
-    from harness.models.vit import build_model
     from harness.training.train import evaluate_variants, resolve_device
     from harness.study.trial import dataset_of, variants_of
 
@@ -96,7 +97,7 @@ def evaluate_spec(spec: StudySpec, *, progress: bool | None = None) -> EvaluateR
                 result.complete.append(cell.tag)
                 continue
             try:
-                model = _rebuild(tracker, run.info.run_id, Path(tmp) / cell.tag, build_model)
+                model = _rebuild(tracker, run.info.run_id, Path(tmp) / cell.tag)
             except KeptModelError as exc:
                 result.damaged[cell.tag] = f"run {run.info.run_id}: {exc}"
                 continue
@@ -125,25 +126,15 @@ def evaluate_spec(spec: StudySpec, *, progress: bool | None = None) -> EvaluateR
     return result
 
 
-def _rebuild(tracker: Tracker, run_id: str, dst: Path, build_model):
-    """The model a run kept, rebuilt from its ``model.json`` with its weights loaded; None when
-    the run kept no model. A model that cannot be read, or whose weights do not fit the model its
-    ``model.json`` describes, raises :class:`KeptModelError` (one line: what is wrong)."""
-    kept = tracker.load_model(run_id, dst)
-    if kept is None:
+def _rebuild(tracker: Tracker, run_id: str, dst: Path):
+    """The model a run kept, rebuilt from its ``model.json`` with its weights loaded
+    (:func:`harness.study.kept.rebuild`); None when the run kept no model. A model that cannot be read,
+    or whose weights do not fit the model its ``model.json`` describes, raises
+    :class:`KeptModelError` (one line: what is wrong)."""
+    found = tracker.load_model(run_id, dst)
+    if found is None:
         return None
-    state, meta = kept
-    try:
-        model = build_model(ViTConfig.from_dict(meta["model"]), meta["encoding"]["name"], meta["encoding"]["options"])
-    except Exception as exc:  # noqa: BLE001 - a model.json that builds no model is the kept model's fault
-        raise KeptModelError(f"model/model.json does not describe a model ({one_line(exc)})") from None
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(exc).__name__)
-        raise KeptModelError(f"model/weights.pt does not fit the model of its model.json ({detail[:200]})") from None
-    return model
+    return rebuild(found.meta, found.state, weights=found.weights)
 
 
 def _log(tracker: Tracker, run, tested: dict[tuple[Variant, Size], dict[str, float]],

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import sqlite3
+import sys
 import tempfile
 import time
 import urllib.error
@@ -32,6 +33,7 @@ from mlflow.tracking import MlflowClient
 
 from harness.errors import HarnessError, db_url, os_reason, redact_url, split_userinfo
 from harness.files import refuse_foreign_sqlite, sqlite_path, sqlite_tables
+from harness.study.kept import Kept, KeptModelError, one_line
 from harness.schema import (
     EVALUATE,
     MODEL_ARTIFACTS,
@@ -44,6 +46,7 @@ from harness.schema import (
     T_PARENT_RUN,
     T_STAGE,
     T_NOTE,
+    T_KEPT_AS,
     T_STUDY,
     X_KIND,
     X_KIND_TRAINING,
@@ -54,18 +57,6 @@ __all__ = ["KeptModelError", "Tracker", "TrackingError", "check_reachable", "che
 
 class TrackingError(HarnessError):
     """The tracking store cannot be reached or written."""
-
-
-class KeptModelError(HarnessError):
-    """A run's kept model cannot be read (damaged weights, unreadable ``model.json``), or does
-    not fit the model its ``model.json`` describes: that cell cannot be evaluated again."""
-
-
-def one_line(exc: BaseException) -> str:
-    """``exc`` as one short line: its type and the first sentence of its message."""
-    text = str(exc).strip().splitlines()
-    first = text[0].split(". ")[0].rstrip(".")[:200] if text else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, str]:
@@ -243,6 +234,7 @@ class Tracker:
             _check_mlflow_store(client_uri)
         elif tracking_uri.startswith("sqlite:///"):  # check_reachable refused another program's database
             sqlite_path(tracking_uri).parent.mkdir(parents=True, exist_ok=True)
+        self.client_uri = client_uri  # what MLflow's own functions are given (no user info in it)
         try:
             self.client = MlflowClient(tracking_uri=client_uri)
             exp = self.client.get_experiment_by_name(experiment)
@@ -404,42 +396,75 @@ class Tracker:
         self.client.log_inputs(run_id, datasets=inputs)
         return digest
 
-    def log_model(self, run_id: str, state_dict: dict, meta: dict[str, Any]) -> None:
-        """A trained model as artifacts of its run, under ``model/``: the weights (``weights.pt``,
-        a ``state_dict`` saved with ``torch.save``) and ``model.json`` (``meta``: what rebuilds it)."""
-        import torch  # only the commands that train import torch
+    def log_model(self, run_id: str, state_dict: dict, meta: dict[str, Any], example) -> str:
+        """A trained model as the run's logged model ``model`` in MLflow's PyTorch flavour
+        (:mod:`harness.study.kept`: the ``torch.export`` graph and ``model.json``; ``example``, a batch of
+        images at the training size, is its input example). Returns where it is: ``models:/<id>``.
+        A model the flavour cannot save (``torch.export`` cannot trace a plugin's Python) is kept
+        in the previous format, the run's ``model/weights.pt`` and ``model/model.json``, with the
+        reason in the run's tag :data:`~harness.schema.T_KEPT_AS` and a warning."""
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+        from mlflow.models import Model
 
+        from harness.study import kept
+
+        logged = self.client.create_logged_model(self.experiment_id, name=MODEL_ARTIFACTS, source_run_id=run_id)
+        mlflow_model = Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id, run_id=run_id,
+                             model_id=logged.model_id)
         with tempfile.TemporaryDirectory() as tmp:
-            weights = Path(tmp) / MODEL_WEIGHTS
-            torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, weights)
-            meta_file = Path(tmp) / MODEL_META
-            meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str), encoding="utf-8")
-            self.client.log_artifact(run_id, str(weights), MODEL_ARTIFACTS)
-            self.client.log_artifact(run_id, str(meta_file), MODEL_ARTIFACTS)
+            folder = Path(tmp) / MODEL_ARTIFACTS
+            try:
+                kept.save(folder, state_dict, meta, example, mlflow_model)
+            except Exception as exc:  # noqa: BLE001 - an untraceable model is kept as its weights
+                # deleted, not left FAILED: MLflow would look into it for the run's "model/" artifacts
+                self.client.delete_logged_model(logged.model_id)
+                if isinstance(exc, OSError):  # a full disk: the run fails
+                    raise
+                why = f"the PyTorch flavour could not save it ({one_line(exc)})"
+                print(f"warning: run {run_id}: model kept as {MODEL_ARTIFACTS}/{MODEL_WEIGHTS}: {why}",
+                      file=sys.stderr, flush=True)
+                kept.save_weights(Path(tmp) / "weights", state_dict, meta)
+                self.client.log_artifacts(run_id, str(Path(tmp) / "weights"), MODEL_ARTIFACTS)
+                self.set_tags(run_id, {T_KEPT_AS: f"{MODEL_ARTIFACTS}/{MODEL_WEIGHTS}: {why}"})
+                return f"runs:/{run_id}/{MODEL_ARTIFACTS}"
+            self.client.log_model_artifacts(logged.model_id, str(folder))
+        self.client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+        self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+        return f"models:/{logged.model_id}"
 
-    def load_model(self, run_id: str, dst: Path) -> tuple[dict, dict[str, Any]] | None:
-        """The ``(state_dict, meta)`` a run's ``model/`` artifacts hold (downloaded under ``dst``),
-        or None when the run kept no model (trained before models were kept)."""
-        import torch
+    def kept_model(self, run_id: str):
+        """The run's logged model ``model`` (an MLflow ``LoggedModel``, READY), or None (a run of
+        an earlier version, or a model kept as weights)."""
+        from mlflow.entities import LoggedModelStatus
 
-        import os
+        outputs = self.client.get_run(run_id).outputs
+        for out in (outputs.model_outputs if outputs else None) or []:
+            logged = self.client.get_logged_model(out.model_id)
+            if logged.name == MODEL_ARTIFACTS and logged.status == LoggedModelStatus.READY:
+                return logged
+        return None
+
+    def load_model(self, run_id: str, dst: Path) -> Kept | None:
+        """The :class:`~harness.study.kept.Kept` ``(state, meta, weights)`` of the model a run kept,
+        downloaded under ``dst`` (``weights`` names the file the state came from): its logged
+        model, loaded through ``mlflow.pytorch.load_model`` (:func:`harness.study.kept.read`), or the
+        previous format's ``model/`` artifacts; None when the run kept no model (trained before
+        models were kept). A kept model that cannot be read raises :class:`KeptModelError`."""
+        import mlflow.artifacts
+
+        from harness.study import kept
 
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per cell is noise
+        dst = Path(dst)
+        dst.mkdir(parents=True, exist_ok=True)
+        logged = self.kept_model(run_id)
+        if logged is not None:
+            return kept.read(Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=logged.artifact_location, dst_path=str(dst), tracking_uri=self.client_uri)))
         names = {Path(f.path).name for f in self.client.list_artifacts(run_id, MODEL_ARTIFACTS)}
         if not {MODEL_WEIGHTS, MODEL_META} <= names:
             return None
-        folder = Path(self.client.download_artifacts(run_id, MODEL_ARTIFACTS, str(dst)))
-        try:
-            meta = json.loads((folder / MODEL_META).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise KeptModelError(f"{MODEL_ARTIFACTS}/{MODEL_META} cannot be read ({one_line(exc)})") from None
-        try:  # random bytes: UnpicklingError; a truncated zip: RuntimeError; weights_only refuses code
-            state = torch.load(folder / MODEL_WEIGHTS, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - whatever torch.load raises on a damaged file
-            raise KeptModelError(f"{MODEL_ARTIFACTS}/{MODEL_WEIGHTS} cannot be read ({one_line(exc)})") from None
-        if not isinstance(state, dict) or not isinstance(meta, dict):
-            raise KeptModelError(f"{MODEL_ARTIFACTS}/: not a state dict and its model.json")
-        return state, meta
+        return kept.read_weights(Path(self.client.download_artifacts(run_id, MODEL_ARTIFACTS, str(dst))))
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)

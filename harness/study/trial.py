@@ -48,6 +48,7 @@ from harness.schema import (
     TUNE,
     U_MLFLOW_RUN,
     VAL_ACC,
+    VAL_IMAGES,
     Cell,
     CHANCE,
     EVALUATE,
@@ -186,8 +187,9 @@ def train_one(spec: StudySpec, cell: Cell, *, stage: str, tracker: Tracker, pare
         raise TrialError(reason) from exc
     try:
         _log_trained(tracker, run_id, result, tested, 1.0 / data.num_classes)
-        if stage != TUNE:  # a trained cell's final weights, to evaluate again without training (harness evaluate)
-            tracker.log_model(run_id, model.state_dict(), model_meta(model_cfg, enc, res))
+        if stage != TUNE:  # a trained cell's final model, to load with MLflow and to evaluate again (harness evaluate)
+            example = data.split("test", res, "cpu").images[:2]  # the logged model's input example
+            tracker.log_model(run_id, model.state_dict(), model_meta(model_cfg, enc, res), example)
         tracker.log_metrics(run_id, {time_metric(k): v for k, v in sw.breakdown().items()},
                             step=len(result.history))
     except BaseException as exc:  # the run never stays RUNNING: a full disk here fails it like one in training
@@ -211,6 +213,8 @@ def _log_trained(tracker: Tracker, run_id: str, result: Any, tested: dict, chanc
     (square) test size."""
     final = {PARAM_COUNT: result.params, IMAGES_PER_S: result.images_per_s, RESUMED_FROM: result.resumed_from_epoch,
              CHANCE: chance}
+    if result.val_images:
+        final[VAL_IMAGES] = result.val_images
     for (variant, size), m in tested.items():
         for kind in ("acc", "loss", *HALF_KINDS):
             if kind in m:

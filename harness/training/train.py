@@ -72,6 +72,7 @@ class TrainResult:
     params: int  # trainable parameters
     resumed_from_epoch: int  # 0 when trained from scratch
     device: str
+    val_images: int = 0  # the validation split's size: each epoch's val/acc is a proportion of it
 
 
 def resolve_device(name: str, *, option: str = "train.device",
@@ -329,6 +330,7 @@ def train_model(
         params=params,
         resumed_from_epoch=start_epoch,
         device=str(device),
+        val_images=len(val.labels),
     )
 
 

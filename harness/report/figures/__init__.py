@@ -33,9 +33,10 @@ class ReportFigure:
     temperature; ``curves``, the validation accuracy per epoch; ``tuning``, one row per tuning
     trial; ``cells``, ``spec``, ``provenance``) and the report's summary tables (``tables``,
     :data:`harness.report.TABLES`: ``accuracy``, ``retention``, ``extrapolation``, ``ranking``,
-    ``selected``, ``selection``, ``headline``, ``primary``, ``friedman``, ``comparisons``,
-    ``untrained``, ``cost``, ``missing``, ``time``; see :mod:`harness.report.stats`,
-    :mod:`harness.report.selection` and :mod:`harness.report.analysis`). It must not change them, and it must
+    ``selected``, ``selection``, ``headline``, ``primary``, ``friedman``, ``comparisons``, ``gain``,
+    ``untrained``, ``convergence``, ``cost``, ``missing``, ``time``; see :mod:`harness.report.stats`,
+    :mod:`harness.report.selection`, :mod:`harness.report.analysis`, :mod:`harness.report.comparisons` and
+    :mod:`harness.report.curves`). It must not change them, and it must
     close any figure it opens but does not return. An encoding's colour and marker come from
     :func:`harness.report.figures.plotting.encoding_styles`, so that no two share both.
     """

@@ -71,6 +71,7 @@ def handmade_study(encodings: tuple[str, ...] = ("none", "learned", "rope_axial"
                 base = {"study": "handmade", "stage": "evaluate", "encoding": enc, "options": "{}",
                         "default_policy": own[0],
                         "train_resolution": train, "seed": seed, "chance": chance, "final_val_acc": val[-1],
+                        "val_images": 1000,
                         "params": 10_000 + 256 * e, "images_per_s": 1000.0 - 50 * e + seed, "device": "cpu",
                         "run_id": run_id, "status": "FINISHED"}
                 for regime, policy, temp, test in itertools.product(regimes, own, temperatures, test_resolutions):
@@ -90,7 +91,7 @@ def handmade_study(encodings: tuple[str, ...] = ("none", "learned", "rope_axial"
                                  "test_acc_b": acc - tilt, "test_loss": 2.3 * (1 - acc)})
                 for epoch, v in enumerate(val):
                     curves.append({"encoding": enc, "train_resolution": train, "seed": seed, "epoch": epoch,
-                                   "val_acc": v})
+                                   "val_acc": v, "run_id": run_id})
             for trial in range(6) if tuned else ():
                 lr, wd = 1e-4 * 2 ** trial, 0.01 * (1 + trial % 3)
                 tuning.append({"encoding": enc, "train_resolution": train, "trial": trial,
@@ -105,7 +106,8 @@ def handmade_study(encodings: tuple[str, ...] = ("none", "learned", "rope_axial"
             "temperatures": list(temperatures)}
     runs = StudyRuns(results, pd.DataFrame(curves, columns=CURVE_COLUMNS), pd.DataFrame(tuning), spec,
                      {"git commit": "handmade", "devices": "cpu"}, cells)
-    tables, _ = summary_tables(results, cells, "learned" if "learned" in encodings else None)
+    tables, _ = summary_tables(results, cells, "learned" if "learned" in encodings else None,
+                               curves=runs.curves)
     return runs, tables
 
 
