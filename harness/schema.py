@@ -137,7 +137,7 @@ class Variant:
         return f"{self.regime}/{self.policy}/{self.temperature}"
 
 
-#: the accuracy on half A and on half B of the test images (``harness.training.train.split_in_halves``: a
+#: the accuracy on half A and on half B of the test images (``harness.training.evaluation.split_in_halves``: a
 #: fixed, seeded, class-stratified split, the same in every run), measured on the same logits as
 #: ``acc``: the report chooses a variant on one half and scores it on the other (cross-fitting)
 HALF_KINDS = ("acc_a", "acc_b")

@@ -194,7 +194,7 @@ def test_a_labels_target_is_its_encodings():
 
 
 def test_bench_with_a_spec_measures_its_recipe_and_one_cells_evaluation(cell_spec, quick, no_timm, monkeypatch):
-    import harness.train as train_module
+    import harness.training.evaluation as evaluation_module  # evaluate_variants's home: where it looks up evaluate
     from harness.data import build_dataset
     from harness.spec import load_spec
     from harness.train import evaluate_variants
@@ -235,9 +235,9 @@ def test_bench_with_a_spec_measures_its_recipe_and_one_cells_evaluation(cell_spe
         model = build_model(cfg, name)
         variants = variants_of(spec, type(model.pe))
         calls = []
-        real = train_module.evaluate
+        real = evaluation_module.evaluate
         with monkeypatch.context() as m:
-            m.setattr(train_module, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+            m.setattr(evaluation_module, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
             got = evaluate_variants(model, data, spec.train, train_resolution=16,
                                     sizes={r: spec.sizes(r) for r in spec.regimes}, variants=variants)
         assert sweep["variants"] == [v.label for v in variants] and len(got) == hand[name] * 3

@@ -246,6 +246,7 @@ class _Data:
 def test_evaluate_variants_evaluates_identical_variants_once_and_equals_a_plain_loop(monkeypatch, canvas_same,
                                                                                      expected):
     import harness.train as train
+    import harness.training.evaluation as evaluation  # evaluate_variants's home: where it looks up evaluate
     from harness.config import TrainConfig
 
     model = _tiny("rope_axial")
@@ -255,7 +256,7 @@ def test_evaluate_variants_evaluates_identical_variants_once_and_equals_a_plain_
     data, cfg = _Data(canvas_same), TrainConfig(device="cpu")
     calls = []
     real = train.evaluate
-    monkeypatch.setattr(train, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
     got = train.evaluate_variants(model, data, cfg, train_resolution=16, sizes=sizes, variants=variants)
     # the training size: one evaluation for all 8 variants (and the canvas's when its images are the same);
     # elsewhere one per variant: zoom 8 and 24 px, canvas 24 px, 6 variants each

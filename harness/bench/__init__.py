@@ -4,7 +4,7 @@ For a model preset (default ``small``) and every selected encoding (default: all
 on one device, with the same batch and threads for all:
 
 - **training step** at the preset's training resolution: forward + backward + AdamW step, the
-  trainer's own step (``harness.training.train.TrainStep``: label-smoothed cross-entropy, global-norm
+  trainer's own step (``harness.training.step.TrainStep``: label-smoothed cross-entropy, global-norm
   clipping, AdamW with the same parameter groups, bf16 autocast and TF32 on CUDA);
 - **evaluation** (``no_grad`` forward, ``model.eval()``) at each resolution;
 - **peak memory** of the training step and of each evaluation (see ``memory_method``);

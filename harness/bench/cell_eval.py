@@ -1,11 +1,11 @@
 """A study cell's evaluation path, as the study runs it, for ``harness bench --spec``.
 
 After training, every cell of a study is evaluated on the test split at every size of each
-regime under every evaluation variant of its encoding (``harness.training.train.evaluate_variants``
+regime under every evaluation variant of its encoding (``harness.training.evaluation.evaluate_variants``
 over ``harness.study.trial.variants_of``), in batches of the recipe's ``eval_batch_size``. This module
 gives the bench two timed calls on one model:
 
-- **one variant at one size**: ``harness.training.train.evaluate`` of the test split under the first
+- **one variant at one size**: ``harness.training.evaluation.evaluate`` of the test split under the first
   variant, at the training size and at the largest test size (by pixels);
 - **the sweep**: ``evaluate_variants`` itself, every variant at every size of its regime.
 
@@ -27,7 +27,7 @@ from torch import nn
 from harness.config import StudySpec
 from harness.data import load_dataset
 from harness.schema import NO_POLICY, Size, Variant
-from harness.training.train import evaluate, evaluate_variants
+from harness.training.evaluation import evaluate, evaluate_variants
 
 __all__ = ["CellEval"]
 
@@ -65,9 +65,9 @@ class CellEval:
     def sweep_images(self, model: nn.Module, variants: list[Variant]) -> tuple[int, int]:
         """(evaluations, test images) of the sweep over ``variants`` as ``evaluate_variants`` runs
         it: one evaluation per variant and size of its regime, each over the whole test split,
-        except that the variants identical to the model as trained (``harness.training.train.as_trained``)
+        except that the variants identical to the model as trained (``harness.training.evaluation.as_trained``)
         on the same images are evaluated once."""
-        from harness.training.train import _same_split, as_trained
+        from harness.training.evaluation import _same_split, as_trained
 
         evaluations, images, seen = 0, 0, []
         for v in variants:

@@ -175,7 +175,7 @@ def _measure_eager(spec, label: str, device, amp, num_classes: int, *, min_time_
     from harness.bench.flops import count_flops
     from harness.models.vit import build_model
     from harness.schema import Size
-    from harness.training.train import TrainStep, autocast
+    from harness.training.step import TrainStep, autocast
 
     enc = spec.encoding(label)
     res = spec.train_resolutions[0]
@@ -224,7 +224,7 @@ def _measure_compiled(spec, label: str, device, amp, num_classes: int, *, eager_
 
     from harness.models.vit import build_model
     from harness.schema import Size
-    from harness.training.train import TrainStep
+    from harness.training.step import TrainStep
 
     enc = spec.encoding(label)
     res = spec.train_resolutions[0]
@@ -307,7 +307,7 @@ def measure(args: argparse.Namespace) -> int:
 
     from harness.bench import timing
     from harness.spec import load_spec
-    from harness.training.train import prepare_device, resolve_device
+    from harness.training.step import prepare_device, resolve_device
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print(NO_CUDA)

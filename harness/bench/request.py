@@ -21,7 +21,7 @@ from harness.config import StudySpec, ViTConfig
 from harness.encodings import get_encoding, known_names
 from harness.errors import HarnessError
 from harness.spec.presets import list_presets, load_preset
-from harness.training.train import resolve_device
+from harness.training.step import resolve_device
 
 __all__ = ["DEFAULT_BATCH", "DEFAULT_PRESET", "REFERENCE", "BenchError", "Request", "check_request", "model_config"]
 

@@ -67,7 +67,8 @@ def evaluate_spec(spec: StudySpec, *, progress: bool | None = None) -> EvaluateR
     import torch
 
     from harness.encodings import ENCODINGS
-    from harness.training.train import evaluate_variants, resolve_device
+    from harness.training.evaluation import evaluate_variants
+    from harness.training.step import resolve_device
     from harness.study.trial import dataset_of, variants_of
 
     # the study must exist (nothing is created), trained with this spec's training keys (the pinned hash)

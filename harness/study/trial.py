@@ -64,7 +64,8 @@ from harness.schema import (
 from harness.training.stopwatch import Stopwatch, TimedTracker
 from harness.study.tracking import Tracker
 from harness.training.checkpoint import OutputWriteError
-from harness.training.train import TrainConfigError, TrialFailed, evaluate_variants, train_model
+from harness.training.evaluation import evaluate_variants
+from harness.training.train import TrainConfigError, TrialFailed, train_model
 from harness.variants import default_policy
 
 __all__ = ["TrialError", "model_meta", "train_one", "variants_of", "worker_id"]
