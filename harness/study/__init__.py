@@ -1,7 +1,8 @@
 """Running a study: its Optuna storage and queue of cells (:mod:`~harness.study.storage`), the
 tune and evaluate stages (:mod:`~harness.study.stages`), the workers
 (:mod:`~harness.study.worker`), one trial (:mod:`~harness.study.trial`), ``harness evaluate``
-(:mod:`~harness.study.evaluate`) and the MLflow tracking (:mod:`~harness.study.tracking`).
+(:mod:`~harness.study.evaluate`) and the MLflow tracking (:mod:`~harness.study.tracking`; the checks
+of its URI: :mod:`~harness.study.tracking_uri`).
 
 ``harness.study`` was the stages' module before it became this package: its names
 (``run_study``, ``failed_cells``, ...) are still read from here, lazily, so that importing

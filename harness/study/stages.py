@@ -69,7 +69,8 @@ from harness.study.storage import (
     trial_cell,
 )
 from harness.study.heartbeats import reap_stale
-from harness.study.tracking import Tracker, check_reachable
+from harness.study.tracking import Tracker
+from harness.study.tracking_uri import check_reachable
 from harness.study.trial import dataset_of
 from harness.study.worker import run_worker, worker_main
 

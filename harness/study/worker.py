@@ -58,7 +58,8 @@ from harness.study.storage import (
     taken,
 )
 from harness.study.heartbeats import Heartbeat, reap_stale, reaped
-from harness.study.tracking import Tracker, check_reachable
+from harness.study.tracking import Tracker
+from harness.study.tracking_uri import check_reachable
 from harness.study.trial import TrialError, train_one, worker_id
 
 __all__ = ["TrialReaped", "run_worker", "worker_main"]
