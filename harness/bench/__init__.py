@@ -46,7 +46,9 @@ Modules, one job each: ``request`` (the inputs, checked before anything runs), `
 matmul peak, the machine; its settings ``MIN_TIME_S``, ``WARMUP_STEPS``, ``MATMUL_SIZES``,
 ``MIN_STEPS``; the interleaving), ``timm_vit`` (the optional timm twin), ``cell_eval`` (a study
 cell's evaluation path), ``run`` (the orchestration), ``results`` (ratios, verdicts, the FLOP
-model) and ``report`` (the tables).
+model) and ``report`` (the tables). Beside them, the GPU check (``bash bench/gpu_check.sh``):
+``gpu_check`` (its command line and summary table), ``gpu_measure`` (its measurements) and
+``gpu_arithmetic`` (its pure arithmetic: MFU, the projected wall time, the compile verdict).
 """
 
 
