@@ -29,9 +29,8 @@ from harness.bench.memory import MemoryProbe
 from harness.bench.request import REFERENCE, Request, check_request
 from harness.bench.results import add_ratios, flop_model, timm_comparison
 from harness.bench.timm_vit import build_timm_vit, timm_unavailable, timm_version
-from harness.config import TrainConfig
 from harness.models.vit import build_model
-from harness.training.step import TrainStep, autocast, prepare_device
+from harness.training.train import TrainConfig, TrainStep, autocast, prepare_device
 
 __all__ = ["run_bench"]
 
