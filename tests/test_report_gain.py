@@ -16,6 +16,7 @@ from harness import report_pages as pages
 from harness import report_stats as rs
 from harness import selection as sel
 from harness.report import _val_images
+from harness.report import page_tables
 from tests.test_report_stats import even, one, row, table
 
 SIZES = (16, 24, 32)  # trained at 16 px; 24 and 32 above it
@@ -116,7 +117,7 @@ def test_without_a_control_the_section_says_so_in_one_line():
     df = study({"rope": {0: 0.9, 1: 0.9}, "learned": {0: 0.8, 1: 0.8}})
     gain = cmp.gain_over_control(df)
     assert gain.empty and list(gain.columns) == cmp.GAIN_COLUMNS
-    (section,) = pages._gain_sections(gain)
+    (section,) = page_tables._gain_sections(gain)
     md = pages.markdown_page("s", [], [section], [])
     body = md.split("## What position adds: gain over `none`\n\n")[1].split("\n## ")[0].strip()
     assert body == "This study has no position-free control (`none`): what position adds over it cannot be measured."
@@ -216,7 +217,7 @@ def test_convergence_per_run_and_per_encoding():
     assert line.startswith("**Budget**: 2 of 3 run(s) of rope (trained at 16 px) had not converged")
     assert ans.budget_line(head, conv.assign(status=rc.CONVERGED)) is None
     # and the page lists the runs that had not converged
-    section = pages._convergence_section(conv)
+    section = page_tables._convergence_section(conv)
     assert sorted(section.table["run_id"]) == ["rope-16-0-FINISHED", "rope-16-2-FINISHED"]
     assert "2 of 6 finished run(s) had not converged; 1 cannot tell" in section.note
 

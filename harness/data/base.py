@@ -203,7 +203,8 @@ class ImageDataset:
 
 DATASETS: Registry[type[ImageDataset]] = Registry(
     "dataset", base=ImageDataset, builtins="harness.data", group="harness.datasets",
-    exclude={"base", "cache", "conformance", "rendered", "shapes"},  # rendered, shapes: the scenes (torch), no dataset
+    # rendered, scenes, shapes: the scenes (torch), no dataset; images: the helpers of the image datasets
+    exclude={"base", "cache", "conformance", "images", "rendered", "scenes", "shapes"},
 )
 register_dataset = DATASETS.register
 

@@ -67,7 +67,7 @@ import numpy as np
 
 from harness.config import option
 from harness.data.base import DatasetOptions, ImageDataset, Split, SplitName, register_dataset
-from harness.data.vision import RootPath, _carve, _check_nonempty, _normalize, _resize_normalize
+from harness.data.images import RootPath, carve, check_nonempty, normalize, resize_normalize
 from harness.errors import DataError, os_reason
 from harness.schema import Size
 
@@ -87,7 +87,7 @@ CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shi
 SIDE = 28  # pixels per side of every image
 MEAN, STD = 0.2860, 0.3530
 #: the normalised value of a pixel of 0, computed as every pixel is (float32): a canvas's background
-#: the normalised background, (0 - MEAN) / STD in float32 (what _normalize gives a pixel of 0)
+#: the normalised background, (0 - MEAN) / STD in float32 (what normalize gives a pixel of 0)
 BACKGROUND = float((np.float32(0.0) - np.float32(MEAN)) / np.float32(STD))
 
 _MAGIC = {1: 0x00000801, 3: 0x00000803}  # idx of unsigned bytes: labels (1 dimension), images (3)
@@ -134,18 +134,18 @@ class FashionMNIST(ImageDataset):
             raise DataError(f"fashion_mnist: dataset.num_test {options.num_test} is more than the {n_test} "
                             f"test images in {self.root}")
         fractions = (options.num_val / n,) + (() if options.num_train is None else (options.num_train / n,))
-        rest, val_idx, *subset = _carve(train_y, fractions, options.seed)
+        rest, val_idx, *subset = carve(train_y, fractions, options.seed)
         train_idx = subset[0] if subset else rest
         import torch
 
         test_idx = (torch.arange(n_test) if options.num_test is None
-                    else _carve(test_y, (options.num_test / n_test,), options.seed)[1])
+                    else carve(test_y, (options.num_test / n_test,), options.seed)[1])
         self._images = {"train": train_x[train_idx], "val": train_x[val_idx], "test": test_x[test_idx]}
         self._labels = {"train": train_y[train_idx], "val": train_y[val_idx], "test": test_y[test_idx]}
-        _check_nonempty(self._labels, f"fashion_mnist in {self.root}")
+        check_nonempty(self._labels, f"fashion_mnist in {self.root}")
 
     def _load(self, which: SplitName, size: Size, device: torch.device) -> Split:
-        images = _resize_normalize(self._images[which], size, (MEAN,), (STD,), device)
+        images = resize_normalize(self._images[which], size, (MEAN,), (STD,), device)
         return Split(images, self._labels[which].to(device))
 
     def _load_canvas(self, which: SplitName, size: Size, train_size: int, device: torch.device) -> Split:

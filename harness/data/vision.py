@@ -18,6 +18,7 @@ images, kept apart from the training split; the test split is never used for it.
 torch, numpy, PIL and torchvision (a second or two to import) are imported only when a dataset
 is built: the classes and their options are checked without them (a study spec, ``harness run
 --dry-run``).
+The resize, normalisation and carving of splits they share with Fashion-MNIST are :mod:`harness.data.images`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.config import Invalid, option
 from harness.data.base import SPLITS, DatasetOptions, ImageDataset, Split, SplitName, register_dataset
+from harness.data.images import (
+    RootPath,
+    carve,
+    check_nonempty,
+    file_stats,
+    normalize,
+    read_image,
+    resize_normalize,
+    square,
+)
 from harness.errors import DataError
 from harness.schema import Size
 
@@ -39,25 +50,8 @@ if TYPE_CHECKING:
 __all__ = ["CIFAR", "CIFAR10", "CIFAR100", "ImageFolderData"]
 
 _IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-_PIXEL_BUDGET = 1 << 24  # resize at most this many pixels (per channel) at once
 _NO_CANVAS = ("a photo shows nothing beyond its frame: a larger field of view at the training pixel scale "
               "would have to invent pixels")
-
-
-class RootPath:
-    """What options with a ``root`` folder share (a dataclass mixin): a path object given as
-    ``root`` is kept as its string, and ``path`` is the folder with ``~`` expanded."""
-
-    root: str
-
-    def __post_init__(self) -> None:
-        if isinstance(self.root, os.PathLike):
-            object.__setattr__(self, "root", os.fspath(self.root))
-        super().__post_init__()
-
-    @property
-    def path(self) -> Path:
-        return Path(self.root).expanduser()
 
 
 @dataclass(frozen=True)
@@ -108,20 +102,20 @@ class CIFAR(ImageDataset):
         self.in_chans = 3
         (train_x, train_y), (test_x, test_y), self.classes = _read_cifar(self, options.download, options.verify)
         self.num_classes = len(self.classes)
-        train_idx, val_idx = _carve(train_y, (options.val_fraction,), options.seed)
+        train_idx, val_idx = carve(train_y, (options.val_fraction,), options.seed)
         self._images = {"train": train_x[train_idx], "val": train_x[val_idx], "test": test_x}
         self._labels = {"train": train_y[train_idx], "val": train_y[val_idx], "test": test_y}
-        _check_nonempty(self._labels, f"{self.name} in {self.root}")
+        check_nonempty(self._labels, f"{self.name} in {self.root}")
 
     def _load(self, which: SplitName, size: Size, device: torch.device) -> Split:
-        images = _resize_normalize(self._images[which], size, self.mean, self.std, device)
+        images = resize_normalize(self._images[which], size, self.mean, self.std, device)
         return Split(images, self._labels[which].to(device))
 
     def cache_token(self) -> list:
         """The files read (each one's path, size and modification time): a changed copy is read again."""
         tv_cls = getattr(_torchvision_cifar(), self.torchvision_class)
         names = [f for f, _ in (*tv_cls.train_list, *tv_cls.test_list)] + [tv_cls.meta["filename"]]
-        return _file_stats(self.root / tv_cls.base_folder / f for f in names)
+        return file_stats(self.root / tv_cls.base_folder / f for f in names)
 
     @classmethod
     def example_options(cls, folder: Path) -> dict[str, Any]:
@@ -280,12 +274,12 @@ class ImageFolderData(ImageDataset):
                 )
             self.classes, files, labels = _scan(train_dir)
             _, test_files, test_labels = _scan(test_dir, self.classes)
-            train_idx, val_idx = _carve(labels, (options.val_fraction,), options.seed)
+            train_idx, val_idx = carve(labels, (options.val_fraction,), options.seed)
             parts = {"train": train_idx, "val": val_idx}
         else:
             self.classes, files, labels = _scan(self.root)
             fractions = (options.val_fraction, options.test_fraction)
-            train_idx, val_idx, test_idx = _carve(labels, fractions, options.seed)
+            train_idx, val_idx, test_idx = carve(labels, fractions, options.seed)
             parts = {"train": train_idx, "val": val_idx, "test": test_idx}
             test_files, test_labels = None, None
         self.num_classes = len(self.classes)
@@ -293,7 +287,7 @@ class ImageFolderData(ImageDataset):
         self._labels = {which: labels[idx] for which, idx in parts.items()}
         if test_files is not None:
             self._files["test"], self._labels["test"] = test_files, test_labels
-        _check_nonempty(self._labels, f"ImageFolder {self.root}")
+        check_nonempty(self._labels, f"ImageFolder {self.root}")
         self._originals: dict[str, torch.Tensor] = {}  # split -> (N, 3, S, S) uint8 at image_size_cache
 
     def _load(self, which: SplitName, size: Size, device: torch.device) -> Split:
@@ -304,17 +298,17 @@ class ImageFolderData(ImageDataset):
             if which not in self._originals:
                 cached = self.image_size_cache
                 self._originals[which] = torch.stack(
-                    [_square(_read_image(p), Size(cached, cached)).mul_(255).round_().to(torch.uint8)
+                    [square(read_image(p), Size(cached, cached)).mul_(255).round_().to(torch.uint8)
                      for p in self._files[which]]
                 )
-            images = _resize_normalize(self._originals[which], size, self.mean, self.std, device)
+            images = resize_normalize(self._originals[which], size, self.mean, self.std, device)
             return Split(images, labels)
-        images = torch.stack([_square(_read_image(p), size) for p in self._files[which]])
-        return Split(_normalize(images, self.mean, self.std).to(device), labels)
+        images = torch.stack([square(read_image(p), size) for p in self._files[which]])
+        return Split(normalize(images, self.mean, self.std).to(device), labels)
 
     def cache_token(self) -> list:
         """The images of every split (each file's path, size and modification time): a changed tree is read again."""
-        return _file_stats(p for which in SPLITS for p in self._files[which])
+        return file_stats(p for which in SPLITS for p in self._files[which])
 
     @classmethod
     def example_options(cls, folder: Path) -> dict[str, Any]:
@@ -363,107 +357,3 @@ def _scan(directory: Path, classes: list[str] | None = None) -> tuple[list[str],
         if empty:
             raise DataError(f"class folders in {directory} hold no images: {', '.join(empty)}")
     return classes, [Path(p) for p, _ in samples], labels
-
-
-def _file_stats(paths) -> list[list]:
-    """``[path, size, modification time in ns]`` of each file (None, None for one that is gone)."""
-    out = []
-    for path in paths:
-        try:
-            st = os.stat(path)
-            out.append([str(path), st.st_size, st.st_mtime_ns])
-        except OSError:
-            out.append([str(path), None, None])
-    return out
-
-
-def _read_image(path: Path) -> torch.Tensor:
-    """(3, H, W) uint8 RGB, decoded with PIL."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            array = np.asarray(img.convert("RGB"))
-    except Exception as err:
-        raise DataError(f"cannot read image {path}: {type(err).__name__}: {err}") from err
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
-
-
-def _square(image: torch.Tensor, size: Size) -> torch.Tensor:
-    """Centre-crop a (3, H, W) uint8 image to a square, resize it to rows x cols: float in [0, 1]."""
-    import torch.nn.functional as F
-
-    _, h, w = image.shape
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    x = image[None, :, top : top + side, left : left + side].float().div_(255)
-    if (side, side) != (size.rows, size.cols):
-        x = F.interpolate(x, size=(size.rows, size.cols), mode="bilinear", antialias=True, align_corners=False)
-    return x[0].clamp_(0, 1)
-
-
-def _resize_normalize(images: torch.Tensor, size: Size, mean, std, device: torch.device) -> torch.Tensor:
-    """(N, C, H, W) uint8 -> (N, C, rows, cols) float32 on device, resized (antialiased) and normalised,
-    in chunks."""
-    import torch
-    import torch.nn.functional as F
-
-    n, c, h, w = images.shape
-    rows, cols = size.rows, size.cols
-    out = torch.empty((n, c, rows, cols), dtype=torch.float32, device=device)
-    step = max(1, _PIXEL_BUDGET // max(h * w, rows * cols))
-    for start in range(0, n, step):
-        x = images[start : start + step].to(device).float().div_(255)
-        if (h, w) != (rows, cols):
-            x = F.interpolate(x, size=(rows, cols), mode="bilinear", antialias=True, align_corners=False)
-        out[start : start + step] = _normalize(x, mean, std)
-    return out
-
-
-def _normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
-    import torch
-
-    mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return (x - mean_t) / std_t
-
-
-def _carve(labels: torch.Tensor, fractions: tuple[float, ...], seed: int) -> list[torch.Tensor]:
-    """Split indices at random into [rest, part_1, ...], part_i holding round(fraction_i * n).
-
-    Stratified: each class gives each part its share, rounded by largest remainder so
-    that the parts' totals come out right. Indices come back sorted.
-    """
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    n = labels.numel()
-    perm = torch.randperm(n, generator=g)
-    by_class = perm[torch.argsort(labels[perm], stable=True)]  # each class's indices, in random order
-    counts = torch.bincount(labels) if n else torch.zeros(0, dtype=torch.int64)
-    starts = torch.cumsum(counts, 0) - counts
-    taken = torch.zeros_like(counts)
-    parts = []
-    tie_break = torch.rand(len(counts), generator=g)
-    for fraction in fractions:
-        quota = fraction * counts.double()
-        share = quota.floor().long()
-        extra = int(round(fraction * n)) - int(share.sum())
-        remainder = (quota - share).clamp_max(counts - taken - share)  # a class cannot give more than it has
-        order = torch.argsort(-(remainder + 1e-9 * tie_break))
-        share[order[: max(extra, 0)]] += 1
-        share = torch.minimum(share, counts - taken)
-        spans = zip(starts.tolist(), taken.tolist(), share.tolist())
-        parts.append(torch.cat([by_class[s + t : s + t + k] for s, t, k in spans]))
-        taken += share
-    rest = torch.cat([by_class[s + t : s + c] for s, t, c in zip(starts.tolist(), taken.tolist(), counts.tolist())])
-    return [torch.sort(p).values for p in [rest, *parts]]
-
-
-def _check_nonempty(labels: dict[str, torch.Tensor], where: str) -> None:
-    for which in SPLITS:
-        if labels[which].numel() == 0:
-            raise DataError(f"the {which} split of {where} would be empty: use more images or a larger fraction")
-

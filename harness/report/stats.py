@@ -30,7 +30,8 @@ Conventions shared by all functions (each one applies them itself):
   order of the input rows never matters.
 
 No I/O, no plotting, no MLflow. The paired tests, the Holm correction and the headline's
-test of the best variant's lead are in :mod:`harness.report.comparisons`.
+test of the best variant's lead are in :mod:`harness.report.comparisons`. Which rows count, a
+cell's key and labels, and the bootstrap interval are :mod:`harness.report.tidy` (re-exported here).
 """
 
 from __future__ import annotations
@@ -38,11 +39,29 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
-import numpy as np
 import pandas as pd
 
 from harness.spec.design import CONTROL, MIN_PAIRS
-from harness.schema import NO_POLICY, Cell, Size
+from harness.schema import Cell
+from harness.report.tidy import (
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    CELL,
+    CELL_OUT,
+    CONFIDENCE,
+    FINISHED,
+    INTERVAL_METHOD,
+    VARIANT,
+    bootstrap_interval,
+    cell_columns,
+    finished,
+    interval_stats,
+    per_seed,
+    require,
+    side,
+    tested_rows,
+    variant_label,
+)
 
 __all__ = [
     "BOOTSTRAP_RESAMPLES",
@@ -74,16 +93,9 @@ __all__ = [
     "variant_label",
 ]
 
-FINISHED = "FINISHED"
 #: a run whose final validation accuracy is no more than this above chance did not train; a
 #: run this close to chance at the training size has no retention
 CHANCE_MARGIN = 0.05
-BOOTSTRAP_RESAMPLES = 2000
-BOOTSTRAP_SEED = 0
-CONFIDENCE = 0.95
-#: how every interval of the report is computed, in words (the report prints it next to them)
-INTERVAL_METHOD = (f"95% percentile bootstrap over seeds ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}; "
-                   "runs that did not train left out)")
 # MIN_PAIRS (the fewest pairs a paired test is run on) and CONTROL: harness.spec.design
 #: mean accuracy at or above which two variants are both at the ceiling: a task that leaves
 #: them there cannot rank them (the headline says so rather than name a winner by noise)
@@ -91,77 +103,7 @@ CEILING = 0.99
 # Means are compared for ranking after rounding to this many decimals (ties up to rounding).
 RANK_DECIMALS = 12
 
-VARIANT = ["encoding", "policy", "temperature"]
-#: a cell's key, in sort order (the size by its numbers, not by its label)
-_CELL = ["regime", *VARIANT, "train_resolution", "test_rows", "test_cols"]
-#: the columns a cell's row shows
-_CELL_OUT = ["regime", "variant", *VARIANT, "train_resolution", "test_resolution", "test_rows", "test_cols"]
 _SIDES = ("below", "at", "above", "mixed")
-
-
-# ---------------------------------------------------------------------------- helpers
-
-
-def _require(df: pd.DataFrame, columns: Sequence[str]) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"results table lacks column(s) {missing}; it has {list(df.columns)}")
-
-
-def _finished(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """The FINISHED rows, with the columns checked first."""
-    _require(df, ["status", *columns])
-    return df.loc[df["status"] == FINISHED].copy()
-
-
-def tested_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """FINISHED rows with an accuracy (trained or not)."""
-    return _finished(df, [*_CELL, "seed", "test_acc", "trained", "run_id"]).dropna(subset=["test_acc", "regime"])
-
-
-def per_seed(df: pd.DataFrame, value: str = "test_acc") -> pd.DataFrame:
-    """FINISHED rows of runs that trained -> one per (cell, seed), repeated runs averaged."""
-    fin = tested_rows(df)
-    fin = fin.loc[fin["trained"].astype(bool)].dropna(subset=[value])
-    return fin.groupby([*_CELL, "seed"], as_index=False, sort=True)[value].mean()
-
-
-def _cell_columns(out: pd.DataFrame) -> pd.DataFrame:
-    """Add the variant's and the size's labels to rows keyed by _CELL."""
-    out = out.copy()
-    out["variant"] = [variant_label(*v) for v in out[VARIANT].itertuples(index=False)]
-    out["test_resolution"] = [Size(int(r), int(c)).label for r, c in zip(out["test_rows"], out["test_cols"])]
-    for col in ("train_resolution", "test_rows", "test_cols"):
-        out[col] = out[col].astype("int64")
-    return out
-
-
-def interval_stats(values: Sequence[float]) -> dict[str, float]:
-    """n, mean, sd (ddof=1) and the bootstrap interval of a cell's per-seed values."""
-    x = np.asarray(values, dtype=float)
-    lo, hi = bootstrap_interval(x)
-    return {"n_seeds": len(x), "mean": float(x.mean()) if len(x) else math.nan,
-            "std": float(x.std(ddof=1)) if len(x) > 1 else math.nan, "ci_low": lo, "ci_high": hi}
-
-
-def variant_label(encoding: str, policy: str, temperature: str) -> str:
-    """The name of an encoding variant, never the encoding's name alone:
-    ``rope_axial (interpolate, temp log)``; ``learned (no policy, temp none)``."""
-    pol = "no policy" if policy == NO_POLICY else f"{policy} policy" if policy == "default" else policy
-    return f"{encoding} ({pol}, temp {temperature})"
-
-
-def side(test_rows: int, test_cols: int, train_resolution: int) -> str:
-    """Where a test size lies relative to the (square) training size: ``at``; ``above`` (no
-    side shorter, one longer); ``below`` (no side longer, one shorter); ``mixed`` (one of each)."""
-    r, c, t = int(test_rows), int(test_cols), int(train_resolution)
-    if r == c == t:
-        return "at"
-    if r >= t and c >= t:
-        return "above"
-    if r <= t and c <= t:
-        return "below"
-    return "mixed"
 
 
 # ---------------------------------------------------------------------------- public: per run
@@ -182,8 +124,8 @@ def run_retention(df: pd.DataFrame) -> pd.Series:
     temperature. NaN (undefined, never 1.0) for a run that did not train, for a run whose
     acc_at_train is no more than :data:`CHANCE_MARGIN` above chance, and where the training
     size was not tested or chance is unknown."""
-    _require(df, ["run_id", "regime", "policy", "temperature", "train_resolution", "test_rows", "test_cols",
-                  "test_acc", "chance", "trained"])
+    require(df, ["run_id", "regime", "policy", "temperature", "train_resolution", "test_rows", "test_cols",
+                 "test_acc", "chance", "trained"])
     keys = ["run_id", "regime", "policy", "temperature"]
     on = (df["test_rows"] == df["train_resolution"]) & (df["test_cols"] == df["train_resolution"])
     at = df.loc[on.fillna(False).astype(bool), [*keys, "test_acc"]].dropna(subset=["test_acc"])
@@ -213,8 +155,8 @@ def untrained_runs(df: pd.DataFrame) -> pd.DataFrame:
     train_resolution, seed, final_val_acc, chance, mean_test_acc (over every variant and test
     size of the run), run_id; sorted by encoding, train_resolution, seed, run_id."""
     columns = ["encoding", "train_resolution", "seed", "final_val_acc", "chance", "mean_test_acc", "run_id"]
-    fin = _finished(df, ["encoding", "train_resolution", "seed", "final_val_acc", "chance", "trained", "run_id",
-                         "test_acc"])
+    fin = finished(df, ["encoding", "train_resolution", "seed", "final_val_acc", "chance", "trained", "run_id",
+                        "test_acc"])
     fin = fin.loc[~fin["trained"].astype(bool)]
     if fin.empty:
         return pd.DataFrame(columns=columns)
@@ -231,7 +173,7 @@ def control_runs(df: pd.DataFrame) -> pd.DataFrame:
     resolution: ``runs`` (FINISHED), ``at_chance`` (how many did not train, :func:`trained`),
     their mean ``final_val_acc`` and ``chance``. Empty when the study has no control."""
     columns = ["train_resolution", "runs", "at_chance", "final_val_acc", "chance"]
-    fin = _finished(df, ["encoding", "train_resolution", "final_val_acc", "chance", "trained", "run_id"])
+    fin = finished(df, ["encoding", "train_resolution", "final_val_acc", "chance", "trained", "run_id"])
     fin = fin.loc[fin["encoding"] == CONTROL]
     if fin.empty:
         return pd.DataFrame(columns=columns)
@@ -247,28 +189,6 @@ def control_runs(df: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------- public: intervals
 
 
-def bootstrap_interval(values: Iterable[float], *, level: float = CONFIDENCE, resamples: int = BOOTSTRAP_RESAMPLES,
-                       seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
-    """The percentile-bootstrap interval of the mean of ``values`` (NaN left out).
-
-    ``resamples`` samples of len(values) values drawn with replacement (numpy's default_rng
-    with ``seed``: the same answer every time), the mean of each, and their (1 - level) / 2
-    and (1 + level) / 2 quantiles (linear interpolation). The interval lies inside
-    [min(values), max(values)] (so inside [0, 1] for accuracies). (NaN, NaN) with fewer than
-    two values. With 3-5 seeds it is narrow (it cannot reach past the seeds' range): read it
-    as the spread of the seeds' mean, not as a guarantee of coverage.
-    """
-    x = np.asarray([v for v in values if not math.isnan(float(v))], dtype=float)
-    if len(x) < 2:
-        return math.nan, math.nan
-    if not 0.0 < level < 1.0 or resamples < 1:
-        raise ValueError(f"bootstrap needs 0 < level < 1 and resamples >= 1, got level={level}, resamples={resamples}")
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(resamples, len(x)))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
-    return float(np.clip(lo, x.min(), x.max())), float(np.clip(hi, x.min(), x.max()))
-
-
 def accuracy_summary(df: pd.DataFrame) -> pd.DataFrame:
     """Test accuracy over seeds per cell (regime, variant, train_resolution, test size).
 
@@ -280,18 +200,18 @@ def accuracy_summary(df: pd.DataFrame) -> pd.DataFrame:
     """
     fin = tested_rows(df)
     rows = []
-    for key, g in fin.groupby(_CELL, sort=True):
+    for key, g in fin.groupby(CELL, sort=True):
         ok = g["trained"].astype(bool)
         seeds = g.loc[ok].groupby("seed")["test_acc"].mean()
-        rows.append({**dict(zip(_CELL, key)), **interval_stats(seeds.to_numpy()),
+        rows.append({**dict(zip(CELL, key)), **interval_stats(seeds.to_numpy()),
                      "n_untrained": g.loc[~ok, "run_id"].nunique()})
     stats = ["n_seeds", "mean", "std", "ci_low", "ci_high", "n_untrained"]
-    out = _cell_columns(pd.DataFrame(rows, columns=[*_CELL, *stats]))
+    out = cell_columns(pd.DataFrame(rows, columns=[*CELL, *stats]))
     for col in ("n_seeds", "n_untrained"):
         out[col] = out[col].astype("int64")
     for col in ("mean", "std", "ci_low", "ci_high"):
         out[col] = out[col].astype(float)
-    return out[[*_CELL_OUT, *stats]]
+    return out[[*CELL_OUT, *stats]]
 
 
 def retention(df: pd.DataFrame) -> pd.DataFrame:
@@ -306,21 +226,21 @@ def retention(df: pd.DataFrame) -> pd.DataFrame:
     cell whose retention is undefined).
     """
     fin = tested_rows(df)
-    _require(fin, ["retention"])
+    require(fin, ["retention"])
     rows = []
-    for key, g in fin.groupby(_CELL, sort=True):
+    for key, g in fin.groupby(CELL, sort=True):
         ok = g["trained"].astype(bool) & g["retention"].notna()
         seeds = g.loc[ok].groupby("seed")["retention"].mean()
         s = interval_stats(seeds.to_numpy())
-        rows.append({**dict(zip(_CELL, key)), "n_seeds": s["n_seeds"], "retention": s["mean"], "ci_low": s["ci_low"],
+        rows.append({**dict(zip(CELL, key)), "n_seeds": s["n_seeds"], "retention": s["mean"], "ci_low": s["ci_low"],
                      "ci_high": s["ci_high"], "n_undefined": g.loc[~ok, "run_id"].nunique()})
     stats = ["n_seeds", "retention", "ci_low", "ci_high", "n_undefined"]
-    out = _cell_columns(pd.DataFrame(rows, columns=[*_CELL, *stats]))
+    out = cell_columns(pd.DataFrame(rows, columns=[*CELL, *stats]))
     for col in ("n_seeds", "n_undefined"):
         out[col] = out[col].astype("int64")
     for col in ("retention", "ci_low", "ci_high"):
         out[col] = out[col].astype(float)
-    return out[[*_CELL_OUT, *stats]]
+    return out[[*CELL_OUT, *stats]]
 
 
 def extrapolation_scores(df: pd.DataFrame) -> pd.DataFrame:
@@ -391,7 +311,7 @@ def cost_table(df: pd.DataFrame, per_train_resolution: bool = False) -> pd.DataF
     resolution. Columns: encoding, [train_resolution,] params, params_vs_none, images_per_s,
     throughput_vs_none, device.
     """
-    fin = _finished(df, ["encoding", "train_resolution", "params", "images_per_s", "run_id", "device"])
+    fin = finished(df, ["encoding", "train_resolution", "params", "images_per_s", "run_id", "device"])
     runs = fin.sort_values(["train_resolution", "run_id"]).drop_duplicates("run_id")
     runs["device"] = runs["device"].fillna("unknown").astype(str)
     keys = ["encoding", "train_resolution"] if per_train_resolution else ["encoding"]
@@ -421,7 +341,7 @@ def missing_cells(df: pd.DataFrame, expected: Sequence[Cell | tuple[str, int, in
     "failed" if a FAILED or KILLED run exists, else "missing"; ``detail``: the run ids of the
     cell's non-finished runs, sorted, joined by ", " ("" when none).
     """
-    _require(df, ["encoding", "train_resolution", "seed", "run_id", "status"])
+    require(df, ["encoding", "train_resolution", "seed", "run_id", "status"])
     runs = df[["encoding", "train_resolution", "seed", "run_id", "status"]].drop_duplicates("run_id")
     by_cell: dict[tuple[str, int, int], list[tuple[str, str]]] = {}
     for enc, train, seed, run_id, status in runs.itertuples(index=False):
