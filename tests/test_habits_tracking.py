@@ -56,7 +56,7 @@ def test_parent_run_is_reopened_never_duplicated(tmp_path):
 
 def test_harness_run_closes_its_parent_runs_failed_killed_and_finished(tmp_path, monkeypatch):
     """The parent's status follows how ``run_study`` ends; each re-run re-opens the same parent."""
-    import harness.study as study
+    import harness.study.stages as study  # run_study reads run_worker from the stages' module
 
     out = tmp_path / "runs"
     overrides = [f"output={out}"]
