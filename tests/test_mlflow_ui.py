@@ -73,7 +73,8 @@ def dump_dom(url: str, tmp: Path) -> str:
         pytest.skip("chromium is not installed here (apt-get install chromium)")
     r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                        f"--user-data-dir={tmp / 'chrome'}", "--virtual-time-budget=20000", "--dump-dom", url],
+                        f"--user-data-dir={tmp / 'chrome'}", "--virtual-time-budget=20000",
+                        "--window-size=2400,1400", "--dump-dom", url],  # wide: the table renders only the columns in view
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stdout
@@ -86,12 +87,28 @@ def visible_text(dom: str) -> str:
 
 @pytest.mark.slow
 def test_the_printed_page_opens_the_experiment_on_its_runs_table_in_the_real_ui(server, tmp_path):
+    """The printed page, in the real UI: the runs table (not the GenAI overview), one row per
+    cell's run (not folded under its parent), its Dataset column naming the dataset's splits
+    (``Tracker.log_dataset``) and its Models column the logged model ``model``
+    (``Tracker.log_model``); the parent's row has neither."""
+    import dataclasses
+
+    import torch
+
+    from harness.config import ViTConfig
+    from harness.models.vit import build_model
     from harness.tracking import Tracker
 
     t = Tracker(server, "ui_study")
     parent = t.parent_run("ui_study", EVALUATE)
     child = t.child_run(parent, "none_r16_s0", study="ui_study", stage=EVALUATE, params={"encoding": "none"}, tags={})
     t.log_metrics(child, {"val_acc": 0.5}, step=1)
+    digest = t.log_dataset(child, "rendered", {"num_train": 8, "num_val": 4, "num_test": 4}, resolution=16,
+                           regimes=["zoom"])
+    cfg = ViTConfig(image_size=16, in_chans=3, num_classes=4, dim=16, depth=1, heads=2, patch_kernel=8, patch_stride=8)
+    meta = {"model": dataclasses.asdict(cfg), "encoding": {"name": "none", "options": {}, "label": "none"},
+            "train_resolution": 16}
+    t.log_model(child, build_model(cfg, "none", {}).state_dict(), meta, torch.zeros(2, 3, 16, 16))
     t.end(child)
     page = t.runs_page()
     assert page.startswith(server) and "workflowType=machine_learning" in page
@@ -99,6 +116,12 @@ def test_the_printed_page_opens_the_experiment_on_its_runs_table_in_the_real_ui(
     assert f"Runs - Experiment {t.experiment_id}" in text  # the page's title: the runs table
     assert "Run Name" in text and "ui_study/evaluate" in text and "2 matching runs" in text, text[:1500]
     assert "Token Usage" not in text and "Detect Issues" not in text  # not the GenAI overview
+    header = text.index("Run Name")
+    assert text.index("Dataset", header) < text.index("Models", header)  # both columns are shown
+    rows = text[header:text.index("matching runs")]
+    assert "none_r16_s0" in rows, rows  # the cell's own row: the parent does not fold it away
+    assert f"rendered ({digest}-train) train" in rows.lower(), rows  # its Dataset cell: the splits by digest
+    assert re.search(r"- model\b", rows), rows  # its Models cell: the logged model "model"
 
 
 @pytest.mark.slow

@@ -173,11 +173,14 @@ class Tracker:
         """The MLflow UI's page of the experiment's runs table: at the tracking server for an
         http(s) URI, else at ``mlflow ui``'s default address. MLflow 3.17's UI opens an experiment
         on the page of its global workflow type (the sidebar's "GenAI | Model training" switch,
-        GenAI unless picked), not on :data:`~harness.schema.X_KIND`: ``workflowType`` picks it."""
+        GenAI unless picked), not on :data:`~harness.schema.X_KIND`: ``workflowType`` picks it.
+        Sorted by its default (start time) the table folds every cell's run under its parent;
+        sorted by run name (``orderByKey``) it lists each cell's run, with its Dataset and Models."""
         base = "http://127.0.0.1:5000"
         if self.uri.lower().startswith(("http://", "https://")):
             base = redact_url(http_credentials(self.uri)[0]).rstrip("/")
-        return f"{base}/#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
+        return (f"{base}/#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
+                "&orderByKey=tags.%60mlflow.runName%60&orderByAsc=true")
 
     # ------------------------------------------------------------------ runs
     def parent_run(self, study: str, stage: str, *, reopen: bool = False) -> str:
