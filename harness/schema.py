@@ -217,11 +217,11 @@ P_TUNE_SPACE = "config.tune.space"
 #: the flattened parameters holding the training recipe (``config.train.<field>``)
 P_TRAIN = "config.train"
 
-T_STUDY = "harness.study.stages"
+T_STUDY = "harness.study"
 T_STAGE = "harness.stage"
 T_PARENT = "harness.parent"
 T_CELL = "harness.cell"
-T_WORKER = "harness.study.worker"
+T_WORKER = "harness.worker"
 T_SPEC_DIGEST = "harness.spec_digest"
 T_GIT_COMMIT = "harness.git_commit"
 T_VERSIONS = "harness.versions"
@@ -231,7 +231,7 @@ T_FAIL_REASON = "harness.fail_reason"
 T_PRUNED_AT = "harness.pruned_at_epoch"
 #: tags of a study's parent runs: the id of the Optuna storage its runs come from, and its URL (redacted)
 T_STORAGE_ID = "harness.storage_id"
-T_STORAGE = "harness.study.storage"
+T_STORAGE = "harness.storage"
 T_TRIAL_NUMBER = "optuna.trial_number"
 T_PARENT_RUN = "mlflow.parentRunId"
 #: a run's description in MLflow's UI (Markdown): the evaluate parent's holds the report's headline
@@ -246,7 +246,7 @@ X_KIND_TRAINING = "custom_model_development"
 U_MLFLOW_RUN = "mlflow_run_id"  # a trial's MLflow run
 U_SPURIOUS = "harness.spurious"  # a trial that popped no cell of its own (it never trains)
 U_RUN_CLOSED = "harness.run_closed"  # the trial's MLflow run was closed by its own worker
-U_WORKER = "harness.study.worker"  # host:pid of the worker running the trial
+U_WORKER = "harness.worker"  # host:pid of the worker running the trial
 U_RETRY_OF = "harness.retry_of_trial"  # the failed trial a retry follows
 U_SPEC_DIGEST = "harness.spec_digest"  # a stage study's pinned spec hash ...
 U_SPEC = "harness.spec"  # ... and the resolved spec it was pinned with
