@@ -96,11 +96,16 @@ def test_a_figure_module_is_loaded_once_by_either_path():
     assert out.strip() == "['harness.figures.cost', 'harness.report.figures.cost']"
 
 
-def _lint_imports():
+def _ci_lint_imports():
+    """``.ci/lint_imports.py`` (not a package module) loaded from its file."""
     spec = importlib.util.spec_from_file_location("ci_lint_imports", ROOT / ".ci" / "lint_imports.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.lint_imports
+    return module
+
+
+def _lint_imports():
+    return _ci_lint_imports().lint_imports
 
 
 def _checkout_copy(tmp_path: Path) -> Path:
@@ -155,17 +160,16 @@ def test_a_new_module_outside_the_layers_breaks_the_contract(tmp_path):
 
 
 # ------------------------------------------------------------------------------ import cycles
-def _package_modules() -> dict[str, Path]:
-    """Every module of the package as the wheel lays it out: ``harness/``, and ``encodings/`` and
-    ``models/`` as ``harness.encodings`` and ``harness.models`` (pyproject's package-dir)."""
+def _package_modules(tmp: Path) -> dict[str, Path]:
+    """Every module of the package as the wheel lays it out (``.ci/lint_imports.py``'s stage:
+    ``encodings/`` and ``models/`` inside ``harness/``), staged under ``tmp``."""
+    package = _ci_lint_imports().stage(ROOT, tmp)
     found = {}
-    for folder, package in ((ROOT / "harness", "harness"), (ROOT / "encodings", "harness.encodings"),
-                            (ROOT / "models", "harness.models")):
-        for path in folder.rglob("*.py"):
-            parts = list(path.relative_to(folder).with_suffix("").parts)
-            if parts[-1] == "__init__":
-                parts = parts[:-1]
-            found[".".join([package, *parts])] = path
+    for path in package.rglob("*.py"):
+        parts = list(path.relative_to(package.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found[".".join(parts)] = path
     return found
 
 
@@ -208,7 +212,6 @@ def _import_time_imports(path: Path, name: str, modules: dict[str, Path]) -> set
                     visit(handler.body)
 
     visit(ast.parse(path.read_text(), str(path)).body)
-    # the wheel's names: harness.encodings and harness.models are the folders encodings/ and models/
     return {m for m in found if m in modules and m != name}
 
 
@@ -252,14 +255,14 @@ def test_the_cycle_finder_finds_a_cycle_and_only_a_cycle():
     assert _cycles({"a": {"b"}, "b": set(), "c": {"b"}}) == []
 
 
-def test_no_import_cycle_when_the_package_is_imported():
+def test_no_import_cycle_when_the_package_is_imported(tmp_path):
     """No two modules of the package import each other, directly or through others, in the
     imports that run when a module is imported (issue #23: ``harness/figures`` and
     ``harness/report.py`` did). Imports inside functions are left out: two of them point back
     on purpose, so that torch-free modules stay torch-free when imported (``data.base`` builds
     a ``data.cache.SplitCache`` on demand, ``data.embedded`` renders through ``data.rendered``).
     The check itself finds a cycle that a module-level import would add."""
-    modules = _package_modules()
+    modules = _package_modules(tmp_path)
     graph = {name: _import_time_imports(path, name, modules) for name, path in modules.items()}
     assert "harness.report.figures" in graph["harness.report"]  # the finder sees the package's imports
     assert _cycles(graph) == []
