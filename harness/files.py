@@ -1,5 +1,5 @@
 """Small file-system helpers shared by the study and the stores: an exclusive file lock, the file
-a ``sqlite:///`` URL names, and a read-only look at the tables of a SQLite file."""
+a ``sqlite:///`` URL names, and a read-only look at the tables of a SQLite file (and why it failed)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
-__all__ = ["exclusive_lock", "refuse_foreign_sqlite", "sqlite_path", "sqlite_tables"]
+__all__ = ["SQLITE_WAIT_S", "exclusive_lock", "refuse_foreign_sqlite", "sqlite_path", "sqlite_tables",
+           "sqlite_unreadable"]
 
 
 @contextlib.contextmanager
@@ -26,15 +27,30 @@ def exclusive_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+#: seconds a read-only look at an SQLite file waits for another process's write lock: a healthy
+#: writer holds it for milliseconds; one held longer belongs to a process paused or stuck mid-write
+SQLITE_WAIT_S = 30.0
+
+
 def sqlite_tables(path: Path) -> set[str]:
     """The table names of the SQLite file at ``path``, read without writing (opened read-only:
     never creates the file, never adds a table). Raises ``sqlite3.Error`` for a file that is
-    not a SQLite database."""
-    con = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    not a SQLite database, or that another process keeps locked (:func:`sqlite_unreadable` says which)."""
+    con = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=SQLITE_WAIT_S)
     try:
         return {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
     finally:
         con.close()
+
+
+def sqlite_unreadable(exc: sqlite3.Error) -> str:
+    """Why :func:`sqlite_tables` failed, for a one-line error: another process held the file's lock
+    past :data:`SQLITE_WAIT_S` (a worker paused, e.g. by Ctrl-Z or SIGSTOP, or stuck while writing),
+    or the file is not SQLite at all (left as it is)."""
+    if "locked" in str(exc) or "busy" in str(exc):
+        return (f"locked by another process for over {SQLITE_WAIT_S:g} s ({exc}): a process paused or stuck "
+                "while writing to it holds the lock; let it continue or stop it, then run again")
+    return f"not an SQLite database ({exc}); left as it is"
 
 
 def sqlite_path(url: str) -> Path:
@@ -53,7 +69,7 @@ def refuse_foreign_sqlite(path: Path, marker: str, store: str, kind: str, error:
     try:
         tables = sorted(sqlite_tables(path))
     except sqlite3.Error as exc:
-        raise error(f"{store}: not an SQLite database ({exc}); left as it is") from None
+        raise error(f"{store}: {sqlite_unreadable(exc)}") from None
     if tables and marker not in tables:
         raise error(f"{store}: not {kind} but another database (tables {', '.join(tables[:5])}"
                     f"{', ...' if len(tables) > 5 else ''}); left as it is: name a new file or {kind}")

@@ -1,6 +1,6 @@
 """Two `harness run` of one fresh study started together, and the outcomes `run` and `status`
-report: cells failed on every try (exit 3, named with their reasons), a spec other than the
-pinned one (refused), one tracking store fed from two storages (refused)."""
+report: cells failed on every try (exit 3, named with their reasons; an interruption is not a
+try), a spec other than the pinned one (refused), one tracking store fed from two storages (refused)."""
 
 from __future__ import annotations
 
@@ -97,3 +97,53 @@ def test_cells_failed_on_every_try_status_and_refusals(tmp_path):
 
     tracker = Tracker(tracking, "smoke")
     assert len(tracker.runs("smoke", "evaluate")) == 3  # none once, boom twice: nothing trained again
+
+
+def test_interruptions_are_not_tries_but_failures_are(tmp_path):
+    """In process, no timing: a cell stopped by Ctrl-C or SIGTERM (a preempted job) more often than
+    1 + max_retries is still queued, and still waiting in `status`; failures of the cell (an error,
+    a reaped worker, a failure recorded before reasons were) use up its tries."""
+    import optuna
+
+    from harness.schema import EVALUATE, STAGE_CELLS_FAILED, U_RUN_CLOSED, Cell
+    from harness.spec import load_spec
+    from harness.storage import cell_distributions, enqueue_cells, open_storage, open_studies
+    from harness.study.heartbeats import REAPED_REASON
+    from harness.study.stages import _stage_summary, failed_cells, study_status
+    from harness.study.worker import _tell_failed
+
+    spec = load_spec(SMOKE, [f"output={tmp_path / 'runs'}", "encodings=[none]", "seeds=[0]", "max_retries=2"])
+    studies = open_studies(spec, open_storage(spec.storage_url(), spec.heartbeat))
+    study = studies[EVALUATE]
+    cell = Cell("none", 16, 0)
+
+    def stop(reason: str | None, **attrs) -> int:
+        """Pop the cell's queued trial, fail it with ``reason``; then how many cells are queued again."""
+        trial = study.ask(cell_distributions(spec.cells()))
+        assert trial.params["cell"] == cell.key
+        if reason is None:  # a trial failed by a version before reasons were recorded
+            for key, value in attrs.items():
+                trial.set_user_attr(key, value)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            assert _tell_failed(study, trial, reason, run_closed=True)
+        return enqueue_cells(study, spec.cells(), spec.max_retries)
+
+    def status() -> tuple[str, str]:
+        row = study_status(spec)[0]
+        return row["state"], row["detail"]
+
+    assert enqueue_cells(study, spec.cells(), spec.max_retries) == 1
+    for reason in ("interrupted: Interrupted", "interrupted: SystemExit", "interrupted: Interrupted (before training)",
+                   "interrupted: Interrupted"):  # four stops > 1 + max_retries
+        assert stop(reason) == 1
+    assert status() == ("waiting", "after 0 failed tries and 4 interruptions, last: interrupted: Interrupted")
+    assert failed_cells(spec) == [] and _stage_summary(spec, studies, EVALUATE)[STAGE_CELLS_FAILED] == 0
+
+    assert stop(REAPED_REASON) == 1  # a worker that died (SIGKILL, out of memory) is a try
+    assert stop("error: RuntimeError: boom") == 1
+    assert status() == ("waiting", "after 2 failed tries and 4 interruptions, last: error: RuntimeError: boom")
+    assert stop(None, **{U_RUN_CLOSED: True}) == 0  # "worker died or interrupted": counted, as before
+    assert status() == ("failed", "3 tries, last: worker died or interrupted")
+    assert failed_cells(spec) == [(cell, 3, "worker died or interrupted")]
+    assert _stage_summary(spec, studies, EVALUATE)[STAGE_CELLS_FAILED] == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -27,6 +28,41 @@ def wait_for(condition, timeout: float, what: str, procs=()) -> None:
         time.sleep(0.1)
 
 
+def stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (state T in /proc)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2] in "Tt"
+
+
+def unlocked(db: Path) -> bool:
+    """Whether no other process holds any lock on SQLite file ``db`` (an exclusive transaction
+    begins at once; rolled back, nothing written)."""
+    con = sqlite3.connect(db, timeout=0, isolation_level=None)
+    try:
+        con.execute("BEGIN EXCLUSIVE")
+        con.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        con.close()
+
+
+def pause_outside_sqlite(proc: subprocess.Popen, dbs: list[Path], tries: int = 200) -> None:
+    """SIGSTOP ``proc`` at a moment it holds no lock on any of ``dbs``: a process stopped while
+    it holds a SQLite lock (mid-write; a loaded machine makes that likely) stops every other
+    process's writes until it continues, which the docs name as SQLite's limit. Checked once it is
+    stopped; else it continues and is stopped again."""
+    for _ in range(tries):
+        os.kill(proc.pid, signal.SIGSTOP)
+        wait_for(lambda: stopped(proc.pid), 30, "the worker to stop")
+        if all(unlocked(db) for db in dbs):
+            return
+        os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(0.02)
+    raise AssertionError(f"the worker held a SQLite lock at each of {tries} pauses")
+
+
 @pytest.mark.slow
 def test_a_paused_worker_that_was_reaped_abandons_its_result(tmp_path):
     import optuna
@@ -45,12 +81,11 @@ def test_a_paused_worker_that_was_reaped_abandons_its_result(tmp_path):
         storage = f"sqlite:///{out / 'smoke' / 'optuna.db'}"
         wait_for(ckpt.exists, 300, "the first checkpoint", [a])
         study = optuna.load_study(study_name="smoke/evaluate", storage=storage)
-        # pause it while it trains, not while it writes to a SQLite store (a process stopped while
-        # holding a SQLite write lock stops every other process's writes until it continues):
-        # after epoch 1 is reported to Optuna (the last write of the epoch), epoch 2 trains
         wait_for(lambda: any(t.intermediate_values for t in study.get_trials(deepcopy=False)), 300,
                  "epoch 1 reported", [a])
-        os.kill(a.pid, signal.SIGSTOP)  # paused mid-trial: its heartbeat goes stale
+        # paused mid-trial (its heartbeat goes stale), while it holds no lock on either SQLite store
+        pause_outside_sqlite(a, [out / "smoke" / "optuna.db", out / "smoke" / "mlflow.db"])
+        assert study.get_trials(deepcopy=False)[-1].state == optuna.trial.TrialState.RUNNING
         b = subprocess.Popen([sys.executable, "-m", "harness", "worker", str(SMOKE), "--storage", storage, *sets],
                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=logs["b"])
 

@@ -57,6 +57,15 @@ def training_since(storage: str, t0: float):
     return check
 
 
+def history(storage: str) -> str:
+    """The evaluate stage's trials, one line each (what a failure message shows)."""
+    import optuna
+
+    trials = optuna.load_study(study_name="smoke/evaluate", storage=storage).get_trials(deepcopy=False)
+    return "\n".join(f"trial {t.number} {t.state.name} {t.params.get('cell')} worker {t.user_attrs.get('harness.worker')}: "
+                     f"{t.user_attrs.get('harness.fail_reason', '')}" for t in trials)
+
+
 @pytest.mark.slow
 def test_sigkill_and_double_ctrl_c_then_resume_leave_every_run_closed(tmp_path):
     import optuna
@@ -92,9 +101,9 @@ def test_sigkill_and_double_ctrl_c_then_resume_leave_every_run_closed(tmp_path):
     assert all(r.info.status != "RUNNING" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
     assert "KILLED" in {r.info.status for r in runs}
 
-    # 3. resumed to the end
+    # 3. resumed to the end: the interruptions were not tries (1 + max_retries), the SIGKILL was one
     proc, err = start(tmp_path, sets, name="resumed")
-    assert proc.wait(timeout=600) == 0, err.read_text()[-3000:]
+    assert proc.wait(timeout=600) == 0, f"{err.read_text()[-3000:]}\n{history(storage)}"
     runs = tracker.client.search_runs([tracker.experiment_id])
     assert {r.info.status for r in runs} <= {"FINISHED", "FAILED", "KILLED"}, \
         [(r.info.run_name, r.info.status) for r in runs]

@@ -104,6 +104,39 @@ def test_status_and_worker_create_no_storage(tmp_path, capsys, monkeypatch, comm
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_store_another_process_keeps_locked_is_named_locked_not_foreign(tmp_path, capsys, monkeypatch):
+    """A study's SQLite store that another process keeps locked (as a worker paused mid-write does,
+    held here by an exclusive transaction): one line naming the store and the lock, not "not an
+    SQLite database"; the store is left as it is, and usable once the lock is released."""
+    import harness.files
+
+    monkeypatch.setattr(harness.files, "SQLITE_WAIT_S", 0.2)  # the wait for the lock; 30 s by default
+    out = ["--set", f"output={tmp_path / 'runs'}"]
+    r = cli(tmp_path, capsys, monkeypatch, "run", str(SMOKE), *out, *TINY, "--workers", "0")
+    assert r.returncode == 0, r.stderr[-2000:]
+    stores = {name: tmp_path / "runs" / "smoke" / f"{name}.db" for name in ("optuna", "mlflow")}
+    storage = ["--storage", f"sqlite:///{stores['optuna']}"]
+    for name, words, commands in (("optuna", ["Optuna storage"], ["status", "worker"]),
+                                  ("mlflow", ["MLflow tracking store"], ["worker", "run"])):
+        holder = sqlite3.connect(stores[name], isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            digest = hashlib.sha256(stores[name].read_bytes()).hexdigest()
+            for command in commands:
+                r = cli(tmp_path, capsys, monkeypatch, command, str(SMOKE), *out, *TINY,
+                        *(storage if command != "run" else ["--workers", "0"]))
+                one_line_error(r, *words, str(stores[name]), "locked by another process", "database is locked")
+                assert "not an SQLite database" not in r.stderr
+            assert hashlib.sha256(stores[name].read_bytes()).hexdigest() == digest
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+    r = cli(tmp_path, capsys, monkeypatch, "status", str(SMOKE), *out, *TINY, *storage)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = cli(tmp_path, capsys, monkeypatch, "run", str(SMOKE), *out, *TINY, "--workers", "0")  # the lock released
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
 @pytest.mark.parametrize("command", ["run", "train"])
 def test_run_and_train_never_give_another_programs_database_their_tables(tmp_path, capsys, monkeypatch, command):
     """A user's own SQLite file, or the other store of the study, named as the Optuna storage

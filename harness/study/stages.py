@@ -59,6 +59,7 @@ from harness.spec import SpecError, load_spec
 from harness.study.storage import (
     StorageError,
     check_one_storage,
+    counts_as_try,
     enqueue_cells,
     fail_reason,
     open_storage,
@@ -279,7 +280,7 @@ def _stage_summary(spec: StudySpec, studies: dict[str, optuna.Study], stage: str
     trials = studies[EVALUATE].get_trials(deepcopy=False)
     cells = spec.cells()
     done = {trial_cell(t) for t in trials if t.state == TrialState.COMPLETE}
-    tries = Counter(trial_cell(t) for t in trials if t.state == TrialState.FAIL)
+    tries = Counter(trial_cell(t) for t in trials if counts_as_try(t))
     return {STAGE_CELLS: len(cells), STAGE_CELLS_DONE: sum(c in done for c in cells),
             STAGE_CELLS_FAILED: sum(c not in done and tries[c] > spec.max_retries for c in cells)}
 
@@ -295,17 +296,19 @@ def study_status(spec: StudySpec) -> list[dict[str, str]]:
         mine = [t for t in trials if trial_cell(t) == cell]
         done = [t for t in mine if t.state == TrialState.COMPLETE]
         running = [t for t in mine if t.state == TrialState.RUNNING]
-        failed = [t for t in mine if t.state == TrialState.FAIL]
+        stopped = [t for t in mine if t.state == TrialState.FAIL]  # failed tries and interruptions
+        failed = [t for t in stopped if counts_as_try(t)]
         if done:
             state, detail = "done", f"score {done[-1].value:.4f}"
         elif running:
             t = running[-1]
             state, detail = "running", f"worker {t.user_attrs.get(U_WORKER, '?')} since {t.datetime_start:%Y-%m-%d %H:%M:%S}"
-        elif failed and len(failed) > spec.max_retries:
+        elif len(failed) > spec.max_retries:
             state, detail = "failed", f"{len(failed)} tries, last: {fail_reason(failed[-1])}"
         else:
-            state = "waiting"
-            detail = f"after {len(failed)} failed tries, last: {fail_reason(failed[-1])}" if failed else ""
+            state, breaks = "waiting", len(stopped) - len(failed)
+            detail = (f"after {len(failed)} failed tries{f' and {breaks} interruptions' if breaks else ''}, "
+                      f"last: {fail_reason(stopped[-1])}") if stopped else ""
         rows.append({"encoding": cell.encoding, "train_resolution": str(cell.train_resolution),
                      "seed": str(cell.seed), "state": state, "detail": detail})
     return rows
@@ -313,13 +316,13 @@ def study_status(spec: StudySpec) -> list[dict[str, str]]:
 
 def failed_cells(spec: StudySpec) -> list[tuple[Cell, int, str]]:
     """The cells of the evaluate stage that failed on every try (``max_retries`` + 1 failed
-    trials, none completed): (cell, tries, the last try's recorded reason)."""
+    trials, interruptions not counted, none completed): (cell, tries, the last try's recorded reason)."""
     storage = open_storage(spec.storage_url())
     trials = optuna.load_study(study_name=study_names(spec)[EVALUATE], storage=storage).get_trials(deepcopy=False)
     out = []
     for cell in spec.cells():
         mine = [t for t in trials if trial_cell(t) == cell]
-        failed = [t for t in mine if t.state == TrialState.FAIL]
+        failed = [t for t in mine if counts_as_try(t)]
         if len(failed) > spec.max_retries and not any(t.state == TrialState.COMPLETE for t in mine):
             out.append((cell, len(failed), fail_reason(failed[-1])))
     return out

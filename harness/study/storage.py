@@ -4,7 +4,8 @@
   running trial records one, and a trial silent for three intervals is failed as stale;
 - :func:`open_studies` creates or loads the stage studies, pinned to the spec's content hash;
 - the evaluate stage is a queue: :func:`enqueue_cells` adds every cell that has no completed,
-  waiting or running trial (and has failed at most ``max_retries`` times); :func:`taken`
+  waiting or running trial (and has failed at most ``max_retries`` times, interruptions not
+  counted: :func:`counts_as_try`); :func:`taken`
   tells a worker that someone else owns the cell it popped;
 - heartbeats and the reaper of dead workers' trials are :mod:`harness.study.heartbeats`.
 
@@ -30,7 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from harness.config import StudySpec
 from harness.errors import HarnessError, db_url, redact_url
-from harness.files import refuse_foreign_sqlite, sqlite_path, sqlite_tables
+from harness.files import refuse_foreign_sqlite, sqlite_path, sqlite_tables, sqlite_unreadable
 from harness.schema import (
     EVALUATE,
     O_CELL,
@@ -58,12 +59,14 @@ from harness.study.tracking import Tracker
 
 __all__ = [
     "Heartbeat",
+    "INTERRUPTED",
     "REAPED_REASON",
     "StorageError",
     "check_one_storage",
     "check_pinned",
     "cell_distributions",
     "cell_params",
+    "counts_as_try",
     "enqueue_cells",
     "fail_reason",
     "failures",
@@ -150,7 +153,7 @@ def _check_sqlite_storage(path: Path, shown: str) -> None:
     try:
         tables = sqlite_tables(path)
     except sqlite3.Error as exc:
-        raise StorageError(f"Optuna storage {shown}: not an SQLite database ({exc}); left as it is") from None
+        raise StorageError(f"Optuna storage {shown}: {sqlite_unreadable(exc)}") from None
     if "studies" not in tables:
         raise StorageError(f"Optuna storage {shown}: holds no Optuna study (no table 'studies'); left as it is: "
                            "create it with `harness run` first")
@@ -221,6 +224,10 @@ def _pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
 
 
 # ------------------------------------------------------------------------------ the queue of cells
+#: how the recorded reason of a trial failed by its own worker's interruption begins
+INTERRUPTED = "interrupted: "
+
+
 def trial_cell(t: FrozenTrial) -> Cell | None:
     """The cell a trial of the evaluate stage works on (None for a spurious trial)."""
     a = t.user_attrs
@@ -246,10 +253,10 @@ def cell_distributions(cells: list[Cell]) -> dict[str, optuna.distributions.Base
 
 def enqueue_cells(study: optuna.Study, cells: list[Cell], max_retries: int) -> int:
     """Enqueue every cell that has no completed, waiting or running trial and has failed at
-    most ``max_retries`` times; return how many were enqueued."""
+    most ``max_retries`` times (:func:`counts_as_try`); return how many were enqueued."""
     trials = study.get_trials(deepcopy=False)
     busy = {trial_cell(t) for t in trials if t.state in (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)}
-    failures = Counter(trial_cell(t) for t in trials if t.state == TrialState.FAIL)
+    failures = Counter(trial_cell(t) for t in trials if counts_as_try(t))
     added = 0
     for cell in cells:
         if cell not in busy and failures[cell] <= max_retries:
@@ -269,6 +276,14 @@ def taken(study: optuna.Study, number: int, cell: Cell) -> bool:
 def failures(study: optuna.Study, cell: Cell) -> list[FrozenTrial]:
     """The failed trials of ``cell``, oldest first."""
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if trial_cell(t) == cell]
+
+
+def counts_as_try(t: FrozenTrial) -> bool:
+    """Whether a trial is one of its cell's failed tries (1 + ``max_retries`` in all): a failure of
+    the cell (an error, a diverged loss, a worker that died or was reaped), not its worker's
+    interruption (Ctrl-C, SIGTERM: a stopped or preempted job), after which the cell resumes from
+    its checkpoint however often the study was stopped."""
+    return t.state == TrialState.FAIL and not fail_reason(t).startswith(INTERRUPTED)
 
 
 def fail_reason(t: FrozenTrial) -> str:

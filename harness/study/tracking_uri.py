@@ -18,7 +18,7 @@ import urllib.request
 from urllib.parse import unquote
 
 from harness.errors import HarnessError, redact_url, split_userinfo
-from harness.files import refuse_foreign_sqlite, sqlite_path, sqlite_tables
+from harness.files import refuse_foreign_sqlite, sqlite_path, sqlite_tables, sqlite_unreadable
 
 __all__ = ["HTTP_DEFAULTS", "TRACKING_SCHEMES", "TrackingError", "check_reachable", "check_tracking_uri",
            "http_credentials"]
@@ -111,7 +111,7 @@ def _check_mlflow_store(uri: str) -> None:
         try:
             tables = sqlite_tables(path)
         except sqlite3.Error as exc:
-            raise TrackingError(f"MLflow tracking store {shown}: not an SQLite database ({exc})") from None
+            raise TrackingError(f"MLflow tracking store {shown}: {sqlite_unreadable(exc)}") from None
     else:
         import sqlalchemy
 

@@ -46,10 +46,12 @@ from harness.schema import (
 )
 from harness.spec import load_spec
 from harness.study.storage import (
+    INTERRUPTED,
     REAPED_REASON,
     cell_distributions,
     cell_params,
     check_one_storage,
+    counts_as_try,
     enqueue_cells,
     failures,
     open_storage,
@@ -156,7 +158,7 @@ def _evaluate_loop(study: optuna.Study, storage, spec: StudySpec, tracker: Track
             params = _best_params(spec, storage, cell)
         except BaseException as exc:
             beat.stop()
-            _tell_failed(study, trial, f"interrupted: {type(exc).__name__} (before training)"
+            _tell_failed(study, trial, f"{INTERRUPTED}{type(exc).__name__} (before training)"
                          if isinstance(exc, KeyboardInterrupt) else f"error: {type(exc).__name__}: {exc}"[:500],
                          run_closed=True)
             raise
@@ -176,11 +178,11 @@ def _evaluate_loop(study: optuna.Study, storage, spec: StudySpec, tracker: Track
                 _abandon(spec, study, cell, trial, guard)
                 continue
             print(f"warning: {_cell_name(spec, cell)}: the trial failed: {exc.reason}"
-                  f"{' (retried)' if len(failures(study, cell)) <= spec.max_retries else ''}", file=sys.stderr)
+                  f"{' (retried)' if sum(map(counts_as_try, failures(study, cell))) <= spec.max_retries else ''}", file=sys.stderr)
             continue
         except BaseException as exc:
             beat.stop()  # train_one closed the run as FAILED or KILLED
-            reason = (f"interrupted: {type(exc).__name__}" if isinstance(exc, (KeyboardInterrupt, SystemExit))
+            reason = (f"{INTERRUPTED}{type(exc).__name__}" if isinstance(exc, (KeyboardInterrupt, SystemExit))
                       else str(exc) if isinstance(exc, HarnessError) else f"error: {type(exc).__name__}: {exc}")
             _tell_failed(study, trial, reason[:500], run_closed=True)
             raise
