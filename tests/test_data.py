@@ -519,6 +519,13 @@ def test_split_sizes_regimes_and_their_errors():
         check_regime(CIFAR10, "canvas", 64, 32)
     assert check_regime(CIFAR10, "zoom", "32x64") == Size(32, 64)
     assert check_regime(RenderedDataset, "canvas", 48, 32) == Size(48, 48)
+    # render without the dataset checks with a stand-in of its class (which builds on the renderer):
+    # the same name, regimes and note, so the same answers
+    stand_in = rendered._Rendered
+    assert (stand_in.name, stand_in.regimes, stand_in.regime_note) == \
+        (RenderedDataset.name, RenderedDataset.regimes, RenderedDataset.regime_note)
+    with pytest.raises(DataError, match=r"unknown regime 'canvs' for dataset 'rendered': its regimes are zoom, canvas"):
+        rendered.pixel_grid(Size(16, 16), regime="canvs")
     for bad, why in (("32y64", "not an image size"), ((0, 8), "resolution must be a positive integer"),
                      ((8, 8, 8), r"image size must be an integer or \(rows, cols\)"),
                      (8.0, "resolution must be an integer")):

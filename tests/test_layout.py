@@ -173,10 +173,10 @@ def _package_modules(tmp: Path) -> dict[str, Path]:
     return found
 
 
-def _import_time_imports(path: Path, name: str, modules: dict[str, Path]) -> set[str]:
-    """The package's modules that importing ``name`` imports itself: the import statements that
-    run when the module is executed (its body, and the bodies of its ``if``, ``try``, ``with``
-    and class statements), not those inside functions (run when called) nor under ``if
+def _imports(path: Path, name: str, modules: dict[str, Path]) -> set[str]:
+    """The package's modules that module ``name`` imports: every import statement, at the top,
+    in an ``if``, ``try``, ``with`` or class statement, or inside a function (run when it is
+    called: a cycle all the same, as grimp and import-linter count it), except those under ``if
     TYPE_CHECKING:`` (never run). ``from a import b`` is the module ``a.b`` when there is one,
     else ``a`` (as grimp and import-linter count it)."""
     import ast
@@ -205,11 +205,13 @@ def _import_time_imports(path: Path, name: str, modules: dict[str, Path]) -> set
                         or isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"):
                     visit(node.body)
                 visit(node.orelse)
-            elif isinstance(node, (ast.Try, ast.With, ast.ClassDef)):
+            elif isinstance(node, ast.AST):  # any other statement: the statements it holds
                 for field in ("body", "orelse", "finalbody"):
                     visit(getattr(node, field, []))
                 for handler in getattr(node, "handlers", []):
                     visit(handler.body)
+                for case in getattr(node, "cases", []):
+                    visit(case.body)
 
     visit(ast.parse(path.read_text(), str(path)).body)
     return {m for m in found if m in modules and m != name}
@@ -255,16 +257,17 @@ def test_the_cycle_finder_finds_a_cycle_and_only_a_cycle():
     assert _cycles({"a": {"b"}, "b": set(), "c": {"b"}}) == []
 
 
-def test_no_import_cycle_when_the_package_is_imported(tmp_path):
-    """No two modules of the package import each other, directly or through others, in the
-    imports that run when a module is imported (issue #23: ``harness/figures`` and
-    ``harness/report.py`` did). Imports inside functions are left out: two of them point back
-    on purpose, so that torch-free modules stay torch-free when imported (``data.base`` builds
-    a ``data.cache.SplitCache`` on demand, ``data.embedded`` renders through ``data.rendered``).
-    The check itself finds a cycle that a module-level import would add."""
+def test_no_import_cycle(tmp_path):
+    """No two modules of the package import each other, directly or through others, whether
+    the import runs when a module is imported or inside a function (issue #23: ``harness/figures``
+    and ``harness/report.py`` did; ``data.base`` and ``data.cache``, and ``data.embedded`` and
+    ``data.rendered``, did inside functions). Imports for type checks only are left out. The
+    check itself finds a cycle that one more import would add, at the top or in a function."""
     modules = _package_modules(tmp_path)
-    graph = {name: _import_time_imports(path, name, modules) for name, path in modules.items()}
+    graph = {name: _imports(path, name, modules) for name, path in modules.items()}
     assert "harness.report.figures" in graph["harness.report"]  # the finder sees the package's imports
+    assert "harness.data.cache" in graph["harness.data.base"]  # and those inside functions
+    assert "harness.data.rendered" in graph["harness.data.embedded"]
     assert _cycles(graph) == []
     graph["harness.report.figures"].add("harness.report")  # what figures/__init__ imports for type checks only
     assert _cycles(graph) == [["harness.report", "harness.report.figures"]]

@@ -43,11 +43,11 @@ from __future__ import annotations
 import dataclasses
 import operator
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from harness.config import Config, ConfigError, convert
+from harness.data.split import Split
 from harness.errors import DataError, did_you_mean
 from harness.registry import Registry
 from harness.schema import Size
@@ -91,17 +91,6 @@ class DatasetOptions(Config):
 
     section: ClassVar[str] = "dataset"
     error: ClassVar[type[ConfigError]] = DatasetOptionsError
-
-
-@dataclass
-class Split:
-    """One split at one image size: whole tensors on one device."""
-
-    images: torch.Tensor  # (N, C, rows, cols) float32, normalised
-    labels: torch.Tensor  # (N,) int64, same device
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
 
 
 class ImageDataset:
@@ -176,7 +165,7 @@ class ImageDataset:
         ``output/<name>/cache``), and read it from there when a process (this one, another worker
         of the study, a later command) has made it already: see :class:`harness.data.cache.SplitCache`.
         None: in memory only (the default). Returns the dataset."""
-        from harness.data.cache import SplitCache  # it builds on this module
+        from harness.data.cache import SplitCache  # torch: imported when a folder is named
 
         self.__dict__["_disk_cache"] = None if folder is None else SplitCache(Path(folder), self)
         return self
@@ -203,8 +192,9 @@ class ImageDataset:
 
 DATASETS: Registry[type[ImageDataset]] = Registry(
     "dataset", base=ImageDataset, builtins="harness.data", group="harness.datasets",
-    # rendered, scenes, shapes: the scenes (torch), no dataset; images: the helpers of the image datasets
-    exclude={"base", "cache", "conformance", "images", "rendered", "scenes", "shapes"},
+    # rendered, scenes, shapes: the scenes (torch), no dataset; images: the helpers of the image datasets;
+    # split, tasks: what the others share (no dataset)
+    exclude={"base", "cache", "conformance", "images", "rendered", "scenes", "shapes", "split", "tasks"},
 )
 register_dataset = DATASETS.register
 

@@ -46,14 +46,17 @@ import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from harness.data.base import ImageDataset, Split
+from harness.data.split import Split
 from harness.errors import os_reason
 from harness.files import exclusive_lock
 from harness.schema import Size
+
+if TYPE_CHECKING:  # this module does not import the dataset interface: it uses this module
+    from harness.data.base import ImageDataset
 
 __all__ = ["MAGIC", "SplitCache", "dataset_digest"]
 
@@ -159,7 +162,7 @@ def _code_digest(cls: type) -> str:
     built-ins: the renderer's shapes live beside it). A plugin file is its own file."""
     files: set[Path] = set()
     for c in cls.__mro__:
-        if not (isinstance(c, type) and issubclass(c, ImageDataset)):
+        if not callable(getattr(c, "keep_splits_in", None)):  # not a dataset class (ImageDataset or a subclass)
             continue
         source = getattr(sys.modules.get(c.__module__), "__file__", None)
         if not source:

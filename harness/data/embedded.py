@@ -1,4 +1,5 @@
-"""The embedded dataset ``rendered``: its tasks, its options and its class, without torch.
+"""The embedded dataset ``rendered``: its options and its class, without torch (its tasks are
+:mod:`harness.data.tasks`, re-exported here).
 
 A study spec names a task and the split sizes; checking them needs no image. The scenes
 are sampled and rendered by :mod:`harness.data.rendered` (torch), imported when a dataset is
@@ -7,29 +8,19 @@ built; its docstring describes the scenes, the tasks and the two regimes.
 
 from __future__ import annotations
 
-import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from harness.config import option
 from harness.data.base import SPLITS, DatasetOptions, ImageDataset, Split, SplitName, register_dataset
+from harness.data.tasks import CLASS_NAMES, RENDERED_REGIMES, TASKS, Task
 from harness.schema import Size
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["CLASS_NAMES", "TASKS", "RenderedDataset", "Task"]
-
-Task = Literal["relational", "absolute", "shape", "relational8"]
-TASKS: tuple[str, ...] = typing.get_args(Task)
-
-CLASS_NAMES: dict[str, tuple[str, ...]] = {
-    "relational": ("left", "right", "above", "below"),
-    "absolute": ("top-left", "top-right", "bottom-left", "bottom-right"),
-    "shape": ("disc", "square", "triangle", "cross"),
-    "relational8": ("right", "above right", "above", "above left", "left", "below left", "below", "below right"),
-}
 
 
 @register_dataset("rendered")
@@ -44,7 +35,7 @@ class RenderedDataset(ImageDataset):
     Images are normalised with mean 0.5 and standard deviation 0.25 per channel.
     """
 
-    regimes = ("zoom", "canvas")
+    regimes = RENDERED_REGIMES
 
     @dataclass(frozen=True)
     class Options(DatasetOptions):

@@ -100,7 +100,8 @@ deviation `STD` = 0.25, i.e. ``(x - 0.5) / 0.25`` for pixel values x in [0, 1].
 torch-free with its options and tasks, so a spec is checked without torch), samples one task's
 train, val and test scenes here and renders each split natively at whatever resolution it is
 asked at. The sampling itself (:class:`Scenes`, :func:`sample_scenes`, each task's sampler and
-its ranges) is :mod:`harness.data.scenes`, re-exported here; this module renders.
+its ranges) is :mod:`harness.data.scenes`, re-exported here; this module renders. The tasks'
+names and class names are :mod:`harness.data.tasks`, also re-exported.
 """
 
 from __future__ import annotations
@@ -111,16 +112,26 @@ from dataclasses import fields
 import torch
 
 from harness.data.base import check_regime, integer, positive_integer
-from harness.data.embedded import CLASS_NAMES, TASKS, RenderedDataset
 from harness.data.scenes import Scenes, num_classes, sample_scenes
 from harness.data.shapes import DISC, SDFS
+from harness.data.tasks import CLASS_NAMES, RENDERED_REGIMES, TASKS
 from harness.schema import Size
 
-__all__ = ["TASKS", "CLASS_NAMES", "MEAN", "STD", "RenderedDataset", "Scenes", "num_classes", "pixel_grid",
-           "render", "sample_scenes"]
+__all__ = ["TASKS", "CLASS_NAMES", "MEAN", "STD", "Scenes", "num_classes", "pixel_grid", "render", "sample_scenes"]
 
 MEAN = 0.5  # per-channel normalisation of rendered images: (x - MEAN) / STD
 STD = 0.25
+
+
+class _Rendered:
+    """What :func:`check_regime` reads of the dataset ``rendered`` (its name, its regimes, its
+    note), for a render asked for without it: its class (:mod:`harness.data.embedded`) builds on
+    this module, which does not import it back. A test checks the two agree."""
+
+    name = "rendered"
+    regimes = RENDERED_REGIMES
+    regime_note = ""
+
 
 _PIXEL_BUDGET = 1 << 24  # render at most this many pixels (per channel) at once
 
@@ -180,7 +191,7 @@ def pixel_grid(
       ``xs = (j + 1/2 - (cols - train_size) / 2) / train_size``, likewise ``ys``. At
       ``size == train_size`` this is the zoom grid, value for value.
     """
-    checked = check_regime(RenderedDataset, regime, size, train_size)
+    checked = check_regime(_Rendered, regime, size, train_size)
     rows, cols = checked.rows, checked.cols
     dev = torch.device(device)
     if regime == "zoom":

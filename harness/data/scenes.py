@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.data.base import integer, positive_integer
-from harness.data.embedded import CLASS_NAMES, TASKS
+from harness.data.tasks import CLASS_NAMES, TASKS
 from harness.data.shapes import EXTENT, NUM_SHAPES
 from harness.errors import DataError, did_you_mean
 
