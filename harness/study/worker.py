@@ -177,8 +177,9 @@ def _evaluate_loop(study: optuna.Study, storage, spec: StudySpec, tracker: Track
             if not _tell_failed(study, trial, exc.reason, run_closed=True):
                 _abandon(spec, study, cell, trial, guard)
                 continue
-            print(f"warning: {_cell_name(spec, cell)}: the trial failed: {exc.reason}"
-                  f"{' (retried)' if sum(map(counts_as_try, failures(study, cell))) <= spec.max_retries else ''}", file=sys.stderr)
+            retried = sum(map(counts_as_try, failures(study, cell))) <= spec.max_retries
+            print(f"warning: {_cell_name(spec, cell)}: the trial failed: {exc.reason}{' (retried)' if retried else ''}",
+                  file=sys.stderr)
             continue
         except BaseException as exc:
             beat.stop()  # train_one closed the run as FAILED or KILLED
