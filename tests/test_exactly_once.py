@@ -172,6 +172,22 @@ def test_a_reaped_trial_never_closes_its_run_finished_and_a_rerun_closes_what_wa
     assert tracker.status(left) == "KILLED" and tracker.status(live) == "RUNNING"
 
 
+def first_beat(storage, trial_id: int, tries: int = 600) -> None:
+    """Wait (real time, up to a minute: a loaded machine) until trial ``trial_id`` has recorded a
+    heartbeat in the RDB ``storage``, as the reaper's query sees it."""
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    rdb = getattr(storage, "_backend", storage)
+    for _ in range(tries):
+        with _create_scoped_session(rdb.scoped_session) as session:
+            if session.query(models.TrialHeartbeatModel).filter(
+                    models.TrialHeartbeatModel.trial_id == trial_id).count():
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"trial {trial_id} recorded no heartbeat in {tries / 10:g} s")
+
+
 def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_reaped_after_the_grace(tmp_path, monkeypatch):
     """A worker killed between popping a cell and its first heartbeat leaves a RUNNING trial
     with no heartbeat row, which Optuna's reaper never fails: every other worker would wait for
@@ -191,6 +207,7 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_reaped_after_th
     dead = study.ask()  # popped, then its worker was killed: no heartbeat ever
     alive = study.ask()
     beat = st.Heartbeat(storage, study, alive.number)
+    first_beat(storage, alive._trial_id)  # a live worker's: recorded before the reaper looks (CI: it was not)
     clock = [1000.0]
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])  # the reaper's clock
     try:
@@ -212,7 +229,7 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_reaped_after_th
     st.reap_stale(study, tracker)
     beat = st.Heartbeat(storage, study, late.number)
     try:
-        time.sleep(0.2)  # its first beat is recorded
+        first_beat(storage, late._trial_id)
         clock[0] += 10
         st.reap_stale(study, tracker)
         assert storage.get_trial(late._trial_id).state == TrialState.RUNNING
