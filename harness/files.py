@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 __all__ = ["SQLITE_WAIT_S", "exclusive_lock", "refuse_foreign_sqlite", "sqlite_path", "sqlite_tables",
-           "sqlite_unreadable"]
+           "store_tables"]
 
 
 @contextlib.contextmanager
@@ -35,7 +35,7 @@ SQLITE_WAIT_S = 30.0
 def sqlite_tables(path: Path) -> set[str]:
     """The table names of the SQLite file at ``path``, read without writing (opened read-only:
     never creates the file, never adds a table). Raises ``sqlite3.Error`` for a file that is
-    not a SQLite database, or that another process keeps locked (:func:`sqlite_unreadable` says which)."""
+    not a SQLite database, or that another process keeps locked (:func:`store_tables` says which)."""
     con = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=SQLITE_WAIT_S)
     try:
         return {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
@@ -43,14 +43,19 @@ def sqlite_tables(path: Path) -> set[str]:
         con.close()
 
 
-def sqlite_unreadable(exc: sqlite3.Error) -> str:
-    """Why :func:`sqlite_tables` failed, for a one-line error: another process held the file's lock
-    past :data:`SQLITE_WAIT_S` (a worker paused, e.g. by Ctrl-Z or SIGSTOP, or stuck while writing),
-    or the file is not SQLite at all (left as it is)."""
-    if "locked" in str(exc) or "busy" in str(exc):
-        return (f"locked by another process for over {SQLITE_WAIT_S:g} s ({exc}): a process paused or stuck "
-                "while writing to it holds the lock; let it continue or stop it, then run again")
-    return f"not an SQLite database ({exc}); left as it is"
+def store_tables(path: Path, store: str, error: type[Exception]) -> set[str]:
+    """:func:`sqlite_tables` of a store's file, or ``error`` (one line, starting with ``store``)
+    saying why it could not be read: another process held its lock past :data:`SQLITE_WAIT_S` (a
+    worker paused, e.g. by Ctrl-Z or SIGSTOP, or stuck while writing), or it is not SQLite at all
+    (left as it is)."""
+    try:
+        return sqlite_tables(path)
+    except sqlite3.Error as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise error(f"{store}: locked by another process for over {SQLITE_WAIT_S:g} s ({exc}): a process "
+                        "paused or stuck while writing to it holds the lock; let it continue or stop it, then run "
+                        "again") from None
+        raise error(f"{store}: not an SQLite database ({exc}); left as it is") from None
 
 
 def sqlite_path(url: str) -> Path:
@@ -66,10 +71,7 @@ def refuse_foreign_sqlite(path: Path, marker: str, store: str, kind: str, error:
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         return
-    try:
-        tables = sorted(sqlite_tables(path))
-    except sqlite3.Error as exc:
-        raise error(f"{store}: {sqlite_unreadable(exc)}") from None
+    tables = sorted(store_tables(path, store, error))
     if tables and marker not in tables:
         raise error(f"{store}: not {kind} but another database (tables {', '.join(tables[:5])}"
                     f"{', ...' if len(tables) > 5 else ''}); left as it is: name a new file or {kind}")

@@ -28,7 +28,6 @@ import os
 import signal
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
 
 import optuna
@@ -62,6 +61,7 @@ from harness.study.storage import (
     counts_as_try,
     enqueue_cells,
     fail_reason,
+    failed_tries,
     open_storage,
     open_studies,
     repair_runs,
@@ -280,7 +280,7 @@ def _stage_summary(spec: StudySpec, studies: dict[str, optuna.Study], stage: str
     trials = studies[EVALUATE].get_trials(deepcopy=False)
     cells = spec.cells()
     done = {trial_cell(t) for t in trials if t.state == TrialState.COMPLETE}
-    tries = Counter(trial_cell(t) for t in trials if counts_as_try(t))
+    tries = failed_tries(trials)
     return {STAGE_CELLS: len(cells), STAGE_CELLS_DONE: sum(c in done for c in cells),
             STAGE_CELLS_FAILED: sum(c not in done and tries[c] > spec.max_retries for c in cells)}
 

@@ -19,7 +19,6 @@ and as user attributes (``Cell.params()``). Every stage study names its objectiv
 from __future__ import annotations
 
 import json
-import sqlite3
 import uuid
 import warnings
 from collections import Counter
@@ -31,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from harness.config import StudySpec
 from harness.errors import HarnessError, db_url, redact_url
-from harness.files import refuse_foreign_sqlite, sqlite_path, sqlite_tables, sqlite_unreadable
+from harness.files import refuse_foreign_sqlite, sqlite_path, store_tables
 from harness.schema import (
     EVALUATE,
     O_CELL,
@@ -69,6 +68,7 @@ __all__ = [
     "counts_as_try",
     "enqueue_cells",
     "fail_reason",
+    "failed_tries",
     "failures",
     "open_storage",
     "open_studies",
@@ -150,10 +150,7 @@ def _check_sqlite_storage(path: Path, shown: str) -> None:
     """An Optuna storage exists in SQLite file ``path``: looked at read-only, nothing created."""
     if not path.is_file():
         raise StorageError(f"Optuna storage {shown}: no such file: create it with `harness run` first")
-    try:
-        tables = sqlite_tables(path)
-    except sqlite3.Error as exc:
-        raise StorageError(f"Optuna storage {shown}: {sqlite_unreadable(exc)}") from None
+    tables = store_tables(path, f"Optuna storage {shown}", StorageError)
     if "studies" not in tables:
         raise StorageError(f"Optuna storage {shown}: holds no Optuna study (no table 'studies'); left as it is: "
                            "create it with `harness run` first")
@@ -256,7 +253,7 @@ def enqueue_cells(study: optuna.Study, cells: list[Cell], max_retries: int) -> i
     most ``max_retries`` times (:func:`counts_as_try`); return how many were enqueued."""
     trials = study.get_trials(deepcopy=False)
     busy = {trial_cell(t) for t in trials if t.state in (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)}
-    failures = Counter(trial_cell(t) for t in trials if counts_as_try(t))
+    failures = failed_tries(trials)
     added = 0
     for cell in cells:
         if cell not in busy and failures[cell] <= max_retries:
@@ -284,6 +281,11 @@ def counts_as_try(t: FrozenTrial) -> bool:
     interruption (Ctrl-C, SIGTERM: a stopped or preempted job), after which the cell resumes from
     its checkpoint however often the study was stopped."""
     return t.state == TrialState.FAIL and not fail_reason(t).startswith(INTERRUPTED)
+
+
+def failed_tries(trials: list[FrozenTrial]) -> Counter:
+    """How many failed tries (:func:`counts_as_try`) each cell has among ``trials``."""
+    return Counter(trial_cell(t) for t in trials if counts_as_try(t))
 
 
 def fail_reason(t: FrozenTrial) -> str:

@@ -12,13 +12,12 @@ from __future__ import annotations
 import base64
 import os
 import re
-import sqlite3
 import urllib.error
 import urllib.request
 from urllib.parse import unquote
 
 from harness.errors import HarnessError, redact_url, split_userinfo
-from harness.files import refuse_foreign_sqlite, sqlite_path, sqlite_tables, sqlite_unreadable
+from harness.files import refuse_foreign_sqlite, sqlite_path, store_tables
 
 __all__ = ["HTTP_DEFAULTS", "TRACKING_SCHEMES", "TrackingError", "check_reachable", "check_tracking_uri",
            "http_credentials"]
@@ -108,10 +107,7 @@ def _check_mlflow_store(uri: str) -> None:
         path = sqlite_path(uri)
         if not path.is_file():
             raise TrackingError(f"MLflow tracking store {shown}: no such file")
-        try:
-            tables = sqlite_tables(path)
-        except sqlite3.Error as exc:
-            raise TrackingError(f"MLflow tracking store {shown}: {sqlite_unreadable(exc)}") from None
+        tables = store_tables(path, f"MLflow tracking store {shown}", TrackingError)
     else:
         import sqlalchemy
 
