@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import urllib.request
@@ -67,17 +68,40 @@ def test_run_and_evaluate_tag_an_experiment_written_before(server):
     assert rest_tags(server, "old_evaluate")[X_KIND] == X_KIND_TRAINING
 
 
-def dump_dom(url: str, tmp: Path) -> str:
-    browser = chromium()
-    if browser is None:
+def browser() -> str:
+    """Headless Chromium (installed by the test set-up); CI installs it, so there it must be found."""
+    found = chromium()
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (.ci/run installs it from the system's packages)")
         pytest.skip("chromium is not installed here (apt-get install chromium)")
-    r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    return found
+
+
+def headless(url: str, tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    """``url`` in headless Chromium with ``args`` (``--dump-dom``, ``--screenshot=...``), its
+    scripts run for 20 s of virtual time; wide: the runs table renders only the columns in view."""
+    r = subprocess.run([browser(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
                         f"--user-data-dir={tmp / 'chrome'}", "--virtual-time-budget=20000",
-                        "--window-size=2400,1400", "--dump-dom", url],  # wide: the table renders only the columns in view
-                       capture_output=True, text=True, timeout=180)
+                        "--window-size=2400,1400", *args, url], capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
-    return r.stdout
+    return r
+
+
+def dump_dom(url: str, tmp: Path) -> str:
+    return headless(url, tmp, "--dump-dom").stdout
+
+
+def painted(url: str, tmp: Path, colour: tuple[int, int, int]) -> int:
+    """How many pixels of a screenshot of ``url`` are exactly ``colour``: what the browser drew,
+    inside frames too (a DOM dump holds only the page's own document)."""
+    from PIL import Image
+
+    shot = tmp / "shot.png"
+    headless(url, tmp, f"--screenshot={shot}", "--hide-scrollbars")
+    with Image.open(shot) as im:
+        return sum(n for n, c in im.convert("RGB").getcolors(maxcolors=1 << 24) if c == colour)
 
 
 def visible_text(dom: str) -> str:
@@ -181,6 +205,48 @@ def test_the_report_is_the_evaluate_parents_description_and_artifacts(tmp_path):
                            + link + ")")
     assert "## Table" not in note
     assert {a.path for a in t.client.list_artifacts(run_id, "report")} >= {"report/report.html", "report/acc.png"}
+
+
+@pytest.mark.slow
+def test_the_report_shows_in_the_real_uis_run_page_and_artifact_viewer(server, tmp_path):
+    """The report as a user meets it in the real UI: the evaluate parent's page shows the
+    description (the headline and the link); the artifact viewer draws ``report/report.html``
+    with its embedded figure (the viewer frames the file: a screenshot, not the DOM, shows what
+    is inside) and draws a figure's PNG. The figures are the report's own PNG files, logged as
+    artifacts: ``mlflow.log_figure`` is ``savefig`` into a temporary file and ``log_artifact`` of
+    it, so it would log the same kind of file, drawn again."""
+    import base64
+
+    from PIL import Image
+
+    from harness.tracking import Tracker
+
+    red, green = (255, 0, 0), (0, 200, 0)  # colours the UI itself never paints over 100 x 100 pixels
+    folder = tmp_path / "report"
+    folder.mkdir()
+    Image.new("RGB", (160, 120), green).save(folder / "accuracy_vs_resolution.png")
+    Image.new("RGB", (160, 120), red).save(tmp_path / "embedded.png")
+    embedded = base64.b64encode((tmp_path / "embedded.png").read_bytes()).decode()
+    (folder / "report.md").write_text("# Report: ui_report\n\nHeadline: rope_golden keeps 0.97 on a larger canvas.\n\n"
+                                      "## Table\n\n| a |\n|---|\n| 1 |\n")
+    (folder / "report.html").write_text("<html><body><h1>Report: ui_report</h1><p>Body of the report page.</p>"
+                                        f'<img alt="Accuracy" src="data:image/png;base64,{embedded}"></body></html>')
+    t = Tracker(server, "ui_report")
+    run_id = t.log_report("ui_report", folder)
+    base = f"{server}/#/experiments/{t.experiment_id}/runs/{run_id}"
+    ml = "?workflowType=machine_learning"
+
+    page = visible_text(dump_dom(base + ml, tmp_path / "run"))
+    assert "Headline: rope_golden keeps 0.97 on a larger canvas." in page, page[:3000]  # the description
+    assert "report/report.html" in page  # its link
+
+    html = tmp_path / "html"
+    frames = re.findall(r"<iframe[^>]*>", dump_dom(f"{base}/artifacts/report/report.html{ml}", html))
+    assert len(frames) == 1 and 'src="blob:' in frames[0], frames  # the viewer frames the fetched file
+    assert painted(f"{base}/artifacts/report/report.html{ml}", html, red) >= 0.9 * 160 * 120  # and draws it
+    png = tmp_path / "png"
+    assert painted(f"{base}/artifacts/report/accuracy_vs_resolution.png{ml}", png, green) >= 0.9 * 160 * 120
+    assert painted(f"{base}/artifacts/report/report.html{ml}", png, green) == 0  # the colours tell them apart
 
 
 def test_a_kept_model_is_the_runs_logged_model_on_a_tracking_server(server, tmp_path):
