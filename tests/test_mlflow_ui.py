@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import urllib.request
@@ -24,7 +23,7 @@ import pytest
 
 from harness.schema import EVALUATE, X_KIND, X_KIND_TRAINING
 from tests.servers import mlflow_server
-from tests.test_report import chromium
+from tests.test_report import require_chromium
 
 
 def rest_tags(url: str, name: str) -> dict[str, str]:
@@ -68,20 +67,11 @@ def test_run_and_evaluate_tag_an_experiment_written_before(server):
     assert rest_tags(server, "old_evaluate")[X_KIND] == X_KIND_TRAINING
 
 
-def browser() -> str:
-    """Headless Chromium (installed by the test set-up); CI installs it, so there it must be found."""
-    found = chromium()
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (.ci/run installs it from the system's packages)")
-        pytest.skip("chromium is not installed here (apt-get install chromium)")
-    return found
-
-
 def headless(url: str, tmp: Path, *args: str) -> subprocess.CompletedProcess:
     """``url`` in headless Chromium with ``args`` (``--dump-dom``, ``--screenshot=...``), its
     scripts run for 20 s of virtual time; wide: the runs table renders only the columns in view."""
-    r = subprocess.run([browser(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    r = subprocess.run([require_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                        "--no-first-run",
                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
                         f"--user-data-dir={tmp / 'chrome'}", "--virtual-time-budget=20000",
                         "--window-size=2400,1400", *args, url], capture_output=True, text=True, timeout=180)

@@ -55,13 +55,19 @@ def chromium() -> str | None:
     return found
 
 
-def dump_dom(page: Path, tmp: Path) -> str:
-    browser = chromium()
-    if browser is None:
+def require_chromium() -> str:
+    """:func:`chromium`, else the test fails under CI (``.ci/run`` installs it) and is skipped elsewhere."""
+    found = chromium()
+    if found is None:
         if os.environ.get("CI"):
             pytest.fail("chromium is not installed (.ci/run installs it from the system's packages)")
         pytest.skip("chromium is not installed here (apt-get install chromium)")
-    r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    return found
+
+
+def dump_dom(page: Path, tmp: Path) -> str:
+    r = subprocess.run([require_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                        "--no-first-run",
                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
                         f"--user-data-dir={tmp / 'chrome'}", "--virtual-time-budget=10000", "--dump-dom",
                         page.as_uri()], capture_output=True, text=True, timeout=120)
