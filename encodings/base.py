@@ -23,9 +23,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -61,9 +61,31 @@ __all__ = [
     "build_encoding",
     "get_encoding",
     "known_names",
+    "memoised",
     "register_encoding",
     "rescale",
 ]
+
+
+_T = TypeVar("_T")
+
+
+def memoised(cache: OrderedDict[tuple, _T], key: tuple, make: Callable[[], _T], size: int) -> _T:
+    """``make()`` memoised in ``cache`` under ``key``, the least recently used entry dropped past
+    ``size``: for what depends on the patch grid alone (fixed tables, index maps). While
+    ``torch.export`` traces the model nothing is stored: the exported program computes the value
+    itself (a tensor attribute assigned during export is not part of the program, and torch warns
+    that it is not a buffer)."""
+    hit = cache.get(key)
+    if hit is not None:
+        cache.move_to_end(key)
+        return hit
+    hit = make()
+    if not torch.compiler.is_exporting():
+        cache[key] = hit
+        while len(cache) > size:
+            cache.popitem(last=False)
+    return hit
 
 
 @dataclass(frozen=True)
@@ -188,16 +210,11 @@ class PositionalEncoding(nn.Module):
         if not self.fixed_tables:
             return in_float32(device, self.build, grid, torch.device(device))
         key = (grid.rows, grid.cols, grid.num_prefix, grid.offset, str(device))
-        hit = self._tables.get(key)
-        if hit is None:
-            with torch.no_grad():
-                hit = in_float32(device, self.build, grid, torch.device(device))
-            self._tables[key] = hit
-            if len(self._tables) > self.cache_size:
-                self._tables.popitem(last=False)
-        else:
-            self._tables.move_to_end(key)
-        return hit
+        return memoised(self._tables, key, lambda: self._fixed(grid, device), self.cache_size)
+
+    def _fixed(self, grid: PatchGrid, device: torch.device | str) -> Any:
+        with torch.no_grad():
+            return in_float32(device, self.build, grid, torch.device(device))
 
     def build(self, grid: PatchGrid, device: torch.device) -> Any:
         """Position tables for ``grid`` (angles, biases, embeddings); None by default."""

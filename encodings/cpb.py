@@ -91,6 +91,7 @@ again from scratch under this definition.
 """
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal
 
@@ -98,7 +99,7 @@ import torch
 from torch import nn
 
 from harness.config import option
-from harness.encodings.base import PositionalEncoding, register_encoding
+from harness.encodings.base import PositionalEncoding, memoised, register_encoding
 
 #: Swin-V2's normalisation: the reference offset n_ref - 1 maps to u = 8, then log2(|u| + 1) / log2(8)
 #: (the default of the ``span`` option)
@@ -152,7 +153,7 @@ class ContinuousPositionBias(PositionalEncoding):
         nn.init.trunc_normal_(self.cpb_w2, std=0.02)
         # cls to patch, patch to cls, cls to cls per layer and head: scale * sigmoid(0), the MLP's value at init
         self.cpb_cls = nn.Parameter(torch.full((L, h, 3), self.opts.scale / 2))
-        self._index: dict[tuple, torch.Tensor] = {}
+        self._index: OrderedDict[tuple, torch.Tensor] = OrderedDict()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Weights saved before ``cpb_cls`` existed load with it 0: the cls row and column they
@@ -177,21 +178,20 @@ class ContinuousPositionBias(PositionalEncoding):
         entries) in the cls row, column and corner; cached per grid shape, prefix count, offset
         and device."""
         key = (grid.rows, grid.cols, grid.num_prefix, grid.offset, str(device))
-        hit = self._index.get(key)
-        if hit is None:
-            y, x = grid.yx(device)
-            dy = (y[:, None] - y[None, :]).round().long() + (grid.rows - 1)  # p_i - p_j, shifted to >= 0
-            dx = (x[:, None] - x[None, :]).round().long() + (grid.cols - 1)
-            n_off = (2 * grid.rows - 1) * (2 * grid.cols - 1)
-            hit = torch.full((grid.num_tokens, grid.num_tokens), n_off, dtype=torch.long, device=device)
-            p = grid.num_prefix
-            hit[p:, :p] = n_off + 1  # patch query, cls key
-            hit[:p, :p] = n_off + 2  # cls to cls
-            hit[p:, p:] = dy * (2 * grid.cols - 1) + dx
-            if len(self._index) >= self.cache_size:
-                self._index.pop(next(iter(self._index)))
-            self._index[key] = hit
-        return hit
+        return memoised(self._index, key, lambda: self._make_index(grid, device), self.cache_size)
+
+    @staticmethod
+    def _make_index(grid, device) -> torch.Tensor:
+        y, x = grid.yx(device)
+        dy = (y[:, None] - y[None, :]).round().long() + (grid.rows - 1)  # p_i - p_j, shifted to >= 0
+        dx = (x[:, None] - x[None, :]).round().long() + (grid.cols - 1)
+        n_off = (2 * grid.rows - 1) * (2 * grid.cols - 1)
+        index = torch.full((grid.num_tokens, grid.num_tokens), n_off, dtype=torch.long, device=device)
+        p = grid.num_prefix
+        index[p:, :p] = n_off + 1  # patch query, cls key
+        index[:p, :p] = n_off + 2  # cls to cls
+        index[p:, p:] = dy * (2 * grid.cols - 1) + dx
+        return index
 
     def build(self, grid, device):
         """Every layer's MLP on the grid's distinct offsets, then the cls entries: table (L, h, U + 3)."""

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.encodings.base import PositionalEncoding, register_encoding
+from harness.encodings.base import PositionalEncoding, memoised, register_encoding
 
 
 @register_encoding("rpb")
@@ -95,10 +95,10 @@ class RelativePositionBias(PositionalEncoding):
         """(T, T) long: the flat index into a (rows, cols) table of every token pair's offset,
         ``rows * cols`` (a zero entry) for pairs with a prefix token; cached per grid."""
         key = (grid.rows, grid.cols, grid.num_prefix, grid.offset, rows, cols, str(device))
-        hit = self._index.get(key)
-        if hit is not None:
-            self._index.move_to_end(key)
-            return hit
+        return memoised(self._index, key, lambda: self._make_index(grid, device, rows, cols), self.cache_size)
+
+    @staticmethod
+    def _make_index(grid, device, rows: int, cols: int) -> torch.Tensor:
         y, x = grid.yx(device)
         dy = torch.round(y[:, None] - y[None, :]).long()  # (N, N) = y_i - y_j
         dx = torch.round(x[:, None] - x[None, :]).long()
@@ -106,11 +106,7 @@ class RelativePositionBias(PositionalEncoding):
         dy, dx = dy.clamp(-hy, hy), dx.clamp(-hx, hx)  # extrapolate: saturate (a no-op otherwise)
         flat = (dy + hy) * cols + (dx + hx)
         p = grid.num_prefix
-        hit = F.pad(flat, (p, 0, p, 0), value=rows * cols)  # (T, T), prefix -> the zero entry
-        self._index[key] = hit
-        if len(self._index) > self.cache_size:
-            self._index.popitem(last=False)
-        return hit
+        return F.pad(flat, (p, 0, p, 0), value=rows * cols)  # (T, T), prefix -> the zero entry
 
     def build(self, grid, device):
         """Bias (L or 1, h, T, T) float32: the table entry of every pair's offset, zero for the cls token."""

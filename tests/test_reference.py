@@ -656,6 +656,47 @@ def test_fixed_tables_cached_per_grid(name):
     assert pe.state(g, "cpu") is s1  # still cached after another grid
 
 
+def test_memoised_keeps_the_most_recently_used_entries():
+    """Against a plain reference: a list of keys, most recent last, cut to the size."""
+    from collections import OrderedDict
+
+    from harness.encodings.base import memoised
+
+    cache, made, recent = OrderedDict(), [], []
+    for key in [(1,), (2,), (1,), (3,), (4,), (2,), (1,), (4,)]:
+        value = memoised(cache, key, lambda k=key: made.append(k) or ("v", k), size=3)
+        assert value == ("v", key)
+        if key in recent:
+            recent.remove(key)
+        else:
+            assert made[-1] == key  # made only when not held
+        recent = (recent + [key])[-3:]
+        assert list(cache) == recent
+    assert made == [(1,), (2,), (3,), (4,), (2,), (1,)]
+
+
+@pytest.mark.parametrize("name", ["sincos2d", "rpb", "cpb"])
+def test_exporting_stores_no_memo_and_the_program_computes_it(name):
+    """A memo filled while torch.export traces would hold traced tensors on the module (torch warns
+    that they are not buffers); the exported program must compute the tables itself, at any grid."""
+    import warnings
+
+    torch.manual_seed(3)
+    cfg = ViTConfig(image_size=16, num_classes=3, dim=32, depth=2, heads=4, patch_kernel=4, patch_stride=4)
+    model = build_model(cfg, name).eval()
+    memo = (lambda: model.pe._tables) if name == "sincos2d" else (lambda: model.pe._index)
+    x = torch.randn(2, 3, 16, 16)
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always")
+        program = torch.export.export(model, (x,))
+    assert not [str(w.message) for w in caught if "assigned during export" in str(w.message)]
+    assert len(memo()) == 0
+    with torch.no_grad():
+        eager = model(x)
+        assert len(memo()) == 1  # eager forwards memoise as before
+        torch.testing.assert_close(program.module()(x), eager, rtol=0, atol=1e-6)
+
+
 def test_whole_model_builds_tables_once_per_grid_shape():
     torch.manual_seed(8)
     cfg = ViTConfig(image_size=16, num_classes=3, dim=32, depth=2, heads=4, patch_kernel=4, patch_stride=4)

@@ -41,7 +41,6 @@ own artifacts ``model/weights.pt`` (a state dict saved with ``torch.save``) and 
 from __future__ import annotations
 
 import json
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -111,14 +110,7 @@ def save(dst: Path, state_dict: dict, meta: dict[str, Any], example, mlflow_mode
     classes = int(meta["model"]["num_classes"])  # the model.json says it: no forward pass to find it
     signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *x.shape[1:]), "images")]),
                                outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, classes), "logits")]))
-    with torch.no_grad(), warnings.catch_warnings():
-        # Encodings memoise per grid what depends on the grid alone (PositionalEncoding._tables, the
-        # relative-offset index of rpb and cpb, ``_index``); the fresh model's memos are filled while
-        # torch.export traces it, and export warns that they are not buffers. They are no state: the
-        # graph computes them itself (tests/test_kept_format compares outputs), so the warning would
-        # be noise on a study's stderr, two lines per kept model.
-        warnings.filterwarnings("ignore", message=r"The tensor attribute self\.pe\._(tables|index)\[",
-                                category=UserWarning)
+    with torch.no_grad():
         # requirements given: MLflow would otherwise infer them by loading the model in a subprocess (seconds)
         mlflow.pytorch.save_model(model, str(dst), mlflow_model=mlflow_model, signature=signature,
                                   input_example=x.numpy(), serialization_format="pt2",
