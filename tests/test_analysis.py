@@ -164,9 +164,10 @@ def test_the_primary_family_is_the_declared_comparisons_alone():
     d = np.array(rope) - np.array(learned)
     assert r["mean_diff"] == pytest.approx(d.mean()) and r["n_pairs"] == 3
     assert r["p_value"] == pytest.approx(stats.ttest_rel(rope, learned).pvalue, rel=1e-12)
-    assert (r["diff_low"], r["diff_high"]) == pytest.approx(an.bootstrap_interval(d))
+    assert (r["diff_low"], r["diff_high"]) == pytest.approx(stats.t.interval(0.95, 2, loc=d.mean(), scale=stats.sem(d)))
     assert r["prob"] == 1.0 and r["seeds_needed"] == an.seeds_needed(d)[0]
     assert r["a_label"] == "rope (no policy, temp none)"
+    assert (r["a_mean"], r["b_mean"]) == pytest.approx((np.mean(rope), np.mean(learned)))
     # Holm over the two tested comparisons only: the untested one (alibi did not train) is not counted
     assert a["note"] == "alibi: no run that trained" and math.isnan(a["p_value"]) and a["n_pairs"] == 0
     assert [r["p_holm"], s["p_holm"]] == pytest.approx(cmp.holm([r["p_value"], s["p_value"]]))
@@ -175,3 +176,25 @@ def test_the_primary_family_is_the_declared_comparisons_alone():
     comp = cmp.paired_comparisons(df, "learned").query("kind == 'encoding'")
     assert len(comp) == 4 and comp["p_value"].notna().sum() == 2
     assert comp["p_holm"].dropna().tolist() == pytest.approx(cmp.holm(comp["p_value"].dropna()))
+
+
+def test_a_declared_comparison_at_the_ceiling_says_it_cannot_rank():
+    """Two encodings both at >= 0.99 cannot be ordered by this task, whatever a test says (DESIGN §9:
+    a task on which the candidates tie at the ceiling cannot rank them); below it, no such note."""
+    from types import SimpleNamespace
+
+    from harness.report.answer import primary_lines
+
+    analysis = SimpleNamespace(primary=["rope vs learned"], endpoint=SimpleNamespace(sides=["above"]), alpha=0.05,
+                               power=0.8)
+    for rope, learned, at_ceiling in (([0.995, 0.999, 1.0], [0.99, 0.992, 0.998], True),
+                                      ([0.995, 0.999, 1.0], [0.95, 0.992, 0.998], False)):
+        df = table([
+            *(row("rope", 32, 48, s, a, halves=even(a)) for s, a in enumerate(rope)),
+            *(row("learned", 32, 48, s, a, halves=even(a)) for s, a in enumerate(learned)),
+        ])
+        out = an.primary_analysis(sel.selected_scores(df), sel.selection_table(df), ["rope vs learned"], ["above"])
+        line = primary_lines(out, analysis)[1]
+        assert line.startswith("**Zoom** regime, above the training size (32 px): **rope")
+        assert ("Both are at the ceiling (0.998 and 0.993, >= 0.99): this task cannot rank them here" in line) \
+            == at_ceiling, line

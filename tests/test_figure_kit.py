@@ -164,7 +164,7 @@ def test_handmade_study_tables_are_the_reports(tmp_path):
 
 
 def test_the_accuracy_figure_takes_intervals_that_round_inside_the_mean():
-    # a bootstrap end computed in another summation order may land 1e-16 inside the mean
+    # an interval's end computed in another summation order may land 1e-16 inside the mean
     # (the main study had one): the error bars must not go negative
     runs, tables = handmade_study(seeds=(0, 1, 2))
     acc = tables["accuracy"]

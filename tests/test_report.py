@@ -337,7 +337,7 @@ def test_the_report_reads_honestly(logged, tmp_path):
         assert "| encoding variant | " in pivot and "24x48 px" in pivot and "**" not in pivot
         assert "| none (all 2 variants) | did not train (3 runs) |" in pivot  # one row, not one per variant
         assert "none (no policy, temp log)" not in pivot
-        assert "95% percentile bootstrap over seeds" in pivot
+        assert "95% Student-t interval of the mean over seeds" in pivot
         retention = md.split(f"## Retention: {regime} regime, trained at 16 px")[1].split("\n## ")[0]
         assert re.search(r"\| none \(no policy, temp none\) \| – \| – \|", retention)
     # the main tables come first: one row per encoding, its selected variant, its default one, the upper bound
@@ -364,7 +364,7 @@ def test_the_report_reads_honestly(logged, tmp_path):
     assert "3 run(s) did not train" in head
     assert "**Control**: `none` (no position signal), trained at 16 px, stayed at chance in all 3 run(s)" in head
     assert "<p><strong>Control</strong>: <code>none</code> (no position signal)" in page  # Markdown's marks, as HTML
-    assert "95% percentile bootstrap over seeds" in head
+    assert "95% Student-t interval of the mean over seeds" in head
     # the main tables are the page's main tables; the full ones fold under them
     assert page.count('<table class="main">') == 3 and "<td><strong>" not in page
     assert '<details id="accuracy"><summary>Test accuracy per encoding variant' in page

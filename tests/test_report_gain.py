@@ -91,15 +91,15 @@ def test_the_gain_is_paired_by_seed_with_the_reports_interval():
         # pairs: seed 1 (0.86 - 0.80 = 0.06) and seed 2 (0.87 - 0.78 = 0.09); seeds 0 and 3 have no partner
         assert r["n_pairs"] == 2 and r["gain"] == pytest.approx(0.075)
         assert r["encoding_acc"] - r["control_acc"] == pytest.approx(0.075)
-        assert (r["ci_low"], r["ci_high"]) == pytest.approx(rs.bootstrap_interval([0.06, 0.09]))
-        assert 0.06 - 1e-12 <= r["ci_low"] <= r["gain"] <= r["ci_high"] <= 0.09 + 1e-12
+        # two pairs: mean 0.075 -/+ t(0.975, 1) 12.706 * sd 0.0212 / sqrt 2 = 0.1906
+        assert (r["ci_low"], r["ci_high"]) == pytest.approx((0.075 - 0.190593, 0.075 + 0.190593), abs=1e-6)
     # the control's own row comes first: its mean over all its seeds at that size
     first = gain.loc[gain["test_resolution"] == "24"].iloc[0]
     assert first["encoding"] == "none" and first["control_acc"] == pytest.approx((0.80 + 0.78 + 0.76) / 3 - 0.05)
     shown = ans.gain_table(gain).set_index("encoding")
     assert list(shown.columns) == ["16 px", "24 px", "32 px", "runs that trained"]
     assert shown.index[0] == "none (control): its accuracy" and shown.iloc[0]["24 px"] == "0.730"
-    lo, hi = rs.bootstrap_interval([0.06, 0.09])
+    lo, hi = rs.t_interval([0.06, 0.09])
     assert shown.loc["rope", "32 px"] == f"+0.075 [{lo:+.3f}, {hi:+.3f}]"
 
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from harness import analysis as an
 from harness import comparisons as cmp
@@ -160,54 +161,57 @@ def test_retention_summary_is_the_mean_of_each_runs_retention():
     r = one(out, test_resolution="48")
     # the mean of the runs' own ratios (0.5 + 1.0) / 2, not the ratio of means (0.5 - 0.1) / (0.7 - 0.1)
     assert r["retention"] == pytest.approx(0.75) and r["n_seeds"] == 2 and r["n_undefined"] == 1
-    assert (r["ci_low"], r["ci_high"]) == pytest.approx(rs.bootstrap_interval([0.5, 1.0]))
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx(rs.t_interval([0.5, 1.0]))  # retention: unbounded
 
 
-# ------------------------------------------------------------------ bootstrap intervals
+# ------------------------------------------------------------------ intervals
 
 
-def test_bootstrap_interval_known_answers():
-    assert rs.bootstrap_interval([0.7, 0.7, 0.7]) == (0.7, 0.7)
-    # two seeds at 0 and 1: resampled means 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4, so the
-    # 2.5% and 97.5% quantiles are the extremes
-    assert rs.bootstrap_interval([0.0, 1.0]) == (0.0, 1.0)
-    lo, hi = rs.bootstrap_interval([0.9])
+def test_t_interval_known_answers():
+    assert rs.t_interval([0.7, 0.7, 0.7]) == pytest.approx((0.7, 0.7), abs=1e-12)  # no spread, no width
+    # mean 0.6, sd 0.1, n 3: t(0.975, 2) = 4.302653 (tables), half-width 4.302653 * 0.1 / sqrt(3) = 0.248414
+    assert rs.t_interval([0.5, 0.6, 0.7]) == pytest.approx((0.351586, 0.848414), abs=1e-6)
+    # two seeds at 0 and 1: t(0.975, 1) = 12.706, half-width 6.35: cut to what an accuracy can be
+    assert rs.t_interval([0.0, 1.0], bounds=(0.0, 1.0)) == (0.0, 1.0)
+    assert rs.t_interval([0.0, 1.0])[0] == pytest.approx(0.5 - 12.706205 * math.sqrt(0.5) / math.sqrt(2), abs=1e-5)
+    lo, hi = rs.t_interval([0.9])
     assert math.isnan(lo) and math.isnan(hi)
-    assert all(math.isnan(v) for v in rs.bootstrap_interval([]))
-    assert rs.bootstrap_interval([0.2, math.nan, 0.2]) == (0.2, 0.2)        # NaN left out
+    assert all(math.isnan(v) for v in rs.t_interval([]))
+    assert rs.t_interval([0.2, math.nan, 0.2]) == pytest.approx((0.2, 0.2), abs=1e-12)  # NaN left out
+    with pytest.raises(ValueError, match="level"):
+        rs.t_interval([0.5, 0.6], level=1.5)
 
 
-def test_bootstrap_interval_approaches_the_normal_interval():
-    # 400 Bernoulli(0.5) values: mean 0.5, the bootstrap interval ~ mean -/+ 1.96 * sd / sqrt(n)
-    x = [0.0, 1.0] * 200
-    half = 1.959964 * np.std(x) / math.sqrt(len(x))
-    lo, hi = rs.bootstrap_interval(x, resamples=20000)
-    assert lo == pytest.approx(0.5 - half, abs=0.006) and hi == pytest.approx(0.5 + half, abs=0.006)
+def test_t_interval_is_the_one_the_paired_t_test_inverts():
+    """Differences: the interval excludes 0 exactly when the t-test's p is below 0.05, and it is
+    scipy's t interval (a reference written another way)."""
+    rng = np.random.default_rng(5)
+    for n in (2, 3, 4, 6):
+        for _ in range(50):
+            d = rng.normal(rng.uniform(-0.05, 0.1), 0.04, size=n)
+            lo, hi = rs.t_interval(d)
+            want = stats.t.interval(0.95, n - 1, loc=d.mean(), scale=stats.sem(d))
+            assert (lo, hi) == pytest.approx(want, abs=1e-12)
+            assert (lo > 0 or hi < 0) == (stats.ttest_1samp(d, 0.0).pvalue < 0.05)
 
 
-def test_bootstrap_interval_stays_in_range_and_is_reproducible():
+def test_t_interval_covers_95_percent_where_the_seeds_range_does_not():
+    """The reason it replaced a percentile bootstrap: with 3 normal seeds the seeds' range (what
+    a percentile bootstrap over 3 values is) covers the mean 75 % of the time; the t interval 95 %."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.5, 0.1, size=(4000, 3))
+    t = np.array([rs.t_interval(row) for row in x])
+    assert np.mean((t[:, 0] <= 0.5) & (0.5 <= t[:, 1])) == pytest.approx(0.95, abs=0.015)
+    assert np.mean((x.min(axis=1) <= 0.5) & (0.5 <= x.max(axis=1))) == pytest.approx(0.75, abs=0.03)
+
+
+def test_t_interval_stays_in_its_bounds():
     rng = np.random.default_rng(7)
     for n in (2, 3, 4, 5):
         for _ in range(20):
             x = rng.choice([0.0, 0.02, 0.5, 0.97, 1.0], size=n)
-            lo, hi = rs.bootstrap_interval(x)
-            assert x.min() <= lo <= hi <= x.max() and 0.0 <= lo and hi <= 1.0
-    x = [0.55, 0.7, 0.95, 0.6]
-    assert rs.bootstrap_interval(x, seed=3) == rs.bootstrap_interval(x, seed=3)
-    assert rs.bootstrap_interval(x) == rs.bootstrap_interval(x, seed=rs.BOOTSTRAP_SEED,
-                                                             resamples=rs.BOOTSTRAP_RESAMPLES)
-    assert {rs.bootstrap_interval(x, seed=s) for s in range(5)} != {rs.bootstrap_interval(x)}
-    with pytest.raises(ValueError, match="level"):
-        rs.bootstrap_interval(x, level=1.5)
-
-
-def test_bootstrap_interval_is_the_percentiles_of_resampled_means():
-    # the definition, written out: the same generator, draws, means and quantiles
-    x = np.array([0.6, 0.8, 0.9, 0.65])
-    rng = np.random.default_rng(11)
-    means = [x[rng.integers(0, 4, size=4)].mean() for _ in range(500)]
-    want = np.quantile(means, [0.025, 0.975])
-    assert rs.bootstrap_interval(x, resamples=500, seed=11) == pytest.approx(tuple(want), abs=1e-12)
+            lo, hi = rs.t_interval(x, bounds=(0.0, 1.0))
+            assert 0.0 <= lo <= x.mean() <= hi <= 1.0
 
 
 # ------------------------------------------------------------------ accuracy_summary
@@ -228,8 +232,7 @@ def test_accuracy_summary_mean_std_interval_and_did_not_train():
     r = one(out, test_resolution="48")
     assert r["n_seeds"] == 3 and r["n_untrained"] == 1
     assert r["mean"] == pytest.approx(0.6) and r["std"] == pytest.approx(0.1)
-    assert (r["ci_low"], r["ci_high"]) == pytest.approx(rs.bootstrap_interval([0.5, 0.6, 0.7]))
-    assert 0.5 <= r["ci_low"] < 0.6 < r["ci_high"] <= 0.7
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((0.351586, 0.848414), abs=1e-6)  # the t interval
     r = one(out, test_resolution="32")
     assert r["n_seeds"] == 1 and r["mean"] == pytest.approx(0.9)
     assert math.isnan(r["std"]) and math.isnan(r["ci_low"]) and math.isnan(r["ci_high"])
@@ -478,7 +481,7 @@ def test_headline_names_the_best_encoding_under_its_selected_variant_its_margin_
     assert a["best"] == label("rope", "interpolate") and a["runner_up"] == label("learned")
     assert a["best_mean"] == pytest.approx(0.91) and a["margin"] == pytest.approx(0.51)
     assert a["runner_up_mean"] == pytest.approx(0.4)
-    assert (a["ci_low"], a["ci_high"]) == pytest.approx(rs.bootstrap_interval([0.9, 0.91, 0.92]))
+    assert (a["ci_low"], a["ci_high"]) == pytest.approx(rs.t_interval([0.9, 0.91, 0.92]))
     # diffs 0.6, 0.51, 0.42: mean 0.51, sd 0.09, t = 0.51 / (0.09 / sqrt 3), df 2
     t = 0.51 / (0.09 / math.sqrt(3))
     p_above = 1 - t / math.sqrt(t * t + 2)
@@ -533,8 +536,8 @@ def test_headline_sentences_name_both_variants_the_margin_the_verdict_and_the_po
     p_holm = 1 - t / math.sqrt(t * t + 2)  # the only tested headline: Holm leaves it as it is
     n = an.seeds_needed([0.6, 0.51, 0.42])[0]
     assert above == (f"**Zoom** regime, above the training resolution (32 px): best **{label('rope', 'interpolate')}**, "
-                     f"mean test accuracy 0.910 [{rs.bootstrap_interval([0.9, 0.91, 0.92])[0]:.3f}, "
-                     f"{rs.bootstrap_interval([0.9, 0.91, 0.92])[1]:.3f}] (3 seeds); ahead of the best other "
+                     f"mean test accuracy 0.910 [{rs.t_interval([0.9, 0.91, 0.92])[0]:.3f}, "
+                     f"{rs.t_interval([0.9, 0.91, 0.92])[1]:.3f}] (3 seeds); ahead of the best other "
                      f"encoding, {label('learned')} (0.400), by 0.510: significant after Holm (paired t-test "
                      f"over 3 seeds, Holm-adjusted p = {p_holm:.3g}). P(lead) = 1.00 [1.00, 1.00]; 80% power at "
                      f"this effect and spread needs {n} seeds (this study has 3).")

@@ -9,7 +9,8 @@ every other test of the report is exploratory and corrected within its own famil
 With three to five seeds a p-value alone cannot tell "no difference" from "too few runs", so
 every comparison also reports:
 
-- the paired difference (A - B, per seed) with its bootstrap interval over seeds;
+- the paired difference (A - B, per seed) with its Student-t interval over seeds (the one the
+  paired t-test inverts: it excludes 0 exactly when the test's p, before Holm, is below 0.05);
 - the probability of improvement P(A > B) (:func:`probability_of_improvement`: the chance that
   a run of A beats a run of B at the same test size, ties counting one half, averaged over the
   test sizes; Agarwal et al. 2021, "Deep RL at the edge of the statistical precipice"), with a
@@ -37,7 +38,7 @@ from scipy import stats
 
 from harness.config import parse_comparison
 from harness.report.multiplicity import holm
-from harness.report.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, MIN_PAIRS, bootstrap_interval
+from harness.report.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, MIN_PAIRS, t_interval
 
 __all__ = ["FRIEDMAN_COLUMNS", "MIN_BLOCKS", "PRIMARY_COLUMNS", "friedman_nemenyi", "paired_power", "parse_comparison",
            "primary_analysis", "probability_of_improvement", "seeds_needed", "seeds_text"]
@@ -46,7 +47,8 @@ __all__ = ["FRIEDMAN_COLUMNS", "MIN_BLOCKS", "PRIMARY_COLUMNS", "friedman_nemeny
 MIN_BLOCKS = 5
 _ZERO_SPREAD = 1e-12
 
-PRIMARY_COLUMNS = ["regime", "train_resolution", "side", "a", "b", "a_label", "b_label", "n_pairs", "mean_diff",
+PRIMARY_COLUMNS = ["regime", "train_resolution", "side", "a", "b", "a_label", "b_label", "n_pairs", "a_mean", "b_mean",
+                   "mean_diff",
                    "diff_low", "diff_high", "prob", "prob_low", "prob_high", "p_value", "p_holm", "significant",
                    "seeds_needed", "seeds_note", "note"]
 FRIEDMAN_COLUMNS = ["regime", "train_resolution", "side", "encoding", "mean_rank", "n_blocks", "n_encodings",
@@ -144,9 +146,9 @@ def primary_analysis(selected: pd.DataFrame, selection: pd.DataFrame, comparison
     :func:`harness.report.selection.selection_table`, for the variants' names).
 
     A seed's value is its mean over the side's test sizes; pairs are seeds both encodings have.
-    ``mean_diff`` (A - B) with ``diff_low`` / ``diff_high`` (:func:`bootstrap_interval` of the
-    differences), ``prob`` P(A > B) with its interval (:func:`probability_of_improvement`, the
-    side's test sizes as strata), ``p_value`` (two-sided paired t-test), ``p_holm`` (Holm over the
+    ``a_mean`` / ``b_mean``: the two encodings' means over the pairs; ``mean_diff`` (A - B) with
+    ``diff_low`` / ``diff_high`` (:func:`t_interval` of the differences), ``prob`` P(A > B) with its
+    interval (:func:`probability_of_improvement`, the side's test sizes as strata), ``p_value`` (two-sided paired t-test), ``p_holm`` (Holm over the
     family: the rows of this table that were tested), ``significant`` (p_holm < alpha),
     ``seeds_needed`` (:func:`seeds_needed`; NaN, with the reason in ``seeds_note``, when none up
     to ``max_seeds``). ``note`` says why a row was not tested (an encoding with no run that
@@ -174,10 +176,11 @@ def primary_analysis(selected: pd.DataFrame, selection: pd.DataFrame, comparison
                 continue
             both = pd.concat([per_seed.loc[a].rename("a"), per_seed.loc[b].rename("b")], axis=1, join="inner")
             d = (both["a"] - both["b"]).to_numpy(dtype=float)
-            lo, hi = bootstrap_interval(d)
+            lo, hi = t_interval(d, bounds=(-1.0, 1.0))
             prob = probability_of_improvement(_strata(selected, where, a), _strata(selected, where, b))
             n, why = seeds_needed(d, alpha=alpha, power=power, max_seeds=max_seeds)
-            row.update(n_pairs=len(d), mean_diff=float(d.mean()) if len(d) else math.nan, diff_low=lo, diff_high=hi,
+            row.update(n_pairs=len(d), a_mean=float(both["a"].mean()), b_mean=float(both["b"].mean()),
+                       mean_diff=float(d.mean()) if len(d) else math.nan, diff_low=lo, diff_high=hi,
                        prob=prob[0], prob_low=prob[1], prob_high=prob[2], seeds_needed=n, seeds_note=why)
             if len(d) < min_pairs:
                 row["note"] = f"too few pairs ({len(d)}; a test needs {min_pairs})"
@@ -187,7 +190,7 @@ def primary_analysis(selected: pd.DataFrame, selection: pd.DataFrame, comparison
                 row["p_value"] = float(stats.ttest_1samp(d, 0.0).pvalue)
             rows.append(row)
     out = pd.DataFrame(rows, columns=[c for c in PRIMARY_COLUMNS if c not in ("p_holm", "significant")])
-    for col in ("mean_diff", "diff_low", "diff_high", "prob", "prob_low", "prob_high", "p_value"):
+    for col in ("a_mean", "b_mean", "mean_diff", "diff_low", "diff_high", "prob", "prob_low", "prob_high", "p_value"):
         out[col] = out[col].astype(float)
     out["seeds_needed"] = out["seeds_needed"].astype("Int64")
     out["n_pairs"] = out["n_pairs"].astype("int64")

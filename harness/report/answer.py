@@ -66,7 +66,11 @@ def primary_lines(primary: pd.DataFrame, analysis: Any) -> list[str]:
         else:
             line += (f"; paired t-test p = {r.p_value:.3g}, Holm over the primary family p = {r.p_holm:.3g}: "
                      f"{'' if r.significant else 'not '}significant")
-        lines.append(line + _power(r.seeds_needed, r.seeds_note, r.n_pairs, analysis.power) + ".")
+        line += _power(r.seeds_needed, r.seeds_note, r.n_pairs, analysis.power) + "."
+        if min(round(r.a_mean, 9), round(r.b_mean, 9)) >= st.CEILING:
+            line += (f" Both are at the ceiling ({r.a_mean:.3f} and {r.b_mean:.3f}, >= {st.CEILING}): this task "
+                     "cannot rank them here, whatever the seeds.")
+        lines.append(line)
     return lines
 
 

@@ -283,7 +283,7 @@ def gain_over_control(df: pd.DataFrame, selected: pd.DataFrame | None = None,
         for enc, n in counts.drop(index=control).iterrows():
             acc = mine.get((*key, enc), pd.Series(dtype=float))
             both = pd.concat([acc.rename("a"), base.rename("b")], axis=1, join="inner").dropna()
-            s = interval_stats((both["a"] - both["b"]).to_numpy(dtype=float))
+            s = interval_stats((both["a"] - both["b"]).to_numpy(dtype=float), bounds=(-1.0, 1.0))
             rows.append({**cell, "encoding": enc, "n_pairs": len(both), "gain": s["mean"], "ci_low": s["ci_low"],
                          "ci_high": s["ci_high"], "encoding_acc": float(both["a"].mean()) if len(both) else math.nan,
                          "control_acc": float(both["b"].mean()) if len(both) else math.nan,

@@ -111,11 +111,13 @@ def sections(tables: dict[str, Any], baseline: str | None) -> list[Section]:
         out.append(Section("primary", "Primary analysis: the declared comparisons",
                            "The study's declared question (its spec's analysis: section): each comparison per regime, "
                            "side and training size, on each seed's mean selected accuracy over the side's sizes, "
-                           "paired by seed. A − B with its bootstrap interval over seeds; P(A > B): the chance that a "
-                           "run of A beats a run of B at the same test size (ties count one half), averaged over "
-                           "the sizes, with a bootstrap interval over seeds stratified by size; two-sided paired "
-                           "t-test, Holm-corrected over this family alone; the seeds one two-sided paired t-test at "
-                           "alpha (before the Holm correction) would need for 80% power, taking the observed effect "
+                           "paired by seed. A − B with its 95% Student-t interval over seeds (it excludes 0 "
+                           "exactly when the paired t-test's p before Holm is below 0.05); P(A > B): the chance "
+                           "that a run of A beats a run of B at the same test size (ties count one half), averaged "
+                           "over the sizes, with a bootstrap interval over seeds stratified by size (it cannot "
+                           "reach past what the seeds show: 1.00 [1.00, 1.00] when every run of A beats every run "
+                           "of B); two-sided paired t-test, Holm-corrected over this family alone; the seeds one "
+                           "two-sided paired t-test at alpha (before the Holm correction) would need for 80% power, taking the observed effect "
                            "and spread as the truth.", ans.primary_table(primary)))
     out += _gain_sections(tables.get("gain"))
     friedman = tables.get("friedman")

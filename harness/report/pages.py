@@ -118,7 +118,7 @@ def latex_tables(accuracy: pd.DataFrame, study: str = "", selection: pd.DataFram
     every variant: one ``table`` per regime and training resolution (``\label{tab:accuracy-
     <regime>-<train>}``), one row per encoding variant, one column per test size. A cell is the
     mean test accuracy over the seeds that trained with its interval in brackets, ``mean [lo,
-    hi]`` (a percentile-bootstrap interval is not symmetric, so no ``±``; the caption says so);
+    hi]`` (an interval cut to [0, 1] is not symmetric, so no ``±``; the caption says how it is computed);
     ``(1 seed)`` without an interval; a variant none of whose runs trained reads "did not train
     (n runs)". No cell is bold: the best of a column is chosen on the images it is scored on.
     Every text is escaped (:func:`tex_escape`). Needs ``\usepackage{booktabs}``. ``accuracy``:

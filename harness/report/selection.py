@@ -177,7 +177,7 @@ def selection_table(df: pd.DataFrame) -> pd.DataFrame:
     ``selected``: the encoding's selected variant (:func:`selected_label`), ``method`` how it was
     found, ``chosen_a`` / ``chosen_b`` the (policy, temperature) chosen on each half; ``n_seeds``,
     ``mean``, ``ci_low``, ``ci_high``: its selected accuracy (each seed's mean over the side's
-    sizes; the mean and bootstrap interval over seeds). ``default``: the encoding's default
+    sizes; the mean and Student-t interval over seeds). ``default``: the encoding's default
     variant (its own policy, temperature none: what a user gets without choosing) and its
     accuracy on all of the test images (``default_*``; NaN where it was not evaluated).
     ``upper``: the variant with the best mean on the test images themselves, and its accuracy:

@@ -23,15 +23,15 @@ Conventions shared by all functions (each one applies them itself):
 - A *variant* of an encoding is (encoding, policy, temperature); a cell is (regime, variant,
   train_resolution, test size); its unit of replication is the seed. A seed's repeated runs
   in one cell are averaged first, so that every seed counts once.
-- Intervals are 95% percentile-bootstrap intervals over seeds (:func:`bootstrap_interval`:
-  :data:`BOOTSTRAP_RESAMPLES` resamples drawn with the seed :data:`BOOTSTRAP_SEED`): the
-  interval of a mean of accuracies lies inside [0, 1], and it is reproducible.
+- Intervals are 95% Student-t intervals of the mean over seeds (:func:`t_interval`), cut to
+  what the values can be: [0, 1] for a mean accuracy, [-1, 1] for a mean difference of two;
+  retention is not bounded. They agree with the paired t-tests of the comparisons.
 - Results are new DataFrames with a default index, sorted by their key columns, so the
   order of the input rows never matters.
 
 No I/O, no plotting, no MLflow. The paired tests, the Holm correction and the headline's
 test of the best variant's lead are in :mod:`harness.report.comparisons`. Which rows count, a
-cell's key and labels, and the bootstrap interval are :mod:`harness.report.tidy` (re-exported here).
+cell's key and labels, and the interval are :mod:`harness.report.tidy` (re-exported here).
 """
 
 from __future__ import annotations
@@ -52,13 +52,13 @@ from harness.report.tidy import (
     FINISHED,
     INTERVAL_METHOD,
     VARIANT,
-    bootstrap_interval,
     cell_columns,
     finished,
     interval_stats,
     per_seed,
     require,
     side,
+    t_interval,
     tested_rows,
     variant_label,
 )
@@ -74,7 +74,6 @@ __all__ = [
     "RANK_DECIMALS",
     "VARIANT",
     "accuracy_summary",
-    "bootstrap_interval",
     "control_runs",
     "cost_table",
     "default_baseline",
@@ -87,6 +86,7 @@ __all__ = [
     "retention",
     "run_retention",
     "side",
+    "t_interval",
     "tested_rows",
     "trained",
     "untrained_runs",
@@ -195,7 +195,7 @@ def accuracy_summary(df: pd.DataFrame) -> pd.DataFrame:
     FINISHED rows of runs that trained; a seed's repeated runs are averaged first. Columns:
     regime, variant, encoding, policy, temperature, train_resolution, test_resolution,
     test_rows, test_cols, n_seeds, mean, std (ddof=1; NaN with one seed), ci_low, ci_high
-    (:func:`bootstrap_interval` over the seeds; NaN with fewer than two), n_untrained (runs of
+    (:func:`t_interval` over the seeds, in [0, 1]; NaN with fewer than two), n_untrained (runs of
     the cell that did not train: a cell where no run trained has n_seeds 0 and a NaN mean).
     """
     fin = tested_rows(df)
@@ -221,7 +221,7 @@ def retention(df: pd.DataFrame) -> pd.DataFrame:
     FINISHED rows of runs that trained and whose retention is defined. Columns: regime,
     variant, encoding, policy, temperature, train_resolution, test_resolution, test_rows,
     test_cols, n_seeds, retention (the mean; NaN where no run of the cell has one), ci_low,
-    ci_high (:func:`bootstrap_interval` over seeds; retention is not bounded by [0, 1]: above 1
+    ci_high (:func:`t_interval` over seeds, unbounded: retention is not bounded by [0, 1]: above 1
     is better than at the training size, below 0 worse than chance), n_undefined (runs of the
     cell whose retention is undefined).
     """
@@ -231,7 +231,7 @@ def retention(df: pd.DataFrame) -> pd.DataFrame:
     for key, g in fin.groupby(CELL, sort=True):
         ok = g["trained"].astype(bool) & g["retention"].notna()
         seeds = g.loc[ok].groupby("seed")["retention"].mean()
-        s = interval_stats(seeds.to_numpy())
+        s = interval_stats(seeds.to_numpy(), bounds=None)
         rows.append({**dict(zip(CELL, key)), "n_seeds": s["n_seeds"], "retention": s["mean"], "ci_low": s["ci_low"],
                      "ci_high": s["ci_high"], "n_undefined": g.loc[~ok, "run_id"].nunique()})
     stats = ["n_seeds", "retention", "ci_low", "ci_high", "n_undefined"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.colors import to_rgba
 from matplotlib.lines import Line2D
 
 from harness.report.figures import ReportFigure, register_figure
@@ -23,7 +24,9 @@ class AccuracyVsResolution(ReportFigure):
     title = "Accuracy against test size"
     caption = ("Test accuracy against test size: one row of panels per regime (and training resolution), one "
                "column per new-grid policy; encodings without a policy (policy na) are drawn in every column. "
-               "Line (colour and marker: the encoding): mean over the seeds that trained, bars: its interval "
+               "Line (colour and marker: the encoding): mean over the seeds that trained, joining the square sizes "
+               "only (a non-square size, right of the grey rule, changes the aspect ratio, not just the size), "
+               "bars: its interval "
                f"({INTERVAL_METHOD}); dots: each seed's run; crosses: runs that did not train (not in the mean); "
                "line style: attention temperature; dotted grey: chance (1 / number of classes, labelled); dashed: the "
                "training size.")
@@ -45,8 +48,10 @@ class AccuracyVsResolution(ReportFigure):
         width = 0.5 / max(1, acc["variant"].nunique() // max(1, len(policies)))
         for (regime, train), row in zip(panels.itertuples(index=False), axes):
             part = acc.loc[(acc["regime"] == regime) & (acc["train_resolution"] == train)]
-            sizes = size_order(part)
-            pos = {s: i for i, s in enumerate(sizes)}
+            # square sizes first, in order, joined by the lines; then the non-square ones, apart
+            square = set(part.loc[part["test_rows"] == part["test_cols"], "test_resolution"])
+            sizes = [s for s in size_order(part) if s in square] + [s for s in size_order(part) if s not in square]
+            pos = {s: i + (0.5 if s not in square else 0.0) for i, s in enumerate(sizes)}
             pts = res.loc[(res["regime"] == regime) & (res["train_resolution"] == train)]
             for pol, ax in zip(policies, row):
                 shown = part.loc[part["policy"].isin([pol, NO_POLICY])]
@@ -59,8 +64,10 @@ class AccuracyVsResolution(ReportFigure):
                     low = (g["mean"] - g["ci_low"].fillna(g["mean"])).clip(lower=0)
                     high = (g["ci_high"].fillna(g["mean"]) - g["mean"]).clip(lower=0)
                     colour, marker = styles[enc]
-                    ax.errorbar(x, g["mean"], yerr=[low, high],
-                                color=colour, linestyle=style, marker=marker, markersize=4, capsize=2, linewidth=1.4)
+                    ax.errorbar(x, g["mean"], yerr=[low, high], color=colour, ecolor=to_rgba(colour, 0.45),
+                                linestyle="none", marker=marker, markersize=4, capsize=2, elinewidth=0.9)
+                    joined = g["test_resolution"].isin(square).to_numpy()
+                    ax.plot(x[joined], g["mean"].to_numpy()[joined], color=colour, linestyle=style, linewidth=1.4)
                     seeds = pts.loc[(pts["encoding"] == enc) & (pts["policy"] == p) & (pts["temperature"] == temp)]
                     for ok, marker in ((True, "."), (False, "x")):
                         s = seeds.loc[seeds["trained"] == ok]
@@ -69,7 +76,9 @@ class AccuracyVsResolution(ReportFigure):
                 chance = chance_line(ax, pts) or chance
                 if str(train) in pos:
                     ax.axvline(pos[str(train)], color="black", linestyle="--", linewidth=0.8)
-                ax.set_xticks(range(len(sizes)), [f"{s}" for s in sizes])
+                if len(square) < len(sizes):
+                    ax.axvline(len(square) - 0.25, color="grey", linewidth=0.8, alpha=0.6)
+                ax.set_xticks([pos[s] for s in sizes], [f"{s}" for s in sizes])
                 ax.set(ylim=(0, 1.03), xlabel="test size (px)", ylabel="test accuracy",
                        title=f"{regime}, trained at {train} px, policy {pol}")
         handles = [Line2D([], [], color=c, marker=m, label=e) for e, (c, m) in styles.items()]

@@ -11,11 +11,18 @@ from harness.report.figures.plotting import chance_line, encoding_styles, legend
 __all__ = ["ValidationCurves"]
 
 
+def _sd_in_range(values) -> tuple[float, float]:
+    """Mean ± sd (ddof 1, as seaborn's "sd") cut to [0, 1]: an accuracy's spread drawn past 1 reads
+    as an accuracy above 1."""
+    mean, sd = float(values.mean()), float(values.std())
+    return max(mean - sd, 0.0), min(mean + sd, 1.0)
+
+
 @register_figure("validation_curves")
 class ValidationCurves(ReportFigure):
     title = "Validation curves"
-    caption = ("Validation accuracy per epoch at the training resolution (colour and marker: the encoding; band: sd "
-               "over seeds); dotted grey: chance (1 / number of classes).")
+    caption = ("Validation accuracy per epoch at the training resolution (colour and marker: the encoding; band: "
+               "mean ± sd over seeds, cut to [0, 1]); dotted grey: chance (1 / number of classes).")
     order = 40
 
     def draw(self, runs, tables):
@@ -24,10 +31,11 @@ class ValidationCurves(ReportFigure):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         shown = set(runs.curves["encoding"])
         styles = {e: style for e, style in encoding_styles(tables).items() if e in shown}
-        sns.lineplot(data=runs.curves, x="epoch", y="val_acc", hue="encoding", style="encoding", errorbar="sd", ax=ax,
+        sns.lineplot(data=runs.curves, x="epoch", y="val_acc", hue="encoding", style="encoding", ax=ax,
+                     errorbar=_sd_in_range,
                      palette={e: c for e, (c, _) in styles.items()}, markers={e: m for e, (_, m) in styles.items()},
                      dashes=False)
         chance_line(ax, runs.results)
-        ax.set(title="validation accuracy per epoch (band: sd over seeds)", ylabel="validation accuracy")
+        ax.set(title="validation accuracy per epoch (band: sd over seeds, cut to [0, 1])", ylabel="validation accuracy")
         legend_outside(ax)
         return fig
