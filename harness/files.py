@@ -67,8 +67,17 @@ def refuse_foreign_sqlite(path: Path, marker: str, store: str, kind: str, error:
     """Raise ``error`` (one line, starting with ``store``) when the existing SQLite file at
     ``path`` is not SQLite, or holds tables but not ``marker``, the table that says it is
     ``kind``: another program's database, which Optuna or MLflow would otherwise fill with their
-    own tables. A missing or empty file passes (the store creates it). Read-only."""
+    own tables; or when the file cannot be made there: ``path`` is a folder, or a file stands
+    where one of its folders would be. A missing or empty file passes (the store creates it).
+    Read-only."""
     path = Path(path)
+    if path.is_dir():
+        raise error(f"{store}: {path} is a folder, not a database file")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise error(f"{store}: {folder} is a file, not a folder: the database {path} cannot be made there")
     if not path.is_file() or path.stat().st_size == 0:
         return
     tables = sorted(store_tables(path, store, error))

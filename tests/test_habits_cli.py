@@ -90,6 +90,23 @@ def test_run_takes_positional_overrides_anywhere(spec_path, tmp_path, capsys, mo
     assert "2 cells" in out and "seed 4" in out
 
 
+def test_report_and_bench_take_positional_overrides_as_every_command_with_a_spec(spec_path, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """docs/reference/cli.md: the commands that take a spec accept positional KEY=VALUE; `report`
+    and `bench` refused them as unrecognized arguments."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(spec_path), "name=elsewhere", "output=o"]) == 2  # the overrides reach the spec
+    assert f"no tracking store at sqlite:///{tmp_path / 'o' / 'elsewhere' / 'mlflow.db'}" in capsys.readouterr().err
+    # without a spec there is nothing to override: said, not ignored
+    assert main(["report", "--experiment", "e", "--tracking-uri", "sqlite:///x.db", "name=x"]) == 2
+    assert "name=...: overrides change a study spec" in capsys.readouterr().err
+    assert main(["bench", "train.lr=0.1"]) == 2
+    assert "overrides change a study spec" in capsys.readouterr().err
+    assert main(["bench", "--spec", str(spec_path), "train.lr=abc"]) == 2  # read as --set train.lr=abc
+    err = capsys.readouterr().err
+    assert "train.lr" in err and "'abc'" in err
+
+
 def test_a_positional_that_is_not_an_override_is_refused(spec_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["run", str(spec_path), "--dry-run", "train.lr"])
@@ -113,6 +130,19 @@ def test_dry_run_prints_the_resolved_spec_and_cells_and_writes_nothing(spec_path
     assert "# warning: 2 seed(s): the report cannot test any difference between encodings" in r.stdout
     assert list(work.iterdir()) == []  # no runs/, no stores, no reports/
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml", "work"]
+
+
+def test_dry_run_says_how_many_workers_run_would_start(spec_path, capsys, monkeypatch):
+    """--workers over the spec's workers, and 'auto' as the count it comes to here (it printed the
+    spec's 1 in the resolved spec, then '5 worker(s)', and 'auto worker(s)')."""
+    monkeypatch.setattr("harness.devices.usable_cpus", lambda: 3)
+    cases = [((), "# 4 cells to train (encoding, train resolution, seed), 1 worker(s):"),
+             (("--workers", "5"), "5 worker(s) (--workers 5, over the spec's workers: 1):"),
+             (("--workers", "auto"), "3 worker(s) ('auto': one single-thread worker per core, at most one per cell")]
+    for extra, want in cases:
+        assert main(["run", str(spec_path), "--dry-run", *extra]) == 0
+        out = capsys.readouterr().out
+        assert want in out, out
 
 
 def test_dry_run_of_a_bad_spec_is_one_error(spec_path, capsys):

@@ -96,8 +96,10 @@ def test_bombs_are_refused_quickly_with_the_estimate(tree):
     bomb.write_text(SPEC.replace("name: hostile\n", "\n".join(laughs) + "\nname: *f\n"))
     t0 = time.monotonic()
     msg = _refused(bomb)
-    assert msg.startswith(f"{bomb}: line 2") and "alias" in msg and time.monotonic() - t0 < 5, msg
-    assert "alias" in _refused(spec, "seeds=[&s 1, *s]")  # an override is read as a spec file is
+    # refused at its first anchor (line 1), before any alias could expand
+    assert msg.startswith(f"{bomb}: line 1") and "anchors (&a)" in msg and time.monotonic() - t0 < 5, msg
+    assert "anchors (&s)" in _refused(spec, "seeds=[&s 1, *s]")  # an override is read as a spec file is
+    assert "aliases (*s)" in _refused(spec, "seeds=[*s]")
 
     msg = _refused(spec, "test_resolutions=[1000000]")  # a size no machine can evaluate: the estimate
     assert msg.startswith("--set test_resolutions=...: key 'test_resolutions[0]': 1000000 px is "

@@ -28,9 +28,19 @@ def harness(cwd: Path, *args: str) -> subprocess.CompletedProcess:
         ("--storage", "postgresql://alice:hunter2@127.0.0.1:1/harness", "Optuna storage postgresql://alice:***@"),
         ("--storage", "nosuchdb://alice:hunter2@localhost/x", "Optuna storage nosuchdb://alice:***@"),
         ("--tracking-uri", "http://alice:hunter2@127.0.0.1:1", "does not answer"),
+        # a database server that refuses: at once, before the Optuna storage is written (MLflow's
+        # own client retried for about two minutes, and the study's optuna.db was left behind)
+        ("--tracking-uri", "postgresql://alice:hunter2@127.0.0.1:1/mlflow",
+         "MLflow tracking store postgresql://alice:***@127.0.0.1:1/mlflow: cannot be used (OperationalError"),
+        # a file where a folder of the store's path would be
+        ("--storage", "sqlite:///{tmp}/afile/optuna.db", "{tmp}/afile is a file, not a folder"),
+        ("--tracking-uri", "sqlite:///{tmp}/afile/mlflow.db", "{tmp}/afile is a file, not a folder"),
+        ("--storage", "sqlite:///{tmp}", "{tmp} is a folder, not a database file"),
     ],
 )
 def test_unreachable_or_unknown_stores(tmp_path, capsys, monkeypatch, flag, url, expected):
+    (tmp_path / "afile").write_text("not a folder")
+    url, expected = url.format(tmp=tmp_path), expected.format(tmp=tmp_path)
     r = cli(tmp_path, capsys, monkeypatch, "run", str(SMOKE), "--set", f"output={tmp_path / 'runs'}", flag, url)
     one_line_error(r, expected)
     assert "hunter2" not in r.stderr and "hunter2" not in r.stdout

@@ -132,6 +132,8 @@ def test_a_study_pinned_with_the_old_digest_is_pinned_again_not_refused(tmp_path
 CASES = {
     "malformed yaml": (GOOD + "seeds: [0, 1\n", [], "malformed YAML"),
     "unknown key": (GOOD + "seed: [3]\n", [], "unknown key 'seed'; did you mean 'seeds'"),
+    # a field the loader fills in itself is not a key of the file (it was accepted and dropped)
+    "internal field": (GOOD + "analysis_dropped: [a vs b]\n", [], "unknown key 'analysis_dropped'"),
     "unknown nested key": (GOOD.replace("epochs: 1", "epoch: 1"), [], "train.epoch"),
     "wrong type": (GOOD.replace("epochs: 1", "epochs: one"), [], "train.epochs"),
     "zero size": (GOOD.replace("num_train: 64", "num_train: 0"), [], "dataset.num_train"),

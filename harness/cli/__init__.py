@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec value")
     p.add_argument("--plugin", action="append", default=[], metavar="REF",
                    help="load a plugin first (e.g. a report figure): a .py path or module:attr (repeatable)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides like --set (e.g. name=my_study)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("worker", help="join an existing study (created by `run`) and work until no cell is left")
@@ -159,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch threads; several counts (e.g. 1 2) measure every figure at each, interleaved "
                         "(default: torch's default)")
     p.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
-    p.set_defaults(func=cmd_bench)
+    # positional KEY=VALUE overrides of the --spec, as the other commands that take a spec (no positional slot:
+    # main() collects them from the line)
+    p.set_defaults(func=cmd_bench, overrides=[])
     return parser
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from harness.errors import HarnessError, redact_url
-from harness.cli.common import load_plugins, spec_from_args
+from harness.cli.common import is_override, load_plugins, spec_from_args
 
 
 def dry_run(args: argparse.Namespace) -> int:
@@ -23,8 +23,7 @@ def dry_run(args: argparse.Namespace) -> int:
     print(f"# {args.spec}: resolved spec (dry run: nothing is trained or written)")
     print(yaml.safe_dump(plain, sort_keys=False, default_flow_style=None).rstrip())
     cells = spec.cells()
-    print(f"# {len(cells)} cells to train (encoding, train resolution, seed), "
-          f"{args.workers if args.workers is not None else spec.workers} worker(s):")
+    print(f"# {len(cells)} cells to train (encoding, train resolution, seed), {_workers_text(args, spec, len(cells))}:")
     width = max(len(c.encoding) for c in cells)
     for i, c in enumerate(cells, 1):
         print(f"{i:>4}  {c.encoding.ljust(width)}  r{c.train_resolution}  seed {c.seed}")
@@ -42,6 +41,23 @@ def dry_run(args: argparse.Namespace) -> int:
 
 
 
+def _workers_text(args: argparse.Namespace, spec, cells: int) -> str:
+    """How many workers ``run`` would start, in words: ``--workers`` over the spec's ``workers``,
+    and what ``auto`` comes to here (without importing torch: on a GPU machine, one per GPU)."""
+    from harness.devices import AUTO, auto_workers, usable_cpus
+
+    given = args.workers if args.workers is not None else spec.workers
+    if given == AUTO:
+        text = (f"{auto_workers([], usable_cpus(), cells=cells)} worker(s) ('auto': one single-thread worker per "
+                "core, at most one per cell" + ("" if spec.train.device == "cpu" else
+                                               "; one per GPU instead where torch sees one") + ")")
+    else:
+        text = f"{given} worker(s)"
+    if args.workers is not None and args.workers != spec.workers:
+        text += f" (--workers {args.workers}, over the spec's workers: {spec.workers})"
+    return text
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     if isinstance(args.workers, int) and args.workers < 0:
         raise HarnessError(f"--workers must be 0 or more, got {args.workers}")
@@ -53,8 +69,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = run_study(args.spec, args.set, workers=args.workers, storage=args.storage,
                      tracking_uri=args.tracking_uri)
     if args.workers == 0:
+        import shlex
+
+        join = [args.spec, *args.set, "--storage", redact_url(spec.storage_url())]
+        if args.tracking_uri:
+            join += ["--tracking-uri", redact_url(spec.tracking())]
+        hint = " (put the password in for ***)" if any("***" in part for part in join) else ""
         print(f"study {spec.name}: created with its cells queued; start workers with "
-              f"`harness worker {args.spec} --storage URL`")
+              f"`harness worker {shlex.join(join)}`{hint}")
         return 0
     from harness.study.evaluate import evaluate_spec
 
@@ -140,6 +162,13 @@ def _results_summary(markdown: Path) -> str:
 
 def cmd_report(args: argparse.Namespace) -> int:
     load_plugins(args.plugin)  # figure plugins for a report from --experiment (a spec loads its own)
+    if args.spec and is_override(args.spec) and not Path(args.spec).exists():  # `report --experiment E KEY=VALUE`
+        args.set, args.spec = [args.spec, *args.set], None
+    if args.set and not args.spec:
+        from harness.report import ReportError
+
+        raise ReportError(f"{args.set[0].partition('=')[0]}=...: overrides change a study spec; give the spec "
+                          "(harness report SPEC KEY=VALUE ...), not --experiment")
     spec = spec_from_args(args) if args.spec else None  # checked before pandas, MLflow and seaborn are imported
     from harness.report import ReportError, build_report
 

@@ -42,7 +42,7 @@ SpecLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+.
 class AliasRefused(yaml.MarkedYAMLError):
     """A YAML alias (``*name``) in a spec: refused, so that no "billion laughs" of nested
     aliases can expand a few lines into gigabytes (specs reuse values with ``include:`` and
-    presets instead)."""
+    presets instead); an anchor (``&name``) too, which only an alias would use."""
 
 
 def _compose_node(self: SpecLoader, parent: Any, index: Any) -> Any:
@@ -50,6 +50,10 @@ def _compose_node(self: SpecLoader, parent: Any, index: Any) -> Any:
         event = self.peek_event()
         raise AliasRefused(None, None, f"YAML aliases (*{event.anchor}) are not accepted in specs: "
                                        "write the value out, or share it with 'include:'", event.start_mark)
+    event = self.peek_event()
+    if getattr(event, "anchor", None) is not None:
+        raise AliasRefused(None, None, f"YAML anchors (&{event.anchor}) are not accepted in specs: share a "
+                                       "value with 'include:'", event.start_mark)
     return yaml.composer.Composer.compose_node(self, parent, index)
 
 
@@ -119,7 +123,7 @@ def load_preset(kind: str, name: str) -> dict[str, Any]:
     path = config_dir() / kind / f"{name}.yaml"
     if not path.is_file():
         known = list_presets(kind)
-        raise PresetError(f"unknown {kind} preset {name!r}{did_you_mean(name, known)} Known: {', '.join(known) or 'none'}")
+        raise PresetError(f"unknown {kind} preset {name!r}{did_you_mean(name, known)} (known: {', '.join(known) or 'none'})")
     data = load_yaml(path)
     if not isinstance(data, dict):
         raise PresetError(f"{path}: expected a mapping of keys to values")

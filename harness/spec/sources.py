@@ -32,8 +32,9 @@ class SpecError(HarnessError):
     """A study spec that cannot be used."""
 
 
-#: the keys a spec may have at the top level
-TOP_KEYS = frozenset({f.name for f in dataclasses.fields(StudySpec)} - {"source", "resolved"} | {"include"})
+#: the keys a spec file may hold at the top level: the fields of StudySpec but those the loader fills in itself
+TOP_KEYS = frozenset({f.name for f in dataclasses.fields(StudySpec)} - {"source", "resolved", "analysis_dropped"}
+                     | {"include"})
 _PRESET_SECTIONS = ("model", "dataset", "train")
 
 

@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from urllib.parse import unquote
 
-from harness.errors import HarnessError, redact_url, split_userinfo
+from harness.errors import HarnessError, db_url, redact_url, split_userinfo
 from harness.files import refuse_foreign_sqlite, sqlite_path, store_tables
 
 __all__ = ["HTTP_DEFAULTS", "TRACKING_SCHEMES", "TrackingError", "check_reachable", "check_tracking_uri",
@@ -72,15 +72,19 @@ def http_credentials(tracking_uri: str) -> tuple[str, str | None, str | None]:
 
 def check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
     """A tracking URI MLflow can use (:func:`check_tracking_uri`; a SQLite file that is another
-    program's database is refused); an http(s) tracking server must also answer its health
-    check, quickly (MLflow's own client would retry for minutes).
-    The URI's user info is sent as HTTP basic auth, as MLflow sends it."""
+    program's database, or that cannot be made where it is named, is refused); an http(s)
+    tracking server must also answer its health check, and a database server (PostgreSQL,
+    MySQL, ...) take a connection, quickly: MLflow's own client would retry for minutes, and the
+    caller would have written its Optuna storage by then. The URI's user info is sent as HTTP
+    basic auth, as MLflow sends it."""
     check_tracking_uri(tracking_uri)
     shown = redact_url(tracking_uri)
     if tracking_uri.startswith("sqlite:///"):  # before anything is written: never another program's database
         refuse_foreign_sqlite(sqlite_path(tracking_uri), "experiments", f"MLflow tracking store {shown}",
                               "an MLflow tracking store", TrackingError)
     if not tracking_uri.lower().startswith(("http://", "https://")):
+        if not tracking_uri.startswith(("sqlite:", "file:", "databricks")) and "://" in tracking_uri:
+            _database_tables(db_url(tracking_uri), timeout)
         return
     bare, user, password = http_credentials(tracking_uri)
     request = urllib.request.Request(bare.rstrip("/") + "/health")
@@ -109,19 +113,28 @@ def _check_mlflow_store(uri: str) -> None:
             raise TrackingError(f"MLflow tracking store {shown}: no such file")
         tables = store_tables(path, f"MLflow tracking store {shown}", TrackingError)
     else:
-        import sqlalchemy
-
-        try:
-            engine = sqlalchemy.create_engine(uri)
-            try:
-                tables = set(sqlalchemy.inspect(engine).get_table_names())
-            finally:
-                engine.dispose()
-        except Exception as exc:  # noqa: BLE001 - an unreachable database is the user's to fix
-            detail = redact_url(str(exc).splitlines()[0]) if str(exc) else ""
-            raise TrackingError(f"MLflow tracking store {shown}: cannot be used ({type(exc).__name__}: {detail})"
-                                ) from None
+        tables = _database_tables(uri)
     missing = {"experiments", "runs", "alembic_version"} - tables
     if missing:
         raise TrackingError(f"MLflow tracking store {shown}: not an MLflow tracking store (no table "
                             f"{', '.join(sorted(missing))}); left as it is")
+
+
+def _database_tables(uri: str, timeout: float = 10.0) -> set[str]:
+    """The table names of the database server's store at ``uri`` (a SQLAlchemy URL), read
+    without writing; :class:`TrackingError` (one line, the password masked) when it cannot be
+    reached within ``timeout`` seconds or refuses the connection."""
+    import sqlalchemy
+
+    shown = redact_url(uri)
+    args = {"connect_timeout": int(timeout)} if uri.startswith(("postgresql", "mysql")) else {}
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args=args)
+        try:
+            return set(sqlalchemy.inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - an unreachable database is the user's to fix
+        detail = redact_url(str(exc).splitlines()[0]) if str(exc) else ""
+        raise TrackingError(f"MLflow tracking store {shown}: cannot be used ({type(exc).__name__}: {detail})"
+                            ) from None
