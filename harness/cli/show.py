@@ -137,7 +137,7 @@ def _bias_figures(out: Path, name: str, pe, g, state) -> list[Path]:
         ax.set_xlabel("key token"), ax.set_ylabel("query token")
         paths.append(_save(fig, out / f"{name}_distance_matrix.png"))
     r, c = _heads_layout(h)
-    fig, axes = plt.subplots(r, c, figsize=(3.2 * c, 3 * r), squeeze=False)
+    fig, axes = plt.subplots(r, c, figsize=(3.4 * c, 3 * r), squeeze=False, layout="constrained")
     for i, ax in enumerate(axes.flat):
         if i >= h:
             ax.axis("off")
@@ -148,7 +148,7 @@ def _bias_figures(out: Path, name: str, pe, g, state) -> list[Path]:
     fig.suptitle(f"{name}: attention-logit bias per head (token 0 = cls)", fontsize=10)
     paths.append(_save(fig, out / f"{name}_bias_per_head.png"))
     centre = 1 + (g.rows // 2) * g.cols + g.cols // 2
-    fig, axes = plt.subplots(r, c, figsize=(3.2 * c, 3 * r), squeeze=False)
+    fig, axes = plt.subplots(r, c, figsize=(3.4 * c, 3 * r), squeeze=False, layout="constrained")
     for i, ax in enumerate(axes.flat):
         if i >= h:
             ax.axis("off")
@@ -174,7 +174,7 @@ def _logit_figure(path: Path, name: str, pe, g, state) -> Path:
         logits = logits + bias.float()[:, centre, g.num_prefix:]
     logits = logits.reshape(h, g.rows, g.cols).float()
     r, c = _heads_layout(h)
-    fig, axes = plt.subplots(r, c, figsize=(3.2 * c, 3 * r), squeeze=False)
+    fig, axes = plt.subplots(r, c, figsize=(3.4 * c, 3 * r), squeeze=False, layout="constrained")
     extent = (-cx - 0.5, g.cols - cx - 0.5, g.rows - cy - 0.5, -cy - 0.5)
     for i, ax in enumerate(axes.flat):
         if i >= h:
