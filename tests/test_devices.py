@@ -215,7 +215,8 @@ def test_rendered_gpu_study_is_created_and_queued_with_workers_0(tmp_path):
     assert "created with its cells queued" in out.stdout
     run_dir = tmp_path / "rendered_gpu"
     # the command a worker joins with: the same spec, overrides and storage (it said `--storage URL`)
-    join = shlex.join(["studies/rendered_gpu.yaml", f"output={tmp_path}", "--storage", f"sqlite:///{run_dir / 'optuna.db'}"])
+    join = shlex.join(["studies/rendered_gpu.yaml", f"output={tmp_path}", "--storage",
+                       f"sqlite:///{run_dir / 'optuna.db'}"])
     assert f"start workers with `harness worker {join}`" in out.stdout, out.stdout
     assert (run_dir / "optuna.db").is_file() and (run_dir / "mlflow.db").is_file()
     with sqlite3.connect(run_dir / "optuna.db") as db:

@@ -148,11 +148,11 @@ def primary_analysis(selected: pd.DataFrame, selection: pd.DataFrame, comparison
     A seed's value is its mean over the side's test sizes; pairs are seeds both encodings have.
     ``a_mean`` / ``b_mean``: the two encodings' means over the pairs; ``mean_diff`` (A - B) with
     ``diff_low`` / ``diff_high`` (:func:`t_interval` of the differences), ``prob`` P(A > B) with its
-    interval (:func:`probability_of_improvement`, the side's test sizes as strata), ``p_value`` (two-sided paired t-test), ``p_holm`` (Holm over the
-    family: the rows of this table that were tested), ``significant`` (p_holm < alpha),
-    ``seeds_needed`` (:func:`seeds_needed`; NaN, with the reason in ``seeds_note``, when none up
-    to ``max_seeds``). ``note`` says why a row was not tested (an encoding with no run that
-    trained, too few pairs, no variance). Columns: :data:`PRIMARY_COLUMNS`.
+    interval (:func:`probability_of_improvement`, the side's test sizes as strata), ``p_value``
+    (two-sided paired t-test), ``p_holm`` (Holm over the family: the rows of this table that were
+    tested), ``significant`` (p_holm < alpha), ``seeds_needed`` (:func:`seeds_needed`; NaN, with the
+    reason in ``seeds_note``, when none up to ``max_seeds``). ``note`` says why a row was not tested
+    (an encoding with no run that trained, too few pairs, no variance). Columns: :data:`PRIMARY_COLUMNS`.
     """
 
     pairs = [parse_comparison(c) for c in comparisons]

@@ -117,8 +117,8 @@ def sections(tables: dict[str, Any], baseline: str | None) -> list[Section]:
                            "over the sizes, with a bootstrap interval over seeds stratified by size (it cannot "
                            "reach past what the seeds show: 1.00 [1.00, 1.00] when every run of A beats every run "
                            "of B); two-sided paired t-test, Holm-corrected over this family alone; the seeds one "
-                           "two-sided paired t-test at alpha (before the Holm correction) would need for 80% power, taking the observed effect "
-                           "and spread as the truth.", ans.primary_table(primary)))
+                           "two-sided paired t-test at alpha (before the Holm correction) would need for 80% power, "
+                           "taking the observed effect and spread as the truth.", ans.primary_table(primary)))
     out += _gain_sections(tables.get("gain"))
     friedman = tables.get("friedman")
     if friedman is not None and len(friedman):

@@ -123,7 +123,8 @@ def load_preset(kind: str, name: str) -> dict[str, Any]:
     path = config_dir() / kind / f"{name}.yaml"
     if not path.is_file():
         known = list_presets(kind)
-        raise PresetError(f"unknown {kind} preset {name!r}{did_you_mean(name, known)} (known: {', '.join(known) or 'none'})")
+        raise PresetError(f"unknown {kind} preset {name!r}{did_you_mean(name, known)} "
+                          f"(known: {', '.join(known) or 'none'})")
     data = load_yaml(path)
     if not isinstance(data, dict):
         raise PresetError(f"{path}: expected a mapping of keys to values")
