@@ -166,6 +166,8 @@ def test_the_primary_family_is_the_declared_comparisons_alone():
     assert r["p_value"] == pytest.approx(stats.ttest_rel(rope, learned).pvalue, rel=1e-12)
     assert (r["diff_low"], r["diff_high"]) == pytest.approx(stats.t.interval(0.95, 2, loc=d.mean(), scale=stats.sem(d)))
     assert r["prob"] == 1.0 and r["seeds_needed"] == an.seeds_needed(d)[0]
+    # and at Holm's strictest level over the two tested comparisons: more seeds, never fewer
+    assert r["seeds_needed_family"] == an.seeds_needed(d, alpha=0.05 / 2)[0] >= r["seeds_needed"]
     assert r["a_label"] == "rope (no policy, temp none)"
     assert (r["a_mean"], r["b_mean"]) == pytest.approx((np.mean(rope), np.mean(learned)))
     # Holm over the two tested comparisons only: the untested one (alibi did not train) is not counted

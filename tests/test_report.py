@@ -545,7 +545,9 @@ def test_the_report_answers_the_declared_question(tmp_path):
         assert re.search(r"\*\*rope_axial \([a-z]+, temp (none|log)\)\*\* vs \*\*learned \(no policy, temp "
                          r"(none|log)\)\*\*: difference [+-]0\.\d{3} \[[+-]0\.\d{3}, [+-]0\.\d{3}\] over 3 seeds; "
                          r"P\(rope_axial > learned\) = \d\.\d\d \[\d\.\d\d, \d\.\d\d\]; paired t-test p = ", line), line
-        assert re.search(r"80% power at this effect and spread needs (\d+ seeds|more than 30) \(this study has 3\)\.$",
+        # before and after the family's correction (two tested comparisons: alpha / 2)
+        assert re.search(r"80% power at this effect and spread needs (\d+ seeds|more than 30) at alpha 0\.05, "
+                         r"(\d+ seeds|more than 30) at 0\.05 / 2 \(Holm's first step\) \(this study has 3\)\.$",
                          line), line
     assert "**Leaders** (exploratory" in head
     primary = pd.read_csv(out / "primary.csv")

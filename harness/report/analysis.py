@@ -50,7 +50,7 @@ _ZERO_SPREAD = 1e-12
 PRIMARY_COLUMNS = ["regime", "train_resolution", "side", "a", "b", "a_label", "b_label", "n_pairs", "a_mean", "b_mean",
                    "mean_diff",
                    "diff_low", "diff_high", "prob", "prob_low", "prob_high", "p_value", "p_holm", "significant",
-                   "seeds_needed", "seeds_note", "note"]
+                   "seeds_needed", "seeds_note", "seeds_needed_family", "seeds_note_family", "note"]
 FRIEDMAN_COLUMNS = ["regime", "train_resolution", "side", "encoding", "mean_rank", "n_blocks", "n_encodings",
                     "friedman_p", "cd", "alpha", "note"]
 
@@ -151,7 +151,9 @@ def primary_analysis(selected: pd.DataFrame, selection: pd.DataFrame, comparison
     interval (:func:`probability_of_improvement`, the side's test sizes as strata), ``p_value``
     (two-sided paired t-test), ``p_holm`` (Holm over the family: the rows of this table that were
     tested), ``significant`` (p_holm < alpha), ``seeds_needed`` (:func:`seeds_needed`; NaN, with the
-    reason in ``seeds_note``, when none up to ``max_seeds``). ``note`` says why a row was not tested
+    reason in ``seeds_note``, when none up to ``max_seeds``), ``seeds_needed_family`` /
+    ``seeds_note_family`` (the same at alpha / m for the m tested rows: the level Holm's correction
+    asks of the family's first test, so what a claim that survives Holm needs). ``note`` says why a row was not tested
     (an encoding with no run that trained, too few pairs, no variance). Columns: :data:`PRIMARY_COLUMNS`.
     """
 
@@ -160,7 +162,7 @@ def primary_analysis(selected: pd.DataFrame, selection: pd.DataFrame, comparison
     keys = keys.loc[keys["side"].isin(list(sides)) & (keys["regime"].isin(list(regimes)) if regimes else True)]
     names = {tuple(r[:4]): r[4] for r in selection[["regime", "train_resolution", "side", "encoding",
                                                       "selected"]].itertuples(index=False)}
-    rows = []
+    rows, diffs = [], []
     for regime, train, side in sorted(keys.itertuples(index=False), key=lambda k: (k[0], k[1], sides.index(k[2]))):
         where = {"regime": regime, "train_resolution": train, "side": side}
         per_seed = selected.loc[(selected["regime"] == regime) & (selected["train_resolution"] == train)
@@ -189,10 +191,17 @@ def primary_analysis(selected: pd.DataFrame, selection: pd.DataFrame, comparison
             else:
                 row["p_value"] = float(stats.ttest_1samp(d, 0.0).pvalue)
             rows.append(row)
+            diffs.append((len(rows) - 1, d))
+    tested = sum(not math.isnan(r["p_value"]) for r in rows)
+    for i, d in diffs:  # the seeds at Holm's strictest level over the family (alpha / m)
+        rows[i]["seeds_needed_family"], rows[i]["seeds_note_family"] = seeds_needed(
+            d, alpha=alpha / max(1, tested), power=power, max_seeds=max_seeds)
     out = pd.DataFrame(rows, columns=[c for c in PRIMARY_COLUMNS if c not in ("p_holm", "significant")])
     for col in ("a_mean", "b_mean", "mean_diff", "diff_low", "diff_high", "prob", "prob_low", "prob_high", "p_value"):
         out[col] = out[col].astype(float)
     out["seeds_needed"] = out["seeds_needed"].astype("Int64")
+    out["seeds_needed_family"] = out["seeds_needed_family"].astype("Int64")
+    out["seeds_note_family"] = out["seeds_note_family"].fillna("")
     out["n_pairs"] = out["n_pairs"].astype("int64")
     out["p_holm"] = pd.Series(holm(out["p_value"]), dtype=float)
     out["significant"] = (out["p_holm"] < alpha).astype(bool)

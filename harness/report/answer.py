@@ -66,7 +66,8 @@ def primary_lines(primary: pd.DataFrame, analysis: Any) -> list[str]:
         else:
             line += (f"; paired t-test p = {r.p_value:.3g}, Holm over the primary family p = {r.p_holm:.3g}: "
                      f"{'' if r.significant else 'not '}significant")
-        line += _power(r.seeds_needed, r.seeds_note, r.n_pairs, analysis.power) + "."
+        line += _power(r.seeds_needed, r.seeds_note, r.n_pairs, analysis.power, _family_level(r, analysis, tested))
+        line += "."
         if min(round(r.a_mean, 9), round(r.b_mean, 9)) >= st.CEILING:
             line += (f" Both are at the ceiling ({r.a_mean:.3f} and {r.b_mean:.3f}, >= {st.CEILING}): this task "
                      "cannot rank them here, whatever the seeds.")
@@ -79,12 +80,23 @@ def _known(n: Any, note: str) -> bool:
     return not pd.isna(n) or str(note).startswith("more than")
 
 
-def _power(n: Any, note: str, have: int, power: float = 0.8) -> str:
+def _power(n: Any, note: str, have: int, power: float = 0.8, family: str = "") -> str:
     """``; 80% power at this effect and spread needs 7 seeds (this study has 3)``, or nothing
-    when it cannot be said (no variance, fewer than two pairs: the test's note says why)."""
+    when it cannot be said (no variance, fewer than two pairs: the test's note says why);
+    ``family``: the same at the family's corrected level, said after it."""
     if not _known(n, note):
         return ""
-    return f"; {power:.0%} power at this effect and spread needs {seeds_text(n, note)} (this study has {have})"
+    return (f"; {power:.0%} power at this effect and spread needs {seeds_text(n, note)}{family} "
+            f"(this study has {have})")
+
+
+def _family_level(r: Any, analysis: Any, tested: int) -> str:
+    """`` at alpha 0.05, 9 seeds at 0.05 / 6 (Holm's first step)``: a primary comparison's seeds
+    for 80 % power before and after the family's correction; nothing for a family of one."""
+    if tested < 2 or not _known(r.seeds_needed_family, r.seeds_note_family):
+        return ""
+    return (f" at alpha {analysis.alpha:g}, {seeds_text(r.seeds_needed_family, r.seeds_note_family)} at "
+            f"{analysis.alpha:g} / {tested} (Holm's first step)")
 
 
 def leader_line(h: Any) -> str:
@@ -280,6 +292,8 @@ def primary_table(primary: pd.DataFrame) -> pd.DataFrame:
         "significant": ["yes" if s else "no" for s in primary["significant"]],
         "seeds for 80% power": [seeds_text(n, note) if _known(n, note) else "–"
                                 for n, note in zip(primary["seeds_needed"], primary["seeds_note"])],
+        "at Holm's first step": [seeds_text(n, note) if _known(n, note) else "–"
+                                 for n, note in zip(primary["seeds_needed_family"], primary["seeds_note_family"])],
         "note": primary["note"],
     })
 

@@ -118,7 +118,9 @@ def sections(tables: dict[str, Any], baseline: str | None) -> list[Section]:
                            "reach past what the seeds show: 1.00 [1.00, 1.00] when every run of A beats every run "
                            "of B); two-sided paired t-test, Holm-corrected over this family alone; the seeds one "
                            "two-sided paired t-test at alpha (before the Holm correction) would need for 80% power, "
-                           "taking the observed effect and spread as the truth.", ans.primary_table(primary)))
+                           "taking the observed effect and spread as the truth, and at alpha / m for the m tested "
+                           "comparisons, the level Holm's correction asks of its first test.",
+                           ans.primary_table(primary)))
     out += _gain_sections(tables.get("gain"))
     friedman = tables.get("friedman")
     if friedman is not None and len(friedman):
