@@ -170,7 +170,7 @@ def primary_analysis(selected: pd.DataFrame, selection: pd.DataFrame, comparison
         for a, b in pairs:
             row = {**where, "a": a, "b": b, "a_label": names.get((regime, train, side, a), a),
                    "b_label": names.get((regime, train, side, b), b), "n_pairs": 0, "p_value": math.nan,
-                   "seeds_note": "", "note": ""}
+                   "seeds_note": "", "seeds_note_family": "", "note": ""}
             have = set(per_seed.index.get_level_values(0))
             missing = [e for e in (a, b) if e not in have]
             if missing:
@@ -201,7 +201,6 @@ def primary_analysis(selected: pd.DataFrame, selection: pd.DataFrame, comparison
         out[col] = out[col].astype(float)
     out["seeds_needed"] = out["seeds_needed"].astype("Int64")
     out["seeds_needed_family"] = out["seeds_needed_family"].astype("Int64")
-    out["seeds_note_family"] = out["seeds_note_family"].fillna("")
     out["n_pairs"] = out["n_pairs"].astype("int64")
     out["p_holm"] = pd.Series(holm(out["p_value"]), dtype=float)
     out["significant"] = (out["p_holm"] < alpha).astype(bool)
