@@ -118,7 +118,8 @@ class Tracker:
 
         self.uri = tracking_uri
         shown = redact_url(tracking_uri)
-        check_reachable(tracking_uri)  # a bad URI or a dead server: one line, not minutes of retries
+        # a bad URI or a dead server: one line, not minutes of retries (an existing store's tables are read below)
+        check_reachable(tracking_uri, probe_database=create)
         for key, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per error, no bars

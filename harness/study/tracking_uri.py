@@ -70,20 +70,21 @@ def http_credentials(tracking_uri: str) -> tuple[str, str | None, str | None]:
     return bare, None if user is None else unquote(user), None if password is None else unquote(password)
 
 
-def check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
+def check_reachable(tracking_uri: str, timeout: float = 10.0, *, probe_database: bool = True) -> None:
     """A tracking URI MLflow can use (:func:`check_tracking_uri`; a SQLite file that is another
     program's database, or that cannot be made where it is named, is refused); an http(s)
     tracking server must also answer its health check, and a database server (PostgreSQL,
     MySQL, ...) take a connection, quickly: MLflow's own client would retry for minutes, and the
-    caller would have written its Optuna storage by then. The URI's user info is sent as HTTP
-    basic auth, as MLflow sends it."""
+    caller would have written its Optuna storage by then (``probe_database`` False: the caller
+    reads the database's tables next, which connects anyway). The URI's user info is sent as
+    HTTP basic auth, as MLflow sends it."""
     check_tracking_uri(tracking_uri)
     shown = redact_url(tracking_uri)
     if tracking_uri.startswith("sqlite:///"):  # before anything is written: never another program's database
         refuse_foreign_sqlite(sqlite_path(tracking_uri), "experiments", f"MLflow tracking store {shown}",
                               "an MLflow tracking store", TrackingError)
     if not tracking_uri.lower().startswith(("http://", "https://")):
-        if not tracking_uri.startswith(("sqlite:", "file:", "databricks")) and "://" in tracking_uri:
+        if probe_database and not tracking_uri.startswith(("sqlite:", "file:", "databricks")) and "://" in tracking_uri:
             _database_tables(db_url(tracking_uri), timeout)
         return
     bare, user, password = http_credentials(tracking_uri)
