@@ -232,3 +232,69 @@ def test_the_kit_catches_repeated_colours_and_a_missing_encoding():
         check_tells_encodings_apart(DropsOne, names)
     check_tells_encodings_apart(TenColours, names[:10])  # ten: tab10 had enough
     assert not plt.get_fignums()
+
+
+# --------------------------------------------------------------- the accuracy figure: one panel per encoding
+def _variant_artists(ax):
+    """{variant gid: (joining line, marker line)} of one panel of the accuracy figure."""
+    found: dict[str, list] = {}
+    for line in ax.get_lines():
+        gid = line.get_gid() or ""
+        if gid.startswith("variant: "):
+            found.setdefault(gid[len("variant: "):], []).append(line)
+    return {k: (next(ln for ln in v if ln.get_linestyle() not in ("None", "none", "")),
+                next(ln for ln in v if ln.get_linestyle() in ("None", "none", ""))) for k, v in found.items()}
+
+
+def test_the_accuracy_figure_has_a_panel_per_encoding_whose_lines_are_the_seeds_means():
+    """Fourteen encodings drew 28 lines in one panel, and they could not be told apart: now one
+    panel per encoding and training resolution, and each line is the mean over the seeds that
+    trained, recomputed here from the runs (not from the report's table)."""
+    import numpy as np
+
+    runs, tables = handmade_study(seeds=(0, 1, 2))
+    fig = FIGURES.get("accuracy_vs_resolution")().draw(runs, tables)
+    try:
+        panels = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+        assert set(panels) == {f"{e} (trained at {t} px)" for e in ("none", "learned", "rope_axial") for t in (16, 24)}
+        res = runs.results
+        for title, ax in panels.items():
+            enc, train = title.split(" (trained at ")[0], int(title.split(" at ")[1].split()[0])
+            artists = _variant_artists(ax)
+            mine = res.loc[(res["encoding"] == enc) & (res["train_resolution"] == train)]
+            want = {f"{r} | {p} | {t}" for r, p, t in mine[["regime", "policy", "temperature"]].drop_duplicates()
+                    .itertuples(index=False)}
+            assert set(artists) == want, title
+            for key, (line, markers) in artists.items():
+                regime, policy, temp = key.split(" | ")
+                rows = mine.loc[(mine["regime"] == regime) & (mine["policy"] == policy)
+                                & (mine["temperature"] == temp) & mine["trained"]]
+                square = rows.loc[rows["test_rows"] == rows["test_cols"]]
+                means = square.groupby("test_rows")["test_acc"].mean().sort_index()
+                assert np.allclose(line.get_ydata(), means.to_numpy()), (title, key)
+                assert len(markers.get_ydata()) == rows["test_resolution"].nunique()  # non-square too
+            # within a panel no two variants look alike: colour, line style, marker and its fill
+            looks = {(line.get_color(), line.get_linestyle(), markers.get_marker(), str(markers.get_markerfacecolor()))
+                     for line, markers in artists.values()}
+            assert len(looks) == len(artists), title
+    finally:
+        plt.close(fig)
+
+
+def test_the_accuracy_figure_marks_an_encoding_that_never_trained_and_labels_its_legend():
+    runs, tables = handmade_study(("learned", "alibi2d", "sincos2d"), train_resolutions=(16,), seeds=(0, 1),
+                                  at_chance=("alibi2d",))
+    fig = FIGURES.get("accuracy_vs_resolution")().draw(runs, tables)
+    try:
+        panels = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+        assert set(panels) == {"learned", "alibi2d", "sincos2d"}  # one training resolution: the name alone
+        assert not _variant_artists(panels["alibi2d"]) and _variant_artists(panels["sincos2d"])
+        assert any(t.get_text() == "no seed trained" for t in panels["alibi2d"].texts)
+        assert not any(t.get_text() == "no seed trained" for t in panels["learned"].texts)
+        crosses = [c for c in panels["alibi2d"].collections if len(c.get_offsets())]
+        assert crosses  # its runs are there, as crosses at chance
+        labels = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+        assert {"regime zoom", "regime canvas", "policy extrapolate, or no policy", "policy interpolate",
+                "temperature none", "temperature log", "did not train", "training size", "chance (0.1)"} <= set(labels)
+    finally:
+        plt.close(fig)

@@ -1,35 +1,66 @@
-"""Test accuracy against test size: small multiples, one panel per regime (and training
-resolution) and policy, one line per encoding (its own colour and marker; temperature as the
-line style), every seed's run as a point."""
+"""Test accuracy against test size: small multiples, one panel per encoding (and training
+resolution), its variants as a few lines each told apart by colour (regime), line style
+(new-grid policy) and marker (attention temperature), every seed's run as a point.
+
+One panel per encoding rather than one line per encoding: fourteen encodings, each under two
+temperatures, drew 28 lines in 14 colours on one panel, and lines could not be told apart. The
+encodings are compared side by side by the tables and the retention heatmap; this figure shows
+how each one's accuracy moves with the size, on the same y scale in every panel."""
 
 from __future__ import annotations
 
+import math
+
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from matplotlib.colors import to_rgba
 from matplotlib.lines import Line2D
 
 from harness.report.figures import ReportFigure, register_figure
-from harness.report.figures.plotting import chance_line, encoding_styles, size_order
+from harness.report.figures.plotting import chance_line, size_order
 from harness.report.stats import INTERVAL_METHOD
 from harness.schema import NO_POLICY
 
-__all__ = ["AccuracyVsResolution"]
+__all__ = ["AccuracyVsResolution", "variant_styles"]
 
-_DASHES = {"none": "-", "log": "--"}
+#: the regimes' colours (tab10 blue and orange: told apart in colour-blind vision too); a regime
+#: a plugin adds takes the next of tab10
+_REGIME_COLOURS = {"canvas": "#1f77b4", "zoom": "#ff7f0e"}
+_MORE_COLOURS = ("#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+#: the policies' line styles: the first policy (and no policy) solid, the others dashed, dash-dot, dotted
+_POLICY_STYLES = ("-", "--", "-.", ":")
+#: the temperatures' markers: none filled circles, the others open triangles, squares, diamonds
+_TEMPERATURE_MARKERS = ("o", "^", "s", "D")
+_PANEL_COLUMNS = 4
+
+
+def variant_styles(regimes, policies, temperatures) -> tuple[dict, dict, dict]:
+    """(colour per regime, line style per policy, marker per temperature) for the lines of a
+    panel: no two (regime, policy, temperature) triples of up to 10 regimes, 4 policies
+    (``na``, no policy, is drawn like the first) and 4 temperatures share all three."""
+    regimes = sorted(set(regimes), key=lambda r: (r not in _REGIME_COLOURS, r))
+    extra = iter(_MORE_COLOURS)
+    colours = {r: _REGIME_COLOURS.get(r) or next(extra) for r in regimes}
+    named = sorted(set(policies) - {NO_POLICY})
+    styles = {p: _POLICY_STYLES[i % len(_POLICY_STYLES)] for i, p in enumerate(named)}
+    styles[NO_POLICY] = _POLICY_STYLES[0]
+    temps = sorted(set(temperatures), key=lambda t: (t != "none", t))
+    markers = {t: _TEMPERATURE_MARKERS[i % len(_TEMPERATURE_MARKERS)] for i, t in enumerate(temps)}
+    return colours, styles, markers
 
 
 @register_figure("accuracy_vs_resolution")
 class AccuracyVsResolution(ReportFigure):
     title = "Accuracy against test size"
-    caption = ("Test accuracy against test size: one row of panels per regime (and training resolution), one "
-               "column per new-grid policy; encodings without a policy (policy na) are drawn in every column. "
-               "Line (colour and marker: the encoding): mean over the seeds that trained, joining the square sizes "
-               "only (a non-square size, right of the grey rule, changes the aspect ratio, not just the size), "
-               "bars: its interval "
-               f"({INTERVAL_METHOD}); dots: each seed's run; crosses: runs that did not train (not in the mean); "
-               "line style: attention temperature; dotted grey: chance (1 / number of classes, labelled); dashed: the "
-               "training size.")
+    caption = ("Test accuracy against test size, one panel per encoding (and training resolution), all on the same "
+               "y scale. In a panel, a line per evaluation variant: colour, the regime; line style, the new-grid "
+               "policy (solid: the first policy, or none for an encoding without one); marker, the attention "
+               "temperature (filled circle: none). A line is the mean over the seeds that trained, joining the "
+               "square sizes only (a non-square size, right of the grey rule, changes the aspect ratio, not just "
+               f"the size); bars: its interval ({INTERVAL_METHOD}); small dots: each seed's run; crosses: runs that "
+               "did not train (not in the mean); dotted grey: chance (1 / number of classes, labelled); dashed "
+               "black: the training size. Lines that lie on each other are variants that score the same.")
     order = 10
 
     def draw(self, runs, tables):
@@ -38,54 +69,98 @@ class AccuracyVsResolution(ReportFigure):
             return None
         res = runs.results.dropna(subset=["test_acc", "regime"])
         res = res.loc[res["status"] == "FINISHED"]
-        styles = encoding_styles(tables)
-        panels = acc[["regime", "train_resolution"]].drop_duplicates().sort_values(["regime", "train_resolution"])
-        policies = sorted(set(acc["policy"]) - {NO_POLICY}) or [NO_POLICY]
-        temps = sorted(set(acc["temperature"]), key=lambda t: (t != "none", t))
-        fig, axes = plt.subplots(len(panels), len(policies), figsize=(5.2 * len(policies) + 2.5, 3.6 * len(panels)),
+        colours, styles, markers = variant_styles(acc["regime"], acc["policy"], acc["temperature"])
+        panels = acc[["encoding", "train_resolution"]].drop_duplicates().sort_values(["encoding", "train_resolution"])
+        several = acc["train_resolution"].nunique() > 1
+        ncols = min(_PANEL_COLUMNS, len(panels))
+        nrows = math.ceil(len(panels) / ncols)
+        spare = nrows * ncols > len(panels)  # an empty slot holds the legend
+        fig, axes = plt.subplots(nrows, ncols, figsize=(3.7 * ncols + (0 if spare else 2.6), 3.0 * nrows),
                                  squeeze=False, sharey=True)
-        chance = []  # the chance line(s) of a panel, for the legend
-        width = 0.5 / max(1, acc["variant"].nunique() // max(1, len(policies)))
-        for (regime, train), row in zip(panels.itertuples(index=False), axes):
-            part = acc.loc[(acc["regime"] == regime) & (acc["train_resolution"] == train)]
-            # square sizes first, in order, joined by the lines; then the non-square ones, apart
-            square = set(part.loc[part["test_rows"] == part["test_cols"], "test_resolution"])
-            sizes = [s for s in size_order(part) if s in square] + [s for s in size_order(part) if s not in square]
-            pos = {s: i + (0.5 if s not in square else 0.0) for i, s in enumerate(sizes)}
-            pts = res.loc[(res["regime"] == regime) & (res["train_resolution"] == train)]
-            for pol, ax in zip(policies, row):
-                shown = part.loc[part["policy"].isin([pol, NO_POLICY])]
-                for k, ((enc, p, temp), g) in enumerate(shown.groupby(["encoding", "policy", "temperature"])):
-                    g = g.loc[g["n_seeds"] > 0].sort_values(["test_rows", "test_cols"])
-                    dx = (k - len(shown.groupby(["encoding", "policy", "temperature"])) / 2) * width / 4
-                    x = np.array([pos[s] for s in g["test_resolution"]], dtype=float) + dx
-                    style = _DASHES.get(temp, ":")
-                    # the interval's ends may round a hair inside the mean: no negative error bar
-                    low = (g["mean"] - g["ci_low"].fillna(g["mean"])).clip(lower=0)
-                    high = (g["ci_high"].fillna(g["mean"]) - g["mean"]).clip(lower=0)
-                    colour, marker = styles[enc]
-                    ax.errorbar(x, g["mean"], yerr=[low, high], color=colour, ecolor=to_rgba(colour, 0.45),
-                                linestyle="none", marker=marker, markersize=4, capsize=2, elinewidth=0.9)
-                    joined = g["test_resolution"].isin(square).to_numpy()
-                    ax.plot(x[joined], g["mean"].to_numpy()[joined], color=colour, linestyle=style, linewidth=1.4)
-                    seeds = pts.loc[(pts["encoding"] == enc) & (pts["policy"] == p) & (pts["temperature"] == temp)]
-                    for ok, marker in ((True, "."), (False, "x")):
-                        s = seeds.loc[seeds["trained"] == ok]
-                        ax.scatter([pos[v] + dx for v in s["test_resolution"]], s["test_acc"], color=colour,
-                                   marker=marker, s=14 if ok else 22, alpha=0.6, linewidths=1, zorder=3)
-                chance = chance_line(ax, pts) or chance
-                if str(train) in pos:
-                    ax.axvline(pos[str(train)], color="black", linestyle="--", linewidth=0.8)
-                if len(square) < len(sizes):
-                    ax.axvline(len(square) - 0.25, color="grey", linewidth=0.8, alpha=0.6)
-                ax.set_xticks([pos[s] for s in sizes], [f"{s}" for s in sizes])
-                ax.set(ylim=(0, 1.03), xlabel="test size (px)", ylabel="test accuracy",
-                       title=f"{regime}, trained at {train} px, policy {pol}")
-        handles = [Line2D([], [], color=c, marker=m, label=e) for e, (c, m) in styles.items()]
-        handles += [Line2D([], [], color="black", linestyle=_DASHES.get(t, ":"), label=f"temperature {t}")
-                    for t in temps]
-        handles += [Line2D([], [], color="black", marker="x", linestyle="", label="did not train")]
+        flat = list(axes.flat)
+        chance = []
+        for (enc, train), ax in zip(panels.itertuples(index=False), flat):
+            part = acc.loc[(acc["encoding"] == enc) & (acc["train_resolution"] == train)]
+            pts = res.loc[(res["encoding"] == enc) & (res["train_resolution"] == train)]
+            chance = chance_line(ax, pts) or chance
+            self._panel(ax, part, pts, train, (colours, styles, markers))
+            title = f"{enc} (trained at {train} px)" if several else str(enc)
+            ax.set_title(title, fontsize=10)
+            ax.set(ylim=(0, 1.03))
+        for i, ax in enumerate(flat):
+            if i >= len(panels):
+                ax.axis("off")
+                continue
+            ax.set_xlabel("test size (px)" if i + ncols >= len(panels) else "")  # the lowest panel of a column
+            ax.set_ylabel("test accuracy" if i % ncols == 0 else "")
+        handles = [Line2D([], [], color=c, linewidth=2, label=f"regime {r}") for r, c in colours.items()]
+        shown = set(acc["policy"])
+        handles += [Line2D([], [], color="black", linestyle=s, label=_policy_label(p, s, shown))
+                    for p, s in styles.items() if p in shown and not (p == NO_POLICY and len(shown) > 1)]
+        handles += [Line2D([], [], color="black", linestyle="", marker=m, markerfacecolor=_face(t, "black"),
+                           label=f"temperature {t}") for t, m in markers.items()]
+        handles += [Line2D([], [], color="black", marker="x", linestyle="", label="did not train"),
+                    Line2D([], [], color="black", linestyle="--", linewidth=0.8, label="training size")]
         handles += [Line2D([], [], color="grey", linestyle=":", label=line.get_label()) for line in chance]
-        # on the top-right panel, right of it: the saved figure makes room for it
-        axes[0][-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
+        if spare:
+            flat[-1].legend(handles=handles, loc="center", fontsize=8, frameon=False)
+        else:  # right of the top-right panel: the saved figure makes room for it
+            flat[ncols - 1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
         return fig
+
+    @staticmethod
+    def _panel(ax, part: pd.DataFrame, pts: pd.DataFrame, train, looks) -> None:
+        """One encoding's lines: one per (regime, policy, temperature), at its own x offset."""
+        colours, styles, markers = looks
+        # square sizes first, in order, joined by the lines; then the non-square ones, apart
+        square = set(part.loc[part["test_rows"] == part["test_cols"], "test_resolution"])
+        sizes = [s for s in size_order(part) if s in square] + [s for s in size_order(part) if s not in square]
+        pos = {s: i + (0.5 if s not in square else 0.0) for i, s in enumerate(sizes)}
+        groups = list(part.groupby(["regime", "policy", "temperature"]))
+        # side by side per (regime, policy), so that their bars do not hide each other; the
+        # temperatures of one (regime, policy) at the same x, so that equal scores lie on each other
+        pairs = sorted({(regime, policy) for (regime, policy, _), _ in groups})
+        width = 0.36 / max(1, len(pairs))
+        for (regime, policy, temp), g in groups:
+            dx = (pairs.index((regime, policy)) - (len(pairs) - 1) / 2) * width
+            colour, style, marker = colours[regime], styles[policy], markers[temp]
+            seeds = pts.loc[(pts["regime"] == regime) & (pts["policy"] == policy) & (pts["temperature"] == temp)]
+            for ok, mark in ((True, "."), (False, "x")):
+                s = seeds.loc[seeds["trained"] == ok]
+                ax.scatter([pos[v] + dx for v in s["test_resolution"]], s["test_acc"], color=colour, marker=mark,
+                           s=10 if ok else 20, alpha=0.5, linewidths=1, zorder=3)
+            g = g.loc[g["n_seeds"] > 0].sort_values(["test_rows", "test_cols"])
+            if g.empty:
+                continue
+            x = np.array([pos[v] for v in g["test_resolution"]], dtype=float) + dx
+            # the interval's ends may round a hair inside the mean: no negative error bar
+            low = (g["mean"] - g["ci_low"].fillna(g["mean"])).clip(lower=0)
+            high = (g["ci_high"].fillna(g["mean"]) - g["mean"]).clip(lower=0)
+            bars = ax.errorbar(x, g["mean"], yerr=[low, high], color=colour, ecolor=to_rgba(colour, 0.4),
+                               linestyle="none", marker=marker, markersize=4.5, markerfacecolor=_face(temp, colour),
+                               capsize=1.5, elinewidth=0.8)
+            joined = g["test_resolution"].isin(square).to_numpy()
+            (line,) = ax.plot(x[joined], g["mean"].to_numpy()[joined], color=colour, linestyle=style, linewidth=1.3)
+            # named for whoever reads the figure back (the tests): the variant each line and its markers draw
+            for artist in (line, bars.lines[0]):
+                artist.set_gid(f"variant: {regime} | {policy} | {temp}")
+        if not (part["n_seeds"] > 0).any():
+            ax.text(0.5, 0.55, "no seed trained", transform=ax.transAxes, ha="center", fontsize=9, color="dimgrey")
+        if str(train) in pos:
+            ax.axvline(pos[str(train)], color="black", linestyle="--", linewidth=0.8)
+        if len(square) < len(sizes):
+            ax.axvline(len(square) - 0.25, color="grey", linewidth=0.8, alpha=0.6)
+        ax.set_xticks([pos[s] for s in sizes], [f"{s}" for s in sizes])
+        ax.tick_params(axis="x", labelsize=8)
+
+
+def _policy_label(policy: str, style: str, shown: set) -> str:
+    """The legend's words for a policy's line style; the solid one also stands for no policy."""
+    if policy == NO_POLICY:
+        return "no policy"
+    return f"policy {policy}" + (", or no policy" if style == _POLICY_STYLES[0] and NO_POLICY in shown else "")
+
+
+def _face(temperature: str, colour) -> object:
+    """A marker's fill: the colour for temperature ``none``, open (white) for the others."""
+    return colour if temperature == "none" else "white"
