@@ -190,6 +190,26 @@ def test_the_cost_figure_writes_counts_as_numbers():
         plt.close(fig)
 
 
+def test_the_cost_figure_shows_each_runs_throughput_beside_the_mean():
+    """A mean over runs hides how far apart they were (load changes during a study): each run is a
+    dot at its images / s over none's mean, recomputed here from the handmade study's own rule."""
+    from harness.report.figures.conformance import handmade_study
+
+    theme()
+    runs, tables = handmade_study(seeds=(0, 1, 2))  # images / s: 1000 - 50 x (encoding's index) + seed
+    fig = FIGURES.get("cost")().draw(runs, tables)
+    try:
+        dots = sorted(round(float(x), 9) for c in fig.axes[1].collections for x, _ in c.get_offsets())
+        none = 1000 + (0 + 1 + 2) / 3
+        want = sorted(round((1000 - 50 * e + seed) / none, 9) for e in range(3) for seed in (0, 1, 2)
+                      for _train in (16, 24))
+        assert dots == want
+        bars = [t.get_text() for t in fig.axes[1].texts]
+        assert "1.00" in bars  # none's bar, against itself
+    finally:
+        plt.close(fig)
+
+
 # ------------------------------------------------------------------ 4. the chance line
 @pytest.mark.parametrize("name", ["accuracy_vs_resolution", "validation_curves", "tuning_history"])
 def test_accuracy_figures_draw_a_labelled_chance_line(name):

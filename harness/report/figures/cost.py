@@ -16,8 +16,10 @@ class Cost(ReportFigure):
     title = "Cost"
     order = 30
     caption = ("Cost per encoding: parameters added over none, and the training throughput measured during the "
-               "study on its device, relative to none when it ran. Measured while the study trained, not a "
-               "benchmark: `harness bench` is one. Counts as numbers: 142k, 1.2M.")
+               "study on its device, relative to none when it ran (bar: the mean over runs; dots: each run). "
+               "Measured while the study trained, not a benchmark: the cells train one after another, so a change "
+               "in the machine's load during the study shows here as a difference between encodings; `harness "
+               "bench` times the encodings side by side. Counts as numbers: 142k, 1.2M.")
 
     def draw(self, runs, tables):
         cost = tables["cost"]
@@ -39,15 +41,35 @@ class Cost(ReportFigure):
                     xlabel="ratio to none" if rel else "images / s", ylabel="")
         if rel:
             axes[1].axvline(1.0, color="black", linewidth=1)
-            _label_bars(axes[1], lambda v: "–" if v != v else f"{v:.2f}")
+            # written inside the bars: the runs' dots lie around their ends
+            _label_bars(axes[1], lambda v: "–" if v != v else f"{v:.2f}", inside=True)
+            _runs_as_dots(axes[1], runs, cost)
+            axes[1].set_ylabel("")
         else:
             count_axis(axes[1])
             _label_bars(axes[1], count_format)
         return fig
 
 
-def _label_bars(ax, fmt) -> None:
-    """Each bar's value written at its end, by ``fmt`` (with room for it right of the longest bar)."""
+def _runs_as_dots(ax, runs, cost) -> None:
+    """Each run's throughput relative to none's mean, as a dot on its encoding's bar (the spread
+    a mean hides); nothing without the runs."""
+    if runs is None or runs.results.empty:
+        return
+    res = runs.results
+    one = res.loc[res["status"] == "FINISHED"].drop_duplicates("run_id").dropna(subset=["images_per_s"])
+    none = cost.loc[cost["encoding"] == "none", "images_per_s"]
+    if one.empty or none.empty or not none.iloc[0]:
+        return
+    one = one.assign(ratio=one["images_per_s"] / none.iloc[0])
+    sns.stripplot(data=one, y="encoding", x="ratio", order=list(cost["encoding"]), ax=ax, color="black", size=3,
+                  jitter=0.15, alpha=0.7)
+
+
+def _label_bars(ax, fmt, inside: bool = False) -> None:
+    """Each bar's value written by ``fmt`` at its end (with room for it right of the longest bar),
+    or ``inside`` it, in the middle."""
     ax.margins(x=0.12)
     for bars in ax.containers:
-        ax.bar_label(bars, labels=[fmt(b.get_width()) for b in bars], fontsize=7, padding=2)
+        ax.bar_label(bars, labels=[fmt(b.get_width()) for b in bars], fontsize=7, padding=2,
+                     label_type="center" if inside else "edge", color="white" if inside else None)
