@@ -111,7 +111,18 @@ def test_a_positional_that_is_not_an_override_is_refused(spec_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["run", str(spec_path), "--dry-run", "train.lr"])
     assert exc.value.code == 2
-    assert "train.lr" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "train.lr" in err and err.startswith("harness run: error:") and "(see harness run --help)" in err
+
+
+@pytest.mark.parametrize("command, given", [("report", []), ("status", ["s.yaml"]), ("encodings", [])])
+def test_an_unknown_option_is_named_with_its_command(command, given, capsys):
+    """It was 'harness: error: unrecognized arguments ... (see harness --help)', the top-level help."""
+    with pytest.raises(SystemExit) as exc:
+        main([command, *given, "--bogus"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == (f"harness {command}: error: unrecognized arguments: --bogus "
+                                       f"(see harness {command} --help)\n")
 
 
 # ------------------------------------------------------------------------------ 3. run --dry-run
@@ -143,6 +154,17 @@ def test_dry_run_says_how_many_workers_run_would_start(spec_path, capsys, monkey
         assert main(["run", str(spec_path), "--dry-run", *extra]) == 0
         out = capsys.readouterr().out
         assert want in out, out
+
+
+def test_counts_are_written_in_the_singular_for_one(spec_path, capsys):
+    """'1 epochs', '1 cells', '1 evaluations added to 1 cells' were printed."""
+    from harness.wording import count
+
+    assert [count(n, "cell") for n in (0, 1, 2)] == ["0 cells", "1 cell", "2 cells"]
+    assert count(1, "try", "tries") == "1 try" and count(3, "try", "tries") == "3 tries"
+    assert main(["run", str(spec_path), "--dry-run", "encodings=[none]", "seeds=[0]"]) == 0
+    out = capsys.readouterr().out
+    assert "# 1 cell to train (encoding, train resolution, seed)" in out and out.rstrip().endswith("\n1 cell")
 
 
 def test_dry_run_of_a_bad_spec_is_one_error(spec_path, capsys):
@@ -178,7 +200,7 @@ def test_piped_training_prints_at_most_one_line_per_epoch(capsys, monkeypatch):
     assert [line.split(":")[1].split()[0:2] for line in lines] == [
         ["training", "started"], ["epoch", "1/3"], ["epoch", "2/3"], ["training", "done"]]
     assert "loss" in lines[1] and "val acc" in lines[1]
-    assert _train(capsys, 1)[0].startswith("training started: 1 epochs")  # no label: no prefix
+    assert _train(capsys, 1)[0].startswith("training started: 1 epoch of ")  # no label: no prefix
     assert _train(capsys, 1, progress=False, label="L") == []  # asked for silence
 
 

@@ -169,16 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    # a mistake after the command is the command's: its name and its --help in the one line
+    command = next((a.choices[args.command] for a in parser._actions
+                    if isinstance(a, argparse._SubParsersAction) and args.command in a.choices), parser)
     # positional KEY=VALUE overrides anywhere on the line (argparse takes only those before an option)
     if hasattr(args, "overrides"):
         args.overrides += [a for a in extra if is_override(a)]
         extra = [a for a in extra if not is_override(a)]
         bad = [o for o in args.overrides if not is_override(o)]
         if bad:
-            parser.error(f"expected KEY=VALUE overrides (e.g. train.lr=3e-4), got {' '.join(bad)}")
+            command.error(f"expected KEY=VALUE overrides (e.g. train.lr=3e-4), got {' '.join(bad)}")
         args.set = [*args.set, *args.overrides]
     if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
     from harness.interrupts import exit_status, handle_interrupts
 
     try:

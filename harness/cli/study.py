@@ -9,6 +9,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError, redact_url
 from harness.cli.common import is_override, load_plugins, spec_from_args
+from harness.wording import count
 
 
 def dry_run(args: argparse.Namespace) -> int:
@@ -23,19 +24,19 @@ def dry_run(args: argparse.Namespace) -> int:
     print(f"# {args.spec}: resolved spec (dry run: nothing is trained or written)")
     print(yaml.safe_dump(plain, sort_keys=False, default_flow_style=None).rstrip())
     cells = spec.cells()
-    print(f"# {len(cells)} cells to train (encoding, train resolution, seed), {_workers_text(args, spec, len(cells))}:")
+    print(f"# {count(len(cells), 'cell')} to train (encoding, train resolution, seed), {_workers_text(args, spec, len(cells))}:")
     width = max(len(c.encoding) for c in cells)
     for i, c in enumerate(cells, 1):
         print(f"{i:>4}  {c.encoding.ljust(width)}  r{c.train_resolution}  seed {c.seed}")
     if spec.tune:
         pairs = len(spec.encodings) * len(spec.train_resolutions)
-        print(f"# and first the tune stage: {spec.tune.trials} trials for each of {pairs} "
+        print(f"# and first the tune stage: {count(spec.tune.trials, 'trial')} for each of {pairs} "
               f"(encoding, train resolution): {spec.tune.trials * pairs} trainings")
     from harness.spec.design import design_warnings
 
     for line in design_warnings(spec):
         print(f"# warning: {line}")
-    print(f"{len(cells)} cells")
+    print(count(len(cells), "cell"))
     return 0
 
 
@@ -83,8 +84,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     # test sizes or variants added to the spec since cells were trained: measured on their kept weights
     res = evaluate_spec(spec)
     if res.evaluated:
-        print(f"study {spec.name}: {sum(res.evaluated.values())} evaluations added to {len(res.evaluated)} "
-              "cells trained before (their kept weights; nothing retrained)")
+        print(f"study {spec.name}: {count(sum(res.evaluated.values()), 'evaluation')} added to "
+              f"{count(len(res.evaluated), 'cell')} trained before (their kept weights; nothing retrained)")
     for tag, why in res.damaged.items():
         print(f"error: cell {tag} could not be evaluated: its kept model is damaged ({why})", file=sys.stderr)
     from harness.study.stages import failed_cells
@@ -110,11 +111,11 @@ def _runs_page(spec) -> str:
 
 def _print_failed(spec, failed) -> None:
     """The cells that failed on every try, with their recorded reasons (exit status 3)."""
-    print(f"error: study {spec.name}: {len(failed)} of {len(spec.cells())} cells failed on every try "
+    print(f"error: study {spec.name}: {len(failed)} of {count(len(spec.cells()), 'cell')} failed on every try "
           f"(1 + max_retries {spec.max_retries}); the others are done. Fix the cause and run again with "
           "a higher --set max_retries to retry them:", file=sys.stderr)
     for cell, tries, reason in failed:
-        print(f"  {cell.encoding} r{cell.train_resolution} seed {cell.seed}: {tries} tries, last: {reason}",
+        print(f"  {cell.encoding} r{cell.train_resolution} seed {cell.seed}: {count(tries, 'try', 'tries')}, last: {reason}",
               file=sys.stderr)
 
 
@@ -136,12 +137,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     res = evaluate_spec(spec)
     added = sum(res.evaluated.values())
-    print(f"study {spec.name}: {added} evaluations added to {len(res.evaluated)} cells, "
-          f"{len(res.complete)} cells had them all already; nothing was trained")
+    print(f"study {spec.name}: {count(added, 'evaluation')} added to {count(len(res.evaluated), 'cell')}, "
+          f"{count(len(res.complete), 'cell')} had them all already; nothing was trained")
     for what, tags in (("not trained yet (run the study first)", res.untrained),
                        ("kept no model (trained before models were kept; retrain to evaluate)", res.no_weights)):
         if tags:
-            print(f"{len(tags)} cells {what}: {', '.join(tags)}")
+            print(f"{count(len(tags), 'cell')} {what}: {', '.join(tags)}")
     for tag, why in res.damaged.items():
         print(f"error: cell {tag} could not be evaluated: its kept model is damaged ({why})", file=sys.stderr)
     if not args.no_report:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from harness.training.stopwatch import OTHER, PHASES, TOTAL
+from harness.wording import count
 
 __all__ = ["TIME_COLUMNS", "time_totals"]
 
@@ -37,7 +38,7 @@ def time_totals(timing: pd.DataFrame, wall: Mapping[str, float] | None = None) -
     rows = [{"phase": c, "seconds": float(runs[c].sum()),
              "share": float(runs[c].sum()) / total if total > 0 else math.nan,
              "per_run_s": float(runs[c].mean())} for c in cols]
-    rows[-1]["phase"] = f"total of {len(runs)} runs (worker-seconds)"
+    rows[-1]["phase"] = f"total of {count(len(runs), 'run')} (worker-seconds)"
     wall = dict(wall or {})
     if wall.get("wall_s") is not None:
         workers = int(wall.get("workers") or 1)

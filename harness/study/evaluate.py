@@ -36,6 +36,7 @@ from harness.spec import load_spec
 from harness.study.storage import open_storage, open_studies
 from harness.study.kept import KeptModelError, rebuild
 from harness.study.tracking import Tracker
+from harness.wording import count
 
 __all__ = ["EvaluateResult", "evaluate_spec", "evaluate_study"]
 
@@ -119,7 +120,7 @@ def evaluate_spec(spec: StudySpec, *, progress: bool | None = None) -> EvaluateR
             _log(tracker, run, tested, have)
             result.evaluated[cell.tag] = len(tested)
             if progress is not False:
-                print(f"cell {i}/{len(cells)} {cell.tag}: {len(tested)} evaluations added "
+                print(f"cell {i}/{len(cells)} {cell.tag}: {count(len(tested), 'evaluation')} added "
                       f"({time.monotonic() - t0:.1f}s)", file=sys.stderr, flush=True)
             del model
             if torch.cuda.is_available():

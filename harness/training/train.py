@@ -56,6 +56,7 @@ from harness.training.step import (  # their home before the split
     resolve_device,
 )
 from harness.training.stopwatch import Stopwatch
+from harness.wording import count
 
 __all__ = [
     "TrainConfig",
@@ -290,7 +291,7 @@ class _Lines:
 
     def start(self, resolution: int, steps: int, device: torch.device, start_epoch: int, note: str = "") -> None:
         resumed = f", resuming after epoch {start_epoch}" if start_epoch else ""
-        self.say(f"training started: {self.epochs} epochs of {steps} steps at r{resolution} on {device}{resumed}"
+        self.say(f"training started: {count(self.epochs, 'epoch')} of {count(steps, 'step')} at r{resolution} on {device}{resumed}"
                  f"{f'; {note}' if note else ''}")
 
     def epoch(self, epoch: int, loss: float, val_acc: float) -> None:
