@@ -37,8 +37,9 @@ _PANEL_COLUMNS = 4
 
 def variant_styles(regimes, policies, temperatures) -> tuple[dict, dict, dict]:
     """(colour per regime, line style per policy, marker per temperature) for the lines of a
-    panel: no two (regime, policy, temperature) triples of up to 10 regimes, 4 policies
-    (``na``, no policy, is drawn like the first) and 4 temperatures share all three."""
+    panel: no two (regime, policy, temperature) triples of up to 10 regimes, 4 policies and 4
+    temperatures share all three. ``na`` (no policy) is drawn like the first policy: an encoding
+    is evaluated under named policies or under none, never both, so they never share a panel."""
     regimes = sorted(set(regimes), key=lambda r: (r not in _REGIME_COLOURS, r))
     extra = iter(_MORE_COLOURS)
     colours = {r: _REGIME_COLOURS.get(r) or next(extra) for r in regimes}
