@@ -298,3 +298,32 @@ def test_the_accuracy_figure_marks_an_encoding_that_never_trained_and_labels_its
                 "temperature none", "temperature log", "did not train", "training size", "chance (0.1)"} <= set(labels)
     finally:
         plt.close(fig)
+
+
+def test_the_accuracy_figure_names_runs_that_had_not_converged_and_labels_chance_once_per_row():
+    """A panel's title says how many of its runs were still rising when training ended (the report's
+    tables say so; the panels did not), and chance is labelled in the first column only (the text
+    hid points in every panel), drawn in all."""
+    import pandas as pd
+
+    from harness.report import CURVE_COLUMNS
+
+    runs, _ = handmade_study(seeds=(0, 1))
+    rows = [{"encoding": e, "train_resolution": t, "seed": s, "epoch": k, "run_id": f"{e}-r{t}-s{s}",
+             "val_acc": 0.1 * k if (e, t) == ("learned", 16) else 0.8}  # learned at 16 px: still rising by 0.1
+            for e in ("none", "learned", "rope_axial") for t in (16, 24) for s in (0, 1) for k in range(8)]
+    runs.curves = pd.DataFrame(rows, columns=CURVE_COLUMNS)
+    tables, _ = summary_tables(runs.results, runs.cells, "learned", curves=runs.curves)
+    fig = FIGURES.get("accuracy_vs_resolution")().draw(runs, tables)
+    try:
+        panels = [ax for ax in fig.axes if ax.get_title()]
+        titles = sorted(ax.get_title() for ax in panels)
+        assert "learned (trained at 16 px; 2 of 2 runs not converged)" in titles
+        assert sum("not converged" in t for t in titles) == 1
+        ncols = fig.axes[0].get_gridspec().ncols
+        for i, ax in enumerate(panels):
+            labelled = any(t.get_text().startswith("chance") for t in ax.texts)
+            assert labelled == (i % ncols == 0), (i, ax.get_title())
+            assert any(ln.get_linestyle() == ":" and ln.get_ydata()[0] == 0.1 for ln in ax.get_lines())
+    finally:
+        plt.close(fig)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import to_rgba
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from harness.report.figures import ReportFigure, register_figure
 from harness.report.figures.plotting import chance_line, size_order
@@ -33,6 +34,8 @@ _POLICY_STYLES = ("-", "--", "-.", ":")
 #: the temperatures' markers: none filled circles, the others open triangles, squares, diamonds
 _TEMPERATURE_MARKERS = ("o", "^", "s", "D")
 _PANEL_COLUMNS = 4
+_TRAIN_BAND = "#d9d9d9"  # the training size: a band, not a line (the policies are lines)
+_RULE = "#555555"  # the rule before the non-square sizes: darker than the grid
 
 
 def variant_styles(regimes, policies, temperatures) -> tuple[dict, dict, dict]:
@@ -55,13 +58,18 @@ def variant_styles(regimes, policies, temperatures) -> tuple[dict, dict, dict]:
 class AccuracyVsResolution(ReportFigure):
     title = "Accuracy against test size"
     caption = ("Test accuracy against test size, one panel per encoding (and training resolution), all on the same "
-               "y scale. In a panel, a line per evaluation variant: colour, the regime; line style, the new-grid "
-               "policy (solid: the first policy, or none for an encoding without one); marker, the attention "
-               "temperature (filled circle: none). A line is the mean over the seeds that trained, joining the "
-               "square sizes only (a non-square size, right of the grey rule, changes the aspect ratio, not just "
-               f"the size); bars: its interval ({INTERVAL_METHOD}); small dots: each seed's run; crosses: runs that "
-               "did not train (not in the mean); dotted grey: chance (1 / number of classes, labelled); dashed "
-               "black: the training size. Lines that lie on each other are variants that score the same.")
+               "y scale; a title says how many of the panel's runs had not converged, if any. In a panel, a line per "
+               "evaluation variant: colour, the regime; line style, the new-grid policy as the legend names it "
+               "(solid also for an encoding without a policy; whichever policy is the encoding's own default); "
+               "marker, the attention temperature (filled circle: none; the others open and larger, so that a tie "
+               "shows as a dot inside the open marker). "
+               "A line is the mean over the seeds that trained, joining the square sizes only (a non-square size, "
+               "right of the grey rule, changes the aspect ratio, not just the size); bars: its interval "
+               f"({INTERVAL_METHOD}); small dots: each seed's run; crosses: runs that did not train (not in the "
+               "mean); dotted grey: chance (1 / number of classes, labelled in the first column); grey band: the "
+               "training size. The sizes are evenly spaced, not to scale; the canvas regime has no size below the "
+               "training size (a canvas is never smaller than the image). Lines that lie on each other are variants "
+               "that score the same.")
     order = 10
 
     def draw(self, runs, tables):
@@ -73,6 +81,7 @@ class AccuracyVsResolution(ReportFigure):
         colours, styles, markers = variant_styles(acc["regime"], acc["policy"], acc["temperature"])
         panels = acc[["encoding", "train_resolution"]].drop_duplicates().sort_values(["encoding", "train_resolution"])
         several = acc["train_resolution"].nunique() > 1
+        unsettled = _not_converged(tables)
         ncols = min(_PANEL_COLUMNS, len(panels))
         nrows = math.ceil(len(panels) / ncols)
         spare = nrows * ncols > len(panels)  # an empty slot holds the legend
@@ -80,13 +89,14 @@ class AccuracyVsResolution(ReportFigure):
                                  squeeze=False, sharey=True)
         flat = list(axes.flat)
         chance = []
-        for (enc, train), ax in zip(panels.itertuples(index=False), flat):
+        for i, ((enc, train), ax) in enumerate(zip(panels.itertuples(index=False), flat)):
             part = acc.loc[(acc["encoding"] == enc) & (acc["train_resolution"] == train)]
             pts = res.loc[(res["encoding"] == enc) & (res["train_resolution"] == train)]
-            chance = chance_line(ax, pts) or chance
+            # written on the first column's panels only (the legend names it too): elsewhere it hid points
+            chance = chance_line(ax, pts, label=i % ncols == 0) or chance
             self._panel(ax, part, pts, train, (colours, styles, markers))
-            title = f"{enc} (trained at {train} px)" if several else str(enc)
-            ax.set_title(title, fontsize=10)
+            notes = ([f"trained at {train} px"] if several else []) + unsettled.get((str(enc), int(train)), [])
+            ax.set_title(f"{enc} ({'; '.join(notes)})" if notes else str(enc), fontsize=10)
             ax.set(ylim=(0, 1.03))
         for i, ax in enumerate(flat):
             if i >= len(panels):
@@ -100,8 +110,11 @@ class AccuracyVsResolution(ReportFigure):
                     for p, s in styles.items() if p in shown and not (p == NO_POLICY and len(shown) > 1)]
         handles += [Line2D([], [], color="black", linestyle="", marker=m, markerfacecolor=_face(t, "black"),
                            label=f"temperature {t}") for t, m in markers.items()]
-        handles += [Line2D([], [], color="black", marker="x", linestyle="", label="did not train"),
-                    Line2D([], [], color="black", linestyle="--", linewidth=0.8, label="training size")]
+        handles += [Line2D([], [], color="dimgrey", marker=".", linestyle="", label="a seed's run"),
+                    Line2D([], [], color="dimgrey", marker="x", linestyle="", label="did not train"),
+                    Patch(facecolor=_TRAIN_BAND, label="training size")]
+        if (acc["test_rows"] != acc["test_cols"]).any():
+            handles += [Line2D([], [], color=_RULE, linewidth=1.4, label="non-square sizes: right of it")]
         handles += [Line2D([], [], color="grey", linestyle=":", label=line.get_label()) for line in chance]
         if spare:
             flat[-1].legend(handles=handles, loc="center", fontsize=8, frameon=False)
@@ -137,9 +150,11 @@ class AccuracyVsResolution(ReportFigure):
             # the interval's ends may round a hair inside the mean: no negative error bar
             low = (g["mean"] - g["ci_low"].fillna(g["mean"])).clip(lower=0)
             high = (g["ci_high"].fillna(g["mean"]) - g["mean"]).clip(lower=0)
+            filled = temp == "none"  # the others open and larger, under it: a dot in a triangle where they tie
             bars = ax.errorbar(x, g["mean"], yerr=[low, high], color=colour, ecolor=to_rgba(colour, 0.4),
-                               linestyle="none", marker=marker, markersize=4.5, markerfacecolor=_face(temp, colour),
-                               capsize=1.5, elinewidth=0.8)
+                               linestyle="none", marker=marker, markersize=4.5 if filled else 6.5,
+                               markerfacecolor=_face(temp, colour), markeredgewidth=1.0 if filled else 1.2,
+                               capsize=1.5, elinewidth=0.8, zorder=4 if filled else 3)
             joined = g["test_resolution"].isin(square).to_numpy()
             (line,) = ax.plot(x[joined], g["mean"].to_numpy()[joined], color=colour, linestyle=style, linewidth=1.3)
             # named for whoever reads the figure back (the tests): the variant each line and its markers draw
@@ -148,11 +163,23 @@ class AccuracyVsResolution(ReportFigure):
         if not (part["n_seeds"] > 0).any():
             ax.text(0.5, 0.55, "no seed trained", transform=ax.transAxes, ha="center", fontsize=9, color="dimgrey")
         if str(train) in pos:
-            ax.axvline(pos[str(train)], color="black", linestyle="--", linewidth=0.8)
+            ax.axvspan(pos[str(train)] - 0.3, pos[str(train)] + 0.3, color=_TRAIN_BAND, zorder=0, linewidth=0)
         if len(square) < len(sizes):
-            ax.axvline(len(square) - 0.25, color="grey", linewidth=0.8, alpha=0.6)
+            ax.axvline(len(square) - 0.25, color=_RULE, linewidth=1.4)
         ax.set_xticks([pos[s] for s in sizes], [f"{s}" for s in sizes])
         ax.tick_params(axis="x", labelsize=8)
+
+
+def _not_converged(tables) -> dict[tuple[str, int], list[str]]:
+    """(encoding, training resolution) -> ["k of n runs had not converged"] where k > 0
+    (:mod:`harness.report.curves`' check, the same as the tables')."""
+    from harness.report.curves import convergence_counts
+
+    conv = tables.get("convergence")
+    if conv is None or conv.empty:
+        return {}
+    return {(str(r.encoding), int(r.train_resolution)): [f"{r.n_not_converged} of {r.n_runs} runs not converged"]
+            for r in convergence_counts(conv).itertuples(index=False) if r.n_not_converged}
 
 
 def _policy_label(policy: str, style: str, shown: set) -> str:

@@ -17,9 +17,10 @@ class Cost(ReportFigure):
     order = 30
     caption = ("Cost per encoding: parameters added over none, and the training throughput measured during the "
                "study on its device, relative to none when it ran (bar: the mean over runs; dots: each run). "
-               "Measured while the study trained, not a benchmark: the cells train one after another, so a change "
-               "in the machine's load during the study shows here as a difference between encodings; `harness "
-               "bench` times the encodings side by side. Counts as numbers: 142k, 1.2M.")
+               "Measured while the study trained, not a benchmark: the cells train in the spec's order, one per "
+               "worker at a time, so whatever ran beside a run (another worker's training or evaluation, other "
+               "programs) shows here as a difference between encodings; `harness bench` times the encodings side "
+               "by side. Counts as numbers (14.4k: 14,400).")
 
     def draw(self, runs, tables):
         cost = tables["cost"]
@@ -29,7 +30,9 @@ class Cost(ReportFigure):
         fig, axes = plt.subplots(1, 2, figsize=(11, 0.4 * len(cost) + 2))
         rel = cost.dropna(subset=["params_vs_none"]).empty is False
         sns.barplot(data=cost, y="encoding", x="params_vs_none" if rel else "params", ax=axes[0], color="tab:blue")
-        axes[0].set(title="parameters added over none" if rel else "trainable parameters", xlabel="parameters",
+        base = cost.loc[cost["encoding"] == "none", "params"]
+        axes[0].set(title=(f"parameters added over none (none: {count_format(base.iloc[0])})" if rel
+                           else "trainable parameters"), xlabel="parameters",
                     ylabel="")
         count_axis(axes[0])
         _label_bars(axes[0], count_format)

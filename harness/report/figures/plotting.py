@@ -86,17 +86,19 @@ def count_axis(ax: Axes, which: str = "x") -> None:
     axis.set_major_formatter(FuncFormatter(lambda v, _pos: count_format(v)))
 
 
-def chance_line(ax: Axes, results: pd.DataFrame) -> list[Line2D]:
+def chance_line(ax: Axes, results: pd.DataFrame, label: bool = True) -> list[Line2D]:
     """The dataset's chance level (the ``chance`` column of the results table: 1 / classes) as a
-    dotted grey line across ``ax``, labelled on the axes ("chance 0.1") and named in a legend
-    built from the axes' artists; nothing when chance is unknown. Returns the lines drawn."""
+    dotted grey line across ``ax``, labelled on the axes ("chance 0.1"; not with ``label=False``,
+    for small multiples that label it once) and named in a legend built from the axes' artists;
+    nothing when chance is unknown. Returns the lines drawn."""
     lines = []
     values = sorted(pd.to_numeric(results["chance"], errors="coerce").dropna().unique()) if len(results) else []
     for value in values:
-        label = f"chance ({value:.3g})"
-        lines.append(ax.axhline(float(value), color="grey", linestyle=":", linewidth=1.2, label=label, zorder=1))
-        ax.text(0.01, float(value), label, transform=ax.get_yaxis_transform(), ha="left", va="bottom", fontsize=7,
-                color="dimgrey")
+        text = f"chance ({value:.3g})"
+        lines.append(ax.axhline(float(value), color="grey", linestyle=":", linewidth=1.2, label=text, zorder=1))
+        if label:
+            ax.text(0.01, float(value), text, transform=ax.get_yaxis_transform(), ha="left", va="bottom",
+                    fontsize=7, color="dimgrey")
     return lines
 
 
