@@ -141,7 +141,7 @@ def test_with_its_kept_model_back_the_same_command_evaluates_the_cell(request, f
     r = harness("evaluate", str(SMOKE), "--set", f"output={out}", *ONE_CELL, "test_resolutions=[8,16,24,40]",
                 "--no-report", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "evaluations added to 1 cell," in r.stdout and "error" not in r.stderr
+    assert "added to 1 cell, " in r.stdout and "error" not in r.stderr
 
 
 #: loads a kept model with nothing but MLflow and torch, and scores it on saved test images
