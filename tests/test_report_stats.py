@@ -609,6 +609,29 @@ def test_cost_relative_to_none_measured_on_its_device():
     assert r["params"] == 1256 and math.isnan(r["params_vs_none"]) and math.isnan(r["throughput_vs_none"])
 
 
+def test_an_encoding_faster_than_none_warns_that_the_timings_measured_load():
+    """The main study's cost panel showed 12 of 13 encodings 1.07-1.64x faster than none, which
+    does the least work: a sentence now says what that means, on the page and on the figure."""
+    rows = [row("none", 32, 32, 0, 0.3, run_id="n0", params=1000, ips=100.0),
+            row("learned", 32, 32, 0, 0.5, run_id="l0", params=1256, ips=104.0),   # 1.04: within 5 %
+            row("rope", 32, 32, 0, 0.5, run_id="r0", params=1000, ips=120.0),      # 1.20
+            row("alibi", 32, 32, 0, 0.5, run_id="a0", params=1000, ips=150.0)]     # 1.50
+    warning = rs.throughput_warning(rs.cost_table(table(rows)))
+    assert warning.startswith("2 of 3 encodings trained faster than none (up to 1.50x, alibi)")
+    assert rs.throughput_warning(rs.cost_table(table(rows[:2]))) is None
+    assert rs.throughput_warning(rs.cost_table(table(rows[1:]))) is None  # no none: nothing to compare with
+    from harness.report.figures import FIGURES
+
+    tables = {"cost": rs.cost_table(table(rows))}
+    fig = FIGURES.get("cost")().draw(None, tables)
+    try:
+        assert [t.get_text().replace("\n", " ") for t in fig.axes[1].texts if "faster" in t.get_text()] == [warning]
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
 def test_cost_per_train_resolution():
     df = table([
         row("none", 32, 32, 0, 0.3, params=1000, ips=100.0), row("none", 64, 64, 0, 0.3, params=1000, ips=25.0),

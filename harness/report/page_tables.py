@@ -165,7 +165,9 @@ def sections(tables: dict[str, Any], baseline: str | None) -> list[Section]:
     out.append(Section("cost", "Cost: parameters, and training throughput measured during the study "
                         f"(device: {devices})",
                         "Throughput as measured while the study trained, alongside whatever else the machine ran: "
-                        "not a benchmark (`harness bench` is one).", _counts(tables["cost"])))
+                        "not a benchmark (`harness bench` is one)."
+                        + (f" {warning}" if (warning := st.throughput_warning(tables["cost"])) else ""),
+                        _counts(tables["cost"])))
     out.append(Section("missing", "Cells of the study that are missing or failed", "", tables["missing"]))
     if "time" in tables and len(tables["time"]):
         out.append(Section("time", "Where the time went",

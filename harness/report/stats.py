@@ -69,6 +69,7 @@ __all__ = [
     "CEILING",
     "CHANCE_MARGIN",
     "CONTROL",
+    "FASTER_THAN_NONE",
     "INTERVAL_METHOD",
     "MIN_PAIRS",
     "RANK_DECIMALS",
@@ -88,6 +89,7 @@ __all__ = [
     "side",
     "t_interval",
     "tested_rows",
+    "throughput_warning",
     "trained",
     "untrained_runs",
     "variant_label",
@@ -329,6 +331,27 @@ def cost_table(df: pd.DataFrame, per_train_resolution: bool = False) -> pd.DataF
     out["throughput_vs_none"] = (out["images_per_s"] / out["_t0"].where(out["_t0"] != 0)).astype(float)
     out["images_per_s"] = out["images_per_s"].astype(float)
     return out[[*keys, "params", "params_vs_none", "images_per_s", "throughput_vs_none", "device"]]
+
+
+#: an encoding measured this much faster than ``none`` (which does the least work per step) says
+#: the study's timings moved with the machine's load, not with the encodings
+FASTER_THAN_NONE = 1.05
+
+
+def throughput_warning(cost: pd.DataFrame) -> str | None:
+    """A sentence when encodings of :func:`cost_table` trained more than ``FASTER_THAN_NONE``
+    times as fast as ``none``, which does the least work per step: their timings then say more
+    about what ran beside them than about the encodings. None otherwise, or without ``none``."""
+    ratio = cost.dropna(subset=["throughput_vs_none"]) if "throughput_vs_none" in cost else cost.iloc[:0]
+    faster = ratio.loc[ratio["throughput_vs_none"] > FASTER_THAN_NONE]
+    if faster.empty:
+        return None
+    top = faster.sort_values("throughput_vs_none").iloc[-1]
+    n = faster["encoding"].nunique()
+    return (f"{n} of {ratio['encoding'].nunique() - 1} encodings trained faster than none (up to "
+            f"{top['throughput_vs_none']:.2f}x, {top['encoding']}), which does the least work per step: these "
+            "timings moved with what ran beside each run, not with the encodings; compare costs with `harness "
+            "bench`, which times them side by side.")
 
 
 def missing_cells(df: pd.DataFrame, expected: Sequence[Cell | tuple[str, int, int]]) -> pd.DataFrame:

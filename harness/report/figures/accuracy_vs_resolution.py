@@ -60,11 +60,13 @@ class AccuracyVsResolution(ReportFigure):
     caption = ("Test accuracy against test size, one panel per encoding (and training resolution), all on the same "
                "y scale; a title says how many of the panel's runs had not converged, if any. In a panel, a line per "
                "evaluation variant: colour, the regime; line style, the new-grid policy as the legend names it "
-               "(solid also for an encoding without a policy; whichever policy is the encoding's own default); "
+               "(solid also for an encoding without a policy; whatever the encoding's default policy); "
                "marker, the attention temperature (filled circle: none; the others open and larger, so that a tie "
                "shows as a dot inside the open marker). "
                "A line is the mean over the seeds that trained, joining the square sizes only (a non-square size, "
-               "right of the grey rule, changes the aspect ratio, not just the size); bars: its interval "
+               "right of the dark vertical rule, changes the aspect ratio, not just the size, and has no line: at "
+               "every size a panel's variants sit side by side, left to right in the legend's order of regime, "
+               "then policy); bars: its interval "
                f"({INTERVAL_METHOD}); small dots: each seed's run; crosses: runs that did not train (not in the "
                "mean); dotted grey: chance (1 / number of classes, labelled in the first column); grey band: the "
                "training size. The sizes are evenly spaced, not to scale; the canvas regime has no size below the "
@@ -97,7 +99,7 @@ class AccuracyVsResolution(ReportFigure):
             self._panel(ax, part, pts, train, (colours, styles, markers))
             notes = ([f"trained at {train} px"] if several else []) + unsettled.get((str(enc), int(train)), [])
             ax.set_title(f"{enc} ({'; '.join(notes)})" if notes else str(enc), fontsize=10)
-            ax.set(ylim=(0, 1.03))
+            ax.set(ylim=(-0.03, 1.03))  # a mean at 0 whole, not cut in half by the axis
         for i, ax in enumerate(flat):
             if i >= len(panels):
                 ax.axis("off")
@@ -114,7 +116,8 @@ class AccuracyVsResolution(ReportFigure):
                     Line2D([], [], color="dimgrey", marker="x", linestyle="", label="did not train"),
                     Patch(facecolor=_TRAIN_BAND, label="training size")]
         if (acc["test_rows"] != acc["test_cols"]).any():
-            handles += [Line2D([], [], color=_RULE, linewidth=1.4, label="non-square sizes: right of it")]
+            handles += [Line2D([], [], color=_RULE, marker="|", markersize=12, markeredgewidth=1.4, linestyle="",
+                               label="non-square sizes: right of it")]
         handles += [Line2D([], [], color="grey", linestyle=":", label=line.get_label()) for line in chance]
         if spare:
             flat[-1].legend(handles=handles, loc="center", fontsize=8, frameon=False)
@@ -152,7 +155,7 @@ class AccuracyVsResolution(ReportFigure):
             high = (g["ci_high"].fillna(g["mean"]) - g["mean"]).clip(lower=0)
             filled = temp == "none"  # the others open and larger, under it: a dot in a triangle where they tie
             bars = ax.errorbar(x, g["mean"], yerr=[low, high], color=colour, ecolor=to_rgba(colour, 0.4),
-                               linestyle="none", marker=marker, markersize=4.5 if filled else 6.5,
+                               linestyle="none", marker=marker, markersize=3.5 if filled else 8,
                                markerfacecolor=_face(temp, colour), markeredgewidth=1.0 if filled else 1.2,
                                capsize=1.5, elinewidth=0.8, zorder=4 if filled else 3)
             joined = g["test_resolution"].isin(square).to_numpy()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib.pyplot as plt
 import seaborn as sns
 
 from harness.report.figures import ReportFigure, register_figure
 from harness.report.figures.plotting import count_axis, count_format
+from harness.report.stats import throughput_warning
 
 __all__ = ["Cost"]
 
@@ -16,7 +19,7 @@ class Cost(ReportFigure):
     title = "Cost"
     order = 30
     caption = ("Cost per encoding: parameters added over none, and the training throughput measured during the "
-               "study on its device, relative to none when it ran (bar: the mean over runs; dots: each run). "
+               "study on its device, relative to none's mean over its runs (bar: the mean over runs; dots: each run). "
                "Measured while the study trained, not a benchmark: the cells train in the spec's order, one per "
                "worker at a time, so whatever ran beside a run (another worker's training or evaluation, other "
                "programs) shows here as a difference between encodings; `harness bench` times the encodings side "
@@ -48,6 +51,10 @@ class Cost(ReportFigure):
             _label_bars(axes[1], lambda v: "–" if v != v else f"{v:.2f}", inside=True)
             _runs_as_dots(axes[1], runs, cost)
             axes[1].set_ylabel("")
+            warning = throughput_warning(cost)
+            if warning:  # on the figure itself, under its axis: a figure travels without the page's text
+                axes[1].text(0.5, -0.1, textwrap.fill(warning, 80), transform=axes[1].transAxes, ha="center",
+                             va="top", fontsize=8, color="firebrick")
         else:
             count_axis(axes[1])
             _label_bars(axes[1], count_format)
