@@ -164,7 +164,7 @@ def test_a_broken_plugin_fails_its_cells_and_the_study_goes_on(tmp_path):
     assert states["drops_tokens"].user_attrs["harness.fail_reason"] == reason
     # every run closed: nothing RUNNING
     assert not tracker.runs("smoke", status="RUNNING")
-    assert r.returncode == 3 and "drops_tokens r16 seed 0: 1 tries" in r.stderr  # a failed cell: exit 3, named
+    assert r.returncode == 3 and "drops_tokens r16 seed 0: 1 try," in r.stderr  # a failed cell: exit 3, named
 
 
 @pytest.mark.slow
