@@ -24,7 +24,8 @@ def dry_run(args: argparse.Namespace) -> int:
     print(f"# {args.spec}: resolved spec (dry run: nothing is trained or written)")
     print(yaml.safe_dump(plain, sort_keys=False, default_flow_style=None).rstrip())
     cells = spec.cells()
-    print(f"# {count(len(cells), 'cell')} to train (encoding, train resolution, seed), {_workers_text(args, spec, len(cells))}:")
+    print(f"# {count(len(cells), 'cell')} to train (encoding, train resolution, seed), "
+          f"{_workers_text(args, spec, len(cells))}:")
     width = max(len(c.encoding) for c in cells)
     for i, c in enumerate(cells, 1):
         print(f"{i:>4}  {c.encoding.ljust(width)}  r{c.train_resolution}  seed {c.seed}")
@@ -115,7 +116,8 @@ def _print_failed(spec, failed) -> None:
           f"(1 + max_retries {spec.max_retries}); the others are done. Fix the cause and run again with "
           "a higher --set max_retries to retry them:", file=sys.stderr)
     for cell, tries, reason in failed:
-        print(f"  {cell.encoding} r{cell.train_resolution} seed {cell.seed}: {count(tries, 'try', 'tries')}, last: {reason}",
+        print(f"  {cell.encoding} r{cell.train_resolution} seed {cell.seed}: {count(tries, 'try', 'tries')}, "
+              f"last: {reason}",
               file=sys.stderr)
 
 

@@ -291,7 +291,8 @@ class _Lines:
 
     def start(self, resolution: int, steps: int, device: torch.device, start_epoch: int, note: str = "") -> None:
         resumed = f", resuming after epoch {start_epoch}" if start_epoch else ""
-        self.say(f"training started: {count(self.epochs, 'epoch')} of {count(steps, 'step')} at r{resolution} on {device}{resumed}"
+        self.say(f"training started: {count(self.epochs, 'epoch')} of {count(steps, 'step')} at r{resolution} "
+                 f"on {device}{resumed}"
                  f"{f'; {note}' if note else ''}")
 
     def epoch(self, epoch: int, loss: float, val_acc: float) -> None:
