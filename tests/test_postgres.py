@@ -104,3 +104,44 @@ def test_mlflow_server_with_postgres_backend_and_report(tmp_path):
         assert set(df.policy) == {"na", "extrapolate", "interpolate"} and set(df.regime) == {"zoom"}
         html = (tmp_path / "report" / "report.html").read_text()
         assert "secret" not in html
+
+
+@pytest.mark.slow
+def test_workers_logging_one_new_dataset_at_once_on_postgres_all_succeed():
+    """Workers that start cells at the same moment each log the study's dataset, new to the
+    experiment: MLflow reads, then inserts, so on PostgreSQL one met the other's row and the
+    worker died (IntegrityError; the three-worker test above caught it in CI on 2026-12-07). Four
+    threads, ten rounds, a new dataset each round, released together by a barrier."""
+    import threading
+
+    from harness.study.tracking import Tracker
+
+    threads, rounds = 4, 10
+    with postgres_server(databases=("mlflow",)) as pg:
+        trackers = [Tracker(pg + "mlflow", "race") for _ in range(threads)]
+        barrier, errors, runs = threading.Barrier(threads), [], []
+
+        def work(t: Tracker) -> None:
+            for r in range(rounds):
+                run_id = t.client.create_run(t.experiment_id).info.run_id
+                runs.append(run_id)
+                barrier.wait()
+                try:
+                    t.log_dataset(run_id, "rendered", {"num_train": 100 + r, "num_val": 4, "num_test": 4},
+                                  resolution=16, regimes=["zoom"])
+                except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                    errors.append(repr(exc)[:300])
+
+        pool = [threading.Thread(target=work, args=(t,)) for t in trackers]
+        for p in pool:
+            p.start()
+        for p in pool:
+            p.join(timeout=300)
+        assert not errors, errors[:2]
+        client = trackers[0].client
+        assert len(runs) == threads * rounds
+        for run_id in runs:
+            assert len(client.get_run(run_id).inputs.dataset_inputs) == 3  # train, val, test
+        # one dataset row per (name, digest): the runs of a round share them
+        digests = {d.dataset.digest for run_id in runs for d in client.get_run(run_id).inputs.dataset_inputs}
+        assert len(digests) == 3 * rounds

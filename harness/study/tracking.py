@@ -268,13 +268,11 @@ class Tracker:
 
     def log_dataset(self, run_id: str, name: str, options: dict[str, Any], *, resolution: int,
                     regimes: list[str]) -> str:
-        """The run's dataset as MLflow inputs (``mlflow.data``; the runs table's Dataset column):
-        one input per split (context ``train``, ``val``, ``test``), each a one-row frame naming
-        the dataset, its options' digest, the split's size (``num_<split>`` of the options, when
-        the dataset has one), the training resolution and the test regimes. The images are
-        rendered or read by the dataset itself, so the frame describes them, it does not hold
-        them; the options ride in the source. Each input's digest is ``<options digest>-<split>``.
-        Returns the options' digest."""
+        """The run's dataset as MLflow inputs (``mlflow.data``; the runs table's Dataset column): one
+        input per split (context ``train``, ``val``, ``test``), each a one-row frame naming the dataset,
+        its options' digest, the split's size (``num_<split>`` of the options, when it has one), the
+        training resolution and the test regimes: it describes the images, it does not hold them; the
+        options ride in the source. Input digests: ``<options digest>-<split>``. Returns the options' digest."""
         import hashlib
         import warnings
 
@@ -297,7 +295,14 @@ class Tracker:
                 ds = mlflow.data.from_pandas(frame, source=source, name=name, digest=f"{digest}-{split}")
                 entity = ds._to_mlflow_entity()
             inputs.append(DatasetInput(entity, tags=[InputTag("mlflow.data.context", split)]))
-        self.client.log_inputs(run_id, datasets=inputs)
+        for attempt in range(3):  # workers adding one new dataset at once: MLflow reads, then inserts, so on a
+            try:  # database store one meets the other's row (a unique violation); the next try finds it and links it
+                self.client.log_inputs(run_id, datasets=inputs)
+                break
+            except mlflow.exceptions.MlflowException as exc:
+                if attempt == 2 or not re.search(r"IntegrityError|UniqueViolation|UNIQUE constraint", str(exc)):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
         return digest
 
     def log_model(self, run_id: str, state_dict: dict, meta: dict[str, Any], example) -> str:
