@@ -21,6 +21,7 @@ from matplotlib.patches import Patch
 from harness.report.figures import ReportFigure, register_figure
 from harness.report.figures.plotting import chance_line, size_order
 from harness.report.stats import INTERVAL_METHOD
+from harness.report.tidy import tested_rows
 from harness.schema import NO_POLICY
 
 __all__ = ["AccuracyVsResolution", "variant_styles"]
@@ -78,8 +79,7 @@ class AccuracyVsResolution(ReportFigure):
         acc = tables["accuracy"]
         if acc.empty:
             return None
-        res = runs.results.dropna(subset=["test_acc", "regime"])
-        res = res.loc[res["status"] == "FINISHED"]
+        res = tested_rows(runs.results)  # FINISHED runs' rows with an accuracy, trained or not
         colours, styles, markers = variant_styles(acc["regime"], acc["policy"], acc["temperature"])
         panels = acc[["encoding", "train_resolution"]].drop_duplicates().sort_values(["encoding", "train_resolution"])
         several = acc["train_resolution"].nunique() > 1

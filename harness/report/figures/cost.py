@@ -10,6 +10,7 @@ import seaborn as sns
 from harness.report.figures import ReportFigure, register_figure
 from harness.report.figures.plotting import count_axis, count_format
 from harness.report.stats import throughput_warning
+from harness.report.tidy import finished
 
 __all__ = ["Cost"]
 
@@ -66,8 +67,9 @@ def _runs_as_dots(ax, runs, cost) -> None:
     a mean hides); nothing without the runs."""
     if runs is None or runs.results.empty:
         return
-    res = runs.results
-    one = res.loc[res["status"] == "FINISHED"].drop_duplicates("run_id").dropna(subset=["images_per_s"])
+    # one row per run, as cost_table takes them
+    one = finished(runs.results, ["encoding", "images_per_s", "run_id"]).drop_duplicates("run_id")
+    one = one.dropna(subset=["images_per_s"])
     none = cost.loc[cost["encoding"] == "none", "images_per_s"]
     if one.empty or none.empty or not none.iloc[0]:
         return
